@@ -1,0 +1,91 @@
+"""The engine's vocabulary: what each array means, shared by every renderer.
+
+Pixel contract outside the engine: RGB, uint8, HxWx3, C-contiguous. BGR exists only at OpenCV calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+RGBImage: TypeAlias = npt.NDArray[np.uint8]
+"""HxWx3 uint8 RGB, values 0..255."""
+
+Mask: TypeAlias = npt.NDArray[np.float32]
+"""HxW float32 in [0, 1]; 1 = person / foreground."""
+
+Landmarks: TypeAlias = npt.NDArray[np.float32]
+"""(N, 3) float32: x, y in pixels of the frame they were found in, z in MediaPipe's relative units
+(about the same scale as x; smaller = closer to the camera). N = 478 for the face landmarker."""
+
+Affine: TypeAlias = npt.NDArray[np.float64]
+"""2x3 float64 matrix mapping source pixel coordinates to destination pixel coordinates."""
+
+
+@dataclass(frozen=True)
+class Face:
+    """One tracked face in a source frame.
+
+    `landmarks` are smoothed and in source-frame pixels; `frame_size` is that frame's (width, height).
+    """
+
+    landmarks: Landmarks
+    frame_size: tuple[int, int]
+
+
+class Segmenter(Protocol):
+    """Person segmentation, built by `models/` and handed to a renderer ready to run."""
+
+    def segment(self, image: RGBImage, timestamp_ms: int) -> Mask:
+        """Person probability for `image` (HxW float32 in [0, 1], same HxW as `image`).
+
+        `timestamp_ms` strictly increases between calls on a live stream.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+class Sections(Protocol):
+    """Named timing sections; `livecam.stats` supplies the real one."""
+
+    def section(self, name: str) -> AbstractContextManager[None]: ...
+
+
+class NoSections:
+    """A `Sections` that measures nothing (the default for a renderer used on its own)."""
+
+    @contextmanager
+    def section(self, name: str) -> Iterator[None]:
+        yield
+
+
+class Renderer(Protocol):
+    """Turns one captured frame plus its tracked face into one output canvas.
+
+    `prepare()` runs once before the first frame and does every expensive set-up; `render()` runs per
+    frame and does only per-frame work. A renderer holds per-stream state (framing, light smoothing), so
+    one instance serves one stream. `close()` may be called more than once.
+    """
+
+    name: str
+    output_size: tuple[int, int]
+    """(width, height) of every image `render` returns."""
+    needs_mask: bool
+    """True when `render` uses a person mask; the loop then segments each frame (in parallel with
+    face tracking) and passes the mask in."""
+
+    def prepare(self) -> None: ...
+
+    def render(self, image: RGBImage, face: Face | None, mask: Mask | None, timestamp_ms: int) -> RGBImage:
+        """`image`: the source frame; `face`: its tracked face or None; `mask`: the person mask of
+        `image` (same HxW) or None; `timestamp_ms`: capture time, increasing. Returns the output canvas
+        (output_size, RGB uint8)."""
+        ...
+
+    def close(self) -> None: ...
