@@ -1,0 +1,106 @@
+"""The `livecam` command: run, doctor, models."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from livecam import __version__
+from livecam.errors import LivecamError
+
+if TYPE_CHECKING:
+    from livecam.config import Config
+
+# Quiet the native libraries before they load: OpenCV's probing warnings and MediaPipe's glog lines are
+# noise for a user; real problems reach them as LivecamError messages.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+log = logging.getLogger("livecam")
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="PATH",
+                        help="config file (default: ./config.toml if present, else built-in defaults)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                        help="override one setting, e.g. --set background.mode=blur (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="livecam", description="A real-time virtual headshot camera.")
+    parser.add_argument("--version", action="version", version=f"livecam {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the live camera",
+                         description="Run the live camera: capture, track, render, publish.")
+    _config_args(run)
+    run.add_argument("--input", metavar="SOURCE", help="camera index, video file or folder of images")
+    run.add_argument("--output", metavar="TARGET", help="virtualcam, preview, or a video file (.mp4 .avi .mkv)")
+    run.add_argument("--engine", choices=("studio", "diffusion", "auto"), help="renderer (default: auto)")
+    run.add_argument("--frames", type=int, metavar="N", help="stop after N input frames")
+    run.add_argument("--no-pace", action="store_true",
+                     help="process every frame of a file as fast as possible instead of at its frame rate")
+    run.add_argument("--stats-json", type=Path, metavar="PATH", help="write the run's statistics as JSON")
+
+    doctor = sub.add_parser("doctor", help="check camera, virtual camera, GPU and model files")
+    _config_args(doctor)
+
+    models = sub.add_parser("models", help="list the model files livecam uses and whether they are here")
+    _config_args(models)
+    return parser
+
+
+def _load(args: argparse.Namespace, extra: list[str]) -> Config:
+    from livecam.config import default_config_path, load_config
+
+    path = args.config if args.config is not None else default_config_path()
+    return load_config(path, [*extra, *args.overrides])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="livecam: %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "run":
+            if args.frames is not None and args.frames < 1:
+                raise LivecamError(f"--frames {args.frames}: must be 1 or more")
+            extra = []
+            if args.input is not None:
+                extra.append(f"input.source={args.input}")
+            if args.output is not None:
+                extra.append(f"output.target={args.output}")
+            if args.engine is not None:
+                extra.append(f"engine.kind={args.engine}")
+            if args.no_pace:
+                extra.append("input.pace=false")
+            config = _load(args, extra)
+            from livecam.live import run_live
+
+            run_live(config, max_frames=args.frames, stats_json=args.stats_json)
+            return 0
+        if args.command == "doctor":
+            from livecam.doctor import run_doctor
+
+            return run_doctor(_load(args, []))
+        if args.command == "models":
+            from livecam.doctor import list_models
+
+            list_models(_load(args, []))
+            return 0
+    except LivecamError as e:
+        print(f"livecam: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

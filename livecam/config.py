@@ -1,0 +1,237 @@
+"""One config: config.toml read once into frozen dataclasses, with `--set section.key=value` overrides.
+
+The studio engine's sections ([framing], [background], [relight], [skin]) are the engine's own settings
+dataclasses, so each setting is defined and validated in one place. Every dataclass validates itself
+in `__post_init__` and raises ValueError starting with the field name; the loader adds the section
+and the file, so an error reads `config.toml: framing.face_height = 2.0: must be between 0.05 and 0.9`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.background import BackgroundSettings
+from engine.framing import FramingSettings
+from engine.relight import RelightSettings
+from engine.skin import SkinSettings
+from livecam.errors import LivecamError
+
+ENGINE_KINDS = ("auto", "studio", "diffusion")
+
+
+def check_range(name: str, value: float, lo: float, hi: float) -> None:
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} = {value!r}: must be between {lo} and {hi}")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} = {value!r}: must be one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    source: str = "0"
+    """Camera index ("0"), a video file, or a folder of images."""
+    pace: bool = True
+    """Play files at their own frame rate, like a camera (False: every frame, as fast as possible)."""
+    loop: bool = False
+    """Start a file or folder again at its end."""
+    width: int = 640
+    height: int = 480
+    fps: float = 30.0
+    """Requested camera mode; a folder of images plays at this rate."""
+    reconnect_s: float = 10.0
+    """How long to keep reopening a lost camera before giving up."""
+
+    def __post_init__(self) -> None:
+        if not self.source.strip():
+            raise ValueError("source = '': must be a camera index, a video file or a folder of images")
+        check_range("width", self.width, 16, 7680)
+        check_range("height", self.height, 16, 4320)
+        check_range("fps", self.fps, 1, 240)
+        check_range("reconnect_s", self.reconnect_s, 0, 3600)
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    target: str = "virtualcam"
+    """"virtualcam", "preview", or a video file path (.mp4, .avi, .mkv)."""
+    width: int = 1280
+    height: int = 720
+    fps: float = 30.0
+    device: str = ""
+    """Virtual camera device (e.g. /dev/video10 on Linux); empty: the first one found."""
+    backend: str = ""
+    """pyvirtualcam backend (v4l2loopback, obs, unitycapture); empty: the platform default."""
+
+    def __post_init__(self) -> None:
+        if not self.target.strip():
+            raise ValueError("target = '': must be virtualcam, preview or a video file path")
+        check_range("width", self.width, 64, 7680)
+        check_range("height", self.height, 64, 4320)
+        if self.width % 2 or self.height % 2:
+            raise ValueError(f"width x height = {self.width}x{self.height}: both must be even "
+                             "(video encoders and virtual cameras need it)")
+        check_range("fps", self.fps, 1, 240)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    kind: str = "auto"
+    """studio (CPU, runs anywhere), diffusion (GPU), or auto (diffusion when it can run, else studio)."""
+
+    def __post_init__(self) -> None:
+        check_choice("kind", self.kind, ENGINE_KINDS)
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    min_detection_confidence: float = 0.5
+    min_presence_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5
+    smoothing: bool = True
+    """One-Euro filter on the landmarks, so the framing does not jitter."""
+    min_cutoff: float = 1.0
+    """One-Euro cutoff (Hz) at rest: lower is steadier, with more lag on slow moves."""
+    beta: float = 20.0
+    """One-Euro speed coefficient: higher follows fast moves with less lag."""
+
+    def __post_init__(self) -> None:
+        for name in ("min_detection_confidence", "min_presence_confidence", "min_tracking_confidence"):
+            check_range(name, getattr(self, name), 0.0, 1.0)
+        check_range("min_cutoff", self.min_cutoff, 0.01, 100.0)
+        check_range("beta", self.beta, 0.0, 10_000.0)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    dir: str = ""
+    """Where model files are looked up and downloaded; empty: $LIVECAM_MODEL_DIR, else the user cache."""
+    download: bool = True
+    """Download a missing model from its official URL (checked against its pinned sha256)."""
+    face_landmarker: str = ""
+    """Path to face_landmarker.task; empty: look in the model directory."""
+    segmenter: str = ""
+    """Path to the selfie segmentation .tflite; empty: look in the model directory."""
+
+
+@dataclass(frozen=True)
+class Config:
+    input: InputSettings = field(default_factory=InputSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    framing: FramingSettings = field(default_factory=FramingSettings)
+    background: BackgroundSettings = field(default_factory=BackgroundSettings)
+    relight: RelightSettings = field(default_factory=RelightSettings)
+    skin: SkinSettings = field(default_factory=SkinSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+
+
+def default_config_path() -> Path | None:
+    """`./config.toml` when there is one; otherwise the built-in defaults apply."""
+    here = Path("config.toml")
+    return here if here.is_file() else None
+
+
+def load_config(path: Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read `path` (None: defaults only), apply `section.key=value` overrides, validate everything.
+
+    Raises LivecamError naming the file and key for any problem.
+    """
+    where = str(path) if path else "defaults"
+    tables: dict[str, Any] = {}
+    if path is not None:
+        try:
+            tables = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise LivecamError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise LivecamError(f"cannot read config file {path}: {e}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise LivecamError(f"{path} is not valid TOML: {e}") from None
+    raw_overrides = {}
+    for item in overrides:
+        section, key, text = _parse_override(item)
+        tables.setdefault(section, {})
+        if not isinstance(tables[section], dict):
+            raise LivecamError(f"{where}: [{section}] must be a table")
+        tables[section][key] = _parse_value(text)
+        raw_overrides[(section, key)] = text
+    return _build(tables, raw_overrides, where)
+
+
+def _parse_override(item: str) -> tuple[str, str, str]:
+    name, sep, text = item.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise LivecamError(f"--set {item!r}: expected section.key=value, e.g. --set output.width=1920")
+    return section, key.strip(), text.strip()
+
+
+def _parse_value(text: str) -> Any:
+    """A TOML value when the text is one (true, 3, 0.5, "x"), else the text itself (a bare path)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _build(tables: dict[str, Any], raw: dict[tuple[str, str], str], where: str) -> Config:
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    unknown = sorted(set(tables) - set(sections))
+    if unknown:
+        raise LivecamError(f"{where}: unknown section [{unknown[0]}]; known sections: {', '.join(sections)}")
+    built = {}
+    hints = typing.get_type_hints(Config)
+    for name in sections:
+        table = tables.get(name, {})
+        if not isinstance(table, dict):
+            raise LivecamError(f"{where}: {name} must be a table ([{name}])")
+        built[name] = _build_section(name, hints[name], table, raw, where)
+    return Config(**built)
+
+
+def _build_section(section: str, cls: type, table: dict[str, Any], raw: dict[tuple[str, str], str],
+                   where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in table.items():
+        if key not in hints:
+            raise LivecamError(f"{where}: unknown key {section}.{key}; keys in [{section}]: {', '.join(known)}")
+        values[key] = _coerce(f"{section}.{key}", hints[key], value, raw.get((section, key)), where)
+    try:
+        return cls(**values)
+    except ValueError as e:
+        raise LivecamError(f"{where}: {section}.{e}") from None
+
+
+def _coerce(name: str, kind: Any, value: Any, raw_text: str | None, where: str) -> Any:
+    """Check `value` against the field's type; ints are accepted for floats, nothing else is converted
+    (but a --set text is taken as is for a string field, so `--set input.source=0` works)."""
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        if raw_text is not None:
+            return raw_text.strip("\"'")
+        raise LivecamError(f"{where}: {name} = {value!r}: must be a string (in quotes)")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise LivecamError(f"{where}: {name} = {value!r}: must be true or false")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise LivecamError(f"{where}: {name} = {value!r}: must be a whole number")
+    if kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise LivecamError(f"{where}: {name} = {value!r}: must be a number")
+    raise TypeError(f"config field {name} has an unsupported type {kind!r}")

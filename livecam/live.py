@@ -1,0 +1,104 @@
+"""Assemble the live camera from config: models, source, tracker, segmenter, renderer, sink; run; report."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from engine.studio import StudioRenderer
+from engine.types import Renderer, RGBImage, Sections
+from livecam.capture import FrameSource, open_reader, read_image
+from livecam.config import Config
+from livecam.errors import LivecamError
+from livecam.loop import run_loop
+from livecam.outputs import open_sink
+from livecam.stats import Stats, write_json
+from livecam.tracking import MediaPipeFaceTracker
+from models.registry import FACE_LANDMARKER, SELFIE_SEGMENTER, ModelFile
+from models.store import ModelUnavailable, model_dir, resolve
+
+log = logging.getLogger("livecam")
+
+
+def resolve_model(config: Config, model: ModelFile) -> Path:
+    """The local file of `model` per config; a LivecamError that says how to get it otherwise."""
+    override = getattr(config.models, model.name)
+    try:
+        return resolve(model, model_dir(config.models.dir), override, config.models.download)
+    except ModelUnavailable as e:
+        raise LivecamError(str(e)) from None
+
+
+def choose_engine(kind: str) -> str:
+    """The engine to run for `engine.kind`."""
+    if kind == "diffusion":
+        raise LivecamError("engine.kind = 'diffusion': the diffusion engine is not in this version yet; "
+                           "use --engine studio (or auto)")
+    if kind == "auto":
+        log.info("engine auto: using the studio engine (the diffusion engine is not in this version yet)")
+    return "studio"
+
+
+def build_renderer(config: Config, sections: Sections) -> Renderer:
+    """The renderer for `config` (studio for now), not yet prepared."""
+    choose_engine(config.engine.kind)
+    background_image: RGBImage | None = None
+    if config.background.enabled and config.background.mode == "image":
+        path = Path(config.background.image).expanduser()
+        if not path.is_file():
+            raise LivecamError(f"background.image = {config.background.image!r}: no such file")
+        background_image = read_image(path)
+    size = (config.output.width, config.output.height)
+    return StudioRenderer(size, config.framing, config.background, config.relight, config.skin,
+                          background_image=background_image, sections=sections)
+
+
+def run_live(config: Config, max_frames: int | None = None, stats_json: Path | None = None) -> dict[str, Any]:
+    """Run the live camera until the input ends, `max_frames` frames, Ctrl-C or the preview is closed.
+
+    Prints the summary on exit and, with `stats_json`, writes it as JSON. Returns the summary.
+    """
+    stats = Stats()
+    renderer = build_renderer(config, stats)
+    landmarker_path = resolve_model(config, FACE_LANDMARKER)
+    segmenter_path = resolve_model(config, SELFIE_SEGMENTER) if renderer.needs_mask else None
+    # Import here: mediapipe is heavy, and `livecam --help` should not pay for it.
+    from models.segmenter import MediaPipeSegmenter
+
+    with ExitStack() as stack:
+        reader = open_reader(config.input.source, width=config.input.width, height=config.input.height,
+                             fps=config.input.fps, loop=config.input.loop, reconnect_s=config.input.reconnect_s)
+        stack.callback(reader.close)
+        size = (config.output.width, config.output.height)
+        fps = config.output.fps if config.output.target == "virtualcam" else reader.fps
+        sink = stack.enter_context(open_sink(config.output.target, size, fps, device=config.output.device,
+                                             backend=config.output.backend))
+        tracking = config.tracking
+        tracker = stack.enter_context(MediaPipeFaceTracker(
+            landmarker_path, min_detection_confidence=tracking.min_detection_confidence,
+            min_presence_confidence=tracking.min_presence_confidence,
+            min_tracking_confidence=tracking.min_tracking_confidence, smoothing=tracking.smoothing,
+            min_cutoff=tracking.min_cutoff, beta=tracking.beta))
+        segmenter = MediaPipeSegmenter(segmenter_path) if segmenter_path else None
+        if segmenter is not None:
+            stack.callback(segmenter.close)
+        stack.callback(renderer.close)
+        renderer.prepare()
+        source = stack.enter_context(FrameSource(reader, pace=config.input.pace))
+        log.info("%s -> %s %dx%d, %s engine%s", reader.description, config.output.target, *size,
+                 renderer.name, "" if max_frames else " (Ctrl-C to stop)")
+        try:
+            run_loop(source, tracker, segmenter, renderer, sink, stats, max_frames)
+        except KeyboardInterrupt:
+            log.info("stopped")
+        finally:
+            summary = stats.summary()
+            summary["engine"] = renderer.name
+            summary["input"] = reader.description
+            summary["output"] = config.output.target
+            log.info("%s", stats.format_summary())
+            if stats_json is not None:
+                write_json(stats_json, summary)
+    return summary

@@ -1,0 +1,136 @@
+"""Face tracking: MediaPipe Tasks FaceLandmarker, smoothed by a One-Euro filter.
+
+VIDEO mode for the live stream (timestamps from capture time, forced strictly increasing), IMAGE mode for
+stills. Landmarks come out in pixels of the frame (x*width, y*height, z*width).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from engine.types import Face, Landmarks, RGBImage
+
+# MediaPipe's C++ side logs through glog/absl at import; keep a user's terminal to warnings and up.
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import mediapipe as mp  # noqa: E402
+from mediapipe.tasks.python import BaseOptions, vision  # noqa: E402
+
+
+@dataclass(frozen=True)
+class OneEuroState:
+    value: np.ndarray
+    derivative: np.ndarray
+    t_s: float
+
+
+def _alpha(cutoff: float | np.ndarray, dt: float) -> float | np.ndarray:
+    tau = 1.0 / (2 * math.pi * cutoff)
+    return 1.0 / (1.0 + tau / dt)
+
+
+def one_euro(state: OneEuroState | None, x: np.ndarray, t_s: float, min_cutoff: float, beta: float,
+             d_cutoff: float = 1.0) -> tuple[OneEuroState, np.ndarray]:
+    """One step of the One-Euro filter (Casiez et al. 2012) over an array of signals at once.
+
+    Slow movement is smoothed hard (cutoff near `min_cutoff` Hz); fast movement raises the cutoff by
+    `beta * speed`, so the filter follows without lag. Returns the new state and the filtered value.
+    """
+    if state is None or t_s <= state.t_s:
+        return OneEuroState(x, np.zeros_like(x), t_s), x
+    dt = t_s - state.t_s
+    dx = (x - state.value) / dt
+    derivative = state.derivative + _alpha(d_cutoff, dt) * (dx - state.derivative)
+    cutoff = min_cutoff + beta * np.abs(derivative)
+    value = state.value + _alpha(cutoff, dt) * (x - state.value)
+    return OneEuroState(value, derivative, t_s), value
+
+
+def _pixels(normalized: list, width: int, height: int) -> Landmarks:
+    arr = np.array([(p.x, p.y, p.z) for p in normalized], dtype=np.float32)
+    arr *= np.array([width, height, width], dtype=np.float32)
+    return arr
+
+
+class FaceTracker(Protocol):
+    def track(self, image: RGBImage, timestamp_ms: int) -> Face | None: ...
+
+    def close(self) -> None: ...
+
+
+class MediaPipeFaceTracker:
+    """The largest face in each frame of a stream, smoothed; None when there is none."""
+
+    def __init__(self, model_path: Path, *, min_detection_confidence: float = 0.5,
+                 min_presence_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
+                 smoothing: bool = True, min_cutoff: float = 1.0, beta: float = 20.0) -> None:
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(model_path)),
+            running_mode=vision.RunningMode.VIDEO,
+            num_faces=1,
+            min_face_detection_confidence=min_detection_confidence,
+            min_face_presence_confidence=min_presence_confidence,
+            min_tracking_confidence=min_tracking_confidence,
+        )
+        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        self._smoothing = smoothing
+        self._min_cutoff = min_cutoff
+        self._beta = beta
+        self._filter: OneEuroState | None = None
+        self._last_ms = -1
+        self._closed = False
+
+    def track(self, image: RGBImage, timestamp_ms: int) -> Face | None:
+        """Landmarks of the face in `image`; `timestamp_ms` should increase (it is forced to)."""
+        timestamp_ms = max(timestamp_ms, self._last_ms + 1)
+        self._last_ms = timestamp_ms
+        height, width = image.shape[:2]
+        result = self._landmarker.detect_for_video(
+            mp.Image(image_format=mp.ImageFormat.SRGB, data=image), timestamp_ms)
+        if not result.face_landmarks:
+            self._filter = None  # a face that comes back starts fresh, not smoothed from where it left
+            return None
+        landmarks = _pixels(result.face_landmarks[0], width, height)
+        if self._smoothing:
+            # Filter in units of the face's size, so the settings do not depend on resolution or distance.
+            scale = max(float(np.ptp(landmarks[:, 1])), 1.0)
+            self._filter, smoothed = one_euro(self._filter, landmarks / scale, timestamp_ms / 1000.0,
+                                              self._min_cutoff, self._beta)
+            landmarks = (smoothed * scale).astype(np.float32)
+        return Face(landmarks, (width, height))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._landmarker.close()
+
+    def __enter__(self) -> MediaPipeFaceTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def detect_faces(model_path: Path, image: RGBImage, max_faces: int = 4,
+                 min_detection_confidence: float = 0.5) -> list[Landmarks]:
+    """Every face in a still image (IMAGE mode), largest first, landmarks in pixels."""
+    options = vision.FaceLandmarkerOptions(
+        base_options=BaseOptions(model_asset_path=str(model_path)),
+        running_mode=vision.RunningMode.IMAGE,
+        num_faces=max_faces,
+        min_face_detection_confidence=min_detection_confidence,
+    )
+    landmarker = vision.FaceLandmarker.create_from_options(options)
+    try:
+        result = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=image))
+    finally:
+        landmarker.close()
+    height, width = image.shape[:2]
+    faces = [_pixels(f, width, height) for f in result.face_landmarks]
+    return sorted(faces, key=lambda lm: -float(np.ptp(lm[:, 1])))
