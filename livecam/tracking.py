@@ -36,18 +36,19 @@ def _alpha(cutoff: float | np.ndarray, dt: float) -> float | np.ndarray:
 
 
 def one_euro(state: OneEuroState | None, x: np.ndarray, t_s: float, min_cutoff: float, beta: float,
-             d_cutoff: float = 1.0) -> tuple[OneEuroState, np.ndarray]:
+             d_cutoff: float = 1.0, speed_unit: float = 1.0) -> tuple[OneEuroState, np.ndarray]:
     """One step of the One-Euro filter (Casiez et al. 2012) over an array of signals at once.
 
     Slow movement is smoothed hard (cutoff near `min_cutoff` Hz); fast movement raises the cutoff by
-    `beta * speed`, so the filter follows without lag. Returns the new state and the filtered value.
+    `beta * speed / speed_unit`, so the filter follows without lag. Returns the new state and the
+    filtered value.
     """
     if state is None or t_s <= state.t_s:
         return OneEuroState(x, np.zeros_like(x), t_s), x
     dt = t_s - state.t_s
     dx = (x - state.value) / dt
     derivative = state.derivative + _alpha(d_cutoff, dt) * (dx - state.derivative)
-    cutoff = min_cutoff + beta * np.abs(derivative)
+    cutoff = min_cutoff + beta * np.abs(derivative) / speed_unit
     value = state.value + _alpha(cutoff, dt) * (x - state.value)
     return OneEuroState(value, derivative, t_s), value
 
@@ -98,11 +99,11 @@ class MediaPipeFaceTracker:
             return None
         landmarks = _pixels(result.face_landmarks[0], width, height)
         if self._smoothing:
-            # Filter in units of the face's size, so the settings do not depend on resolution or distance.
-            scale = max(float(np.ptp(landmarks[:, 1])), 1.0)
-            self._filter, smoothed = one_euro(self._filter, landmarks / scale, timestamp_ms / 1000.0,
-                                              self._min_cutoff, self._beta)
-            landmarks = (smoothed * scale).astype(np.float32)
+            # Speed in face heights per second, so `beta` does not depend on resolution or distance.
+            face_height = max(float(np.ptp(landmarks[:, 1])), 1.0)
+            self._filter, smoothed = one_euro(self._filter, landmarks, timestamp_ms / 1000.0,
+                                              self._min_cutoff, self._beta, speed_unit=face_height)
+            landmarks = smoothed.astype(np.float32)
         return Face(landmarks, (width, height))
 
     def close(self) -> None:

@@ -1,0 +1,106 @@
+"""Capture: real video files and image folders through the capture thread, and bad inputs."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livecam.capture import FrameSource, ImageFolderReader, VideoFileReader, open_reader, read_image
+from livecam.errors import LivecamError
+from livecam.frame import Frame, LatestSlot
+from tests.conftest import asset
+
+
+def _drain(source: FrameSource) -> list[Frame]:
+    frames = []
+    with source:
+        while (frame := source.next_frame(timeout=10)) is not None:
+            frames.append(frame)
+    return frames
+
+
+def test_video_no_pace_delivers_every_frame_in_order(short_face_video: Path) -> None:
+    frames = _drain(FrameSource(open_reader(str(short_face_video)), pace=False))
+    assert [f.index for f in frames] == list(range(24))
+    times = [f.t_capture_ns for f in frames]
+    assert all(b > a for a, b in zip(times, times[1:], strict=False))
+    assert frames[0].image.shape == (240, 320, 3) and frames[0].image.dtype == np.uint8
+    assert frames[0].image.flags["C_CONTIGUOUS"]
+
+
+def test_video_is_paced_at_its_frame_rate(short_face_video: Path) -> None:
+    reader = open_reader(str(short_face_video))
+    assert reader.fps == pytest.approx(29.97, abs=0.1)
+    t0 = time.perf_counter()
+    frames = _drain(FrameSource(reader, pace=True))
+    elapsed = time.perf_counter() - t0
+    assert len(frames) == 24
+    assert elapsed >= 0.9 * 23 / 29.97  # 24 frames span 23 frame periods
+
+
+def test_slow_consumer_drops_old_frames_and_counts_them(short_face_video: Path) -> None:
+    source = FrameSource(open_reader(str(short_face_video)), pace=True)
+    got = []
+    with source:
+        while (frame := source.next_frame(timeout=10)) is not None:
+            got.append(frame.index)
+            time.sleep(0.1)  # a loop three times slower than the video
+    assert source.drops > 0
+    assert len(got) + source.drops == 24
+    assert got == sorted(got)
+
+
+def test_latest_slot_keeps_newest_and_lossless_waits() -> None:
+    slot: LatestSlot[int] = LatestSlot()
+    for i in range(3):
+        slot.put(i)
+    assert slot.get() == 2 and slot.drops == 2
+    lossless: LatestSlot[int] = LatestSlot(lossless=True)
+    lossless.put(1)
+    t = threading.Thread(target=lossless.put, args=(2,))
+    t.start()
+    time.sleep(0.05)
+    assert t.is_alive()  # waits for the first value to be taken
+    assert lossless.get() == 1
+    t.join(2)
+    assert lossless.get() == 2 and lossless.drops == 0
+    lossless.close()
+    assert lossless.get() is None
+
+
+def test_image_folder_in_name_order_with_exif_orientation(tmp_path: Path) -> None:
+    shutil.copy(asset("images/faces/meds-aa-S001-01-exif-rotation.jpg"), tmp_path / "b.jpg")
+    shutil.copy(asset("images/identity/meds-aa-S001-01.jpg"), tmp_path / "a.jpg")
+    (tmp_path / ".DS_Store").write_bytes(b"\0")
+    frames = _drain(FrameSource(ImageFolderReader(tmp_path, fps=30, loop=False), pace=False))
+    assert len(frames) == 2
+    upright, rotated = frames[0].image, frames[1].image
+    # EXIF orientation 5 applied: the same picture, same shape and nearly the same pixels
+    assert rotated.shape == upright.shape == (600, 480, 3)
+    assert np.abs(rotated.astype(int) - upright.astype(int)).mean() < 8
+
+
+def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(LivecamError, match="has no images"):
+        open_reader(str(tmp_path))
+    (tmp_path / "notes.txt").write_text("hi")
+    shutil.copy(asset("images/identity/meds-aa-S001-01.jpg"), tmp_path / "a.jpg")
+    with pytest.raises(LivecamError, match=r"not images \(notes.txt\)"):
+        open_reader(str(tmp_path))
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(LivecamError, match="cannot read video file .*broken.mp4"):
+        VideoFileReader(broken, loop=False)
+    with pytest.raises(LivecamError, match="neither a camera index nor an existing file"):
+        open_reader(str(tmp_path / "nope.mp4"))
+    with pytest.raises(LivecamError, match="camera 9 could not be opened"):
+        open_reader("9")
+    bad_image = tmp_path / "bad.png"
+    bad_image.write_bytes(b"garbage")
+    with pytest.raises(LivecamError, match="cannot read image .*bad.png"):
+        read_image(bad_image)

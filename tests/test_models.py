@@ -1,0 +1,98 @@
+"""Model registry and resolution: config path, model directory, download (from a local server)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import http.server
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from models.registry import REGISTRY, SELFIE_SEGMENTER
+from models.store import ModelUnavailable, model_dir, resolve, sha256_of, status
+from tests.conftest import asset
+
+SHARED_COPY = {"face_landmarker": "models/face_landmarker/face_landmarker.task",
+               "segmenter": "models/segmentation/selfie_segmentation_landscape.tflite"}
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_registry_pins_the_real_files(name: str) -> None:
+    model = REGISTRY[name]
+    assert model.url.startswith("https://") and model.licence and model.source
+    path = asset(SHARED_COPY[name])
+    assert path.stat().st_size == model.size
+    assert sha256_of(path) == model.sha256
+
+
+def test_model_dir_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LIVECAM_MODEL_DIR", str(tmp_path / "env"))
+    assert model_dir("") == tmp_path / "env"
+    assert model_dir(str(tmp_path / "cfg")) == tmp_path / "cfg"
+    monkeypatch.delenv("LIVECAM_MODEL_DIR")
+    assert model_dir("").name == "models" and "livecam" in str(model_dir(""))
+
+
+def test_file_placed_by_hand_is_used_and_checked(tmp_path: Path) -> None:
+    shutil.copy(asset(SHARED_COPY["segmenter"]), tmp_path / SELFIE_SEGMENTER.filename)
+    assert resolve(SELFIE_SEGMENTER, tmp_path, download=False) == tmp_path / SELFIE_SEGMENTER.filename
+    assert status(SELFIE_SEGMENTER, tmp_path).verified
+    (tmp_path / SELFIE_SEGMENTER.filename).write_bytes(b"truncated")
+    with pytest.raises(ModelUnavailable, match="expected a77d03f4659b.*delete it"):
+        resolve(SELFIE_SEGMENTER, tmp_path)
+
+
+def test_config_path_override(tmp_path: Path) -> None:
+    path = asset(SHARED_COPY["segmenter"])
+    assert resolve(SELFIE_SEGMENTER, tmp_path, override=str(path)) == path
+    with pytest.raises(ModelUnavailable, match=r"models.segmenter = '/nope.tflite': no such file"):
+        resolve(SELFIE_SEGMENTER, tmp_path, override="/nope.tflite")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    """A real HTTP server on localhost serving a copy of the segmentation model."""
+    root = tmp_path / "www"
+    root.mkdir()
+    shutil.copy(asset(SHARED_COPY["segmenter"]), root / "model.tflite")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_checks_sha256_then_lands(served: str, tmp_path: Path) -> None:
+    model = dataclasses.replace(SELFIE_SEGMENTER, url=f"{served}/model.tflite")
+    directory = tmp_path / "cache" / "models"
+    path = resolve(model, directory)
+    assert path == directory / model.filename and sha256_of(path) == model.sha256
+    assert sorted(p.name for p in directory.iterdir()) == [model.filename]  # no temp files left
+
+
+def test_download_with_wrong_checksum_saves_nothing(served: str, tmp_path: Path) -> None:
+    model = dataclasses.replace(SELFIE_SEGMENTER, url=f"{served}/model.tflite", sha256="0" * 64)
+    directory = tmp_path / "models"
+    with pytest.raises(ModelUnavailable, match="nothing was saved"):
+        resolve(model, directory)
+    assert list(directory.iterdir()) == []
+
+
+def test_offline_message_names_file_url_and_place(tmp_path: Path) -> None:
+    # A closed port on localhost fails the way an offline machine does, without touching the network.
+    model = dataclasses.replace(SELFIE_SEGMENTER, url="http://127.0.0.1:9/selfie.tflite")
+    with pytest.raises(ModelUnavailable) as info:
+        resolve(model, tmp_path)
+    message = str(info.value)
+    assert model.filename in message and model.url in message
+    assert str(tmp_path / model.filename) in message and "models.segmenter" in message
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ModelUnavailable, match="downloads are off"):
+        resolve(model, tmp_path, download=False)
