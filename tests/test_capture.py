@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import threading
 import time
@@ -28,7 +29,7 @@ def test_video_no_pace_delivers_every_frame_in_order(short_face_video: Path) -> 
     frames = _drain(FrameSource(open_reader(str(short_face_video)), pace=False))
     assert [f.index for f in frames] == list(range(24))
     times = [f.t_capture_ns for f in frames]
-    assert all(b > a for a, b in zip(times, times[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(times))
     assert frames[0].image.shape == (240, 320, 3) and frames[0].image.dtype == np.uint8
     assert frames[0].image.flags["C_CONTIGUOUS"]
 
@@ -94,7 +95,7 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
         open_reader(str(tmp_path))
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"this is not a video" * 100)
-    with pytest.raises(LivecamError, match="cannot read video file .*broken.mp4"):
+    with pytest.raises(LivecamError, match=r"cannot read video file .*broken.mp4"):
         VideoFileReader(broken, loop=False)
     with pytest.raises(LivecamError, match="neither a camera index nor an existing file"):
         open_reader(str(tmp_path / "nope.mp4"))
@@ -102,5 +103,5 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
         open_reader("9")
     bad_image = tmp_path / "bad.png"
     bad_image.write_bytes(b"garbage")
-    with pytest.raises(LivecamError, match="cannot read image .*bad.png"):
+    with pytest.raises(LivecamError, match=r"cannot read image .*bad.png"):
         read_image(bad_image)

@@ -73,9 +73,9 @@ def test_bad_values_name_the_key(override: str, names: list[str]) -> None:
 def test_bad_file_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[output\nwidth = 3\n")
-    with pytest.raises(LivecamError, match="bad.toml is not valid TOML"):
+    with pytest.raises(LivecamError, match=r"bad.toml is not valid TOML"):
         load_config(bad)
-    with pytest.raises(LivecamError, match="missing.toml does not exist"):
+    with pytest.raises(LivecamError, match=r"missing.toml does not exist"):
         load_config(tmp_path / "missing.toml")
     typed = tmp_path / "typed.toml"
     typed.write_text('[input]\nsource = 0\n')

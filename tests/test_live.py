@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +44,7 @@ def test_loop_over_real_video_into_memory(face_video: Path, landmarker_path: Pat
     assert sink.count == 40 == stats.frames_out == stats.frames_in
     assert [f.index for f in sink.frames] == list(range(40))
     times = [f.t_capture_ns for f in sink.frames]
-    assert all(b > a for a, b in zip(times, times[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(times))
     assert all(f.image.shape == (360, 640, 3) and f.image.dtype == np.uint8 for f in sink.frames)
     summary = stats.summary()
     assert summary["no_face_frames"] == 0 and summary["drops"] == 0

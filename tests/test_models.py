@@ -42,7 +42,7 @@ def test_file_placed_by_hand_is_used_and_checked(tmp_path: Path) -> None:
     assert resolve(SELFIE_SEGMENTER, tmp_path, download=False) == tmp_path / SELFIE_SEGMENTER.filename
     assert status(SELFIE_SEGMENTER, tmp_path).verified
     (tmp_path / SELFIE_SEGMENTER.filename).write_bytes(b"truncated")
-    with pytest.raises(ModelUnavailable, match="expected a77d03f4659b.*delete it"):
+    with pytest.raises(ModelUnavailable, match=r"expected a77d03f4659b.*delete it"):
         resolve(SELFIE_SEGMENTER, tmp_path)
 
 

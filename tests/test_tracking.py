@@ -29,7 +29,7 @@ def test_478_landmarks_on_each_single_face_photo(landmarker_path: Path, photo: s
     lm = faces[0]
     assert lm.shape == (478, 3) and lm.dtype == np.float32
     h, w = image.shape[:2]
-    assert 0 <= lm[:, 0].min() and lm[:, 0].max() <= w and 0 <= lm[:, 1].min() and lm[:, 1].max() <= h
+    assert lm[:, 0].min() >= 0 and lm[:, 0].max() <= w and lm[:, 1].min() >= 0 and lm[:, 1].max() <= h
     assert lm[10, 1] < lm[1, 1] < lm[152, 1]  # forehead above nose above chin: upright
 
 
