@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeAlias, cast
 
 import cv2
 import numpy as np
@@ -12,6 +12,9 @@ import numpy.typing as npt
 
 from engine.framing import check_range
 from engine.types import Mask, RGBImage
+
+Alpha: TypeAlias = npt.NDArray[np.float32] | npt.NDArray[np.uint8]
+"""HxW opacity: float32 in [0, 1] (a Mask) or uint8 0..255."""
 
 MODES = ("studio", "blur", "color", "image")
 _HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
@@ -98,18 +101,53 @@ def cover_resize(image: RGBImage, size: tuple[int, int]) -> RGBImage:
     return _u8(cv2.resize(crop, (width, height), interpolation=interpolation))
 
 
-def blurred(image: RGBImage, sigma: float) -> RGBImage:
-    """Gaussian blur of `image` (RGB uint8) with `sigma` px, done at reduced resolution for speed.
+def blur_factor(sigma: float) -> int:
+    """The downscale (1..4) at which a blur of `sigma` px is done: at least ~2 px of sigma per pixel."""
+    return int(min(4, max(1, sigma // 2)))
 
-    Downscale by up to 4x (never below ~2 px of sigma per downscaled pixel), blur, upscale.
+
+def masked_blur(image: RGBImage, sigma: float, exclude: Alpha | None = None) -> RGBImage:
+    """Gaussian blur of `image` (RGB uint8 HxWx3) with `sigma` px at its own resolution.
+
+    `exclude` (HxW alpha, float32 0..1 or uint8 0..255; 1 = the person) keeps those pixels out of the
+    average (a normalised blur), so a blurred background does not glow with the person's colours around
+    their outline. Deep inside the excluded region the result is arbitrary but within 0..255.
     """
-    h, w = image.shape[:2]
-    factor = int(min(4, max(1, sigma // 2)))
-    if factor == 1:
+    if exclude is None:
         return _u8(cv2.GaussianBlur(image, (0, 0), sigma))
-    small = cv2.resize(image, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
-    small = cv2.GaussianBlur(small, (0, 0), sigma / factor)
-    return _u8(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR))
+    keep = 1.0 - _alpha_f32(exclude)
+    weighted = cv2.GaussianBlur(image.astype(np.float32) * keep[:, :, None], (0, 0), sigma)
+    weight = cv2.GaussianBlur(keep, (0, 0), sigma)
+    result = weighted / np.maximum(weight, np.float32(1e-3))[:, :, None]
+    return np.clip(result + 0.5, 0, 255).astype(np.uint8)
+
+
+def blurred(image: RGBImage, sigma: float, exclude: Alpha | None = None) -> RGBImage:
+    """`masked_blur` of `image` (RGB uint8 HxWx3) with `sigma` px, done at reduced resolution for speed:
+    downscale by `blur_factor(sigma)`, blur, upscale. `exclude`: as in `masked_blur`, full size."""
+    h, w = image.shape[:2]
+    factor = blur_factor(sigma)
+    if factor == 1:
+        return masked_blur(image, sigma, exclude)
+    small_size = (max(1, w // factor), max(1, h // factor))
+    small = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)
+    small_exclude: Alpha | None = None
+    if exclude is not None:
+        small_exclude = cast(Alpha, cv2.resize(exclude, small_size, interpolation=cv2.INTER_AREA))
+    result = masked_blur(_u8(small), sigma / factor, small_exclude)
+    return _u8(cv2.resize(result, (w, h), interpolation=cv2.INTER_LINEAR))
+
+
+def alpha_u8(mask: Mask) -> npt.NDArray[np.uint8]:
+    """A float32 HxW mask in [0, 1] as uint8 alpha 0..255 (rounded)."""
+    return cast(npt.NDArray[np.uint8], cv2.convertScaleAbs(mask, alpha=255.0))
+
+
+def _alpha_f32(alpha: Alpha) -> Mask:
+    """HxW alpha (float32 0..1 or uint8 0..255) as float32 0..1."""
+    if alpha.dtype == np.uint8:
+        return alpha.astype(np.float32) * np.float32(1.0 / 255.0)
+    return np.asarray(alpha, dtype=np.float32)
 
 
 def refine_mask(mask: Mask, feather_px: float, previous: Mask | None, smoothing: float) -> Mask:
@@ -129,9 +167,16 @@ def refine_mask(mask: Mask, feather_px: float, previous: Mask | None, smoothing:
     return out
 
 
-def composite(fg: RGBImage, bg: RGBImage, alpha: Mask) -> RGBImage:
-    """`fg * alpha + bg * (1 - alpha)`: RGB uint8 HxWx3 images, alpha float32 HxW in [0, 1]."""
-    return _u8(cv2.blendLinear(fg, bg, alpha, 1.0 - alpha))
+def composite(fg: RGBImage, bg: RGBImage, alpha: Alpha) -> RGBImage:
+    """`fg * alpha + bg * (1 - alpha)` for RGB uint8 HxWx3 images; `alpha` HxW float32 in [0, 1] or
+    uint8 0..255. Alpha 1 (255) gives `fg` and 0 gives `bg` exactly; in between within one level."""
+    a8 = alpha if alpha.dtype == np.uint8 else alpha_u8(np.asarray(alpha, dtype=np.float32))
+    # Two 8-bit multiplies and an add: about twice as fast as cv2.blendLinear's float path.
+    a3 = cv2.merge([a8, a8, a8])
+    out = cv2.multiply(fg, a3, scale=1.0 / 255.0)
+    inverse = cv2.bitwise_not(a3, dst=a3)
+    cv2.multiply(bg, inverse, dst=inverse, scale=1.0 / 255.0)
+    return _u8(cv2.add(out, inverse, dst=out))
 
 
 def _u8(image: npt.NDArray[np.generic]) -> RGBImage:

@@ -29,7 +29,7 @@ EYE_CORNERS = (33, 133, 362, 263)
 
 # When following, the camera keeps moving until the remaining error is this fraction of the deadband,
 # so a move that started ends centred instead of parking at the deadband's edge (hysteresis).
-_SETTLE_FRACTION = 0.2
+_SETTLE_FRACTION = 0.1
 
 
 def check_range(name: str, value: float, low: float, high: float) -> None:
@@ -262,14 +262,12 @@ def warp(
     output_size: tuple[int, int],
     interpolation: int = cv2.INTER_LINEAR,
 ) -> npt.NDArray[PixelT]:
-    """Warp an RGB uint8 HxWx3 image or a float32 HxW mask by `affine` (source px -> output px) into
-    `output_size` (width, height); same dtype and channels; borders replicate."""
+    """Warp an RGB uint8 HxWx3 image, a uint8 HxW alpha or a float32 HxW mask by `affine` (source px ->
+    output px) into `output_size` (width, height); same dtype and channels; borders replicate."""
     fast = _warp_by_resize(image, affine, output_size, interpolation)
     if fast is not None:
         return fast
-    warped = cv2.warpAffine(
-        image, _to_cv(affine), output_size, flags=interpolation, borderMode=cv2.BORDER_REPLICATE
-    )
+    warped = cv2.warpAffine(image, _to_cv(affine), output_size, flags=interpolation, borderMode=cv2.BORDER_REPLICATE)
     return cast(npt.NDArray[PixelT], warped)
 
 
@@ -301,9 +299,7 @@ def paste_back(
     out = canvas.copy()
     ph, pw = patch.shape[:2]
     ch, cw = canvas.shape[:2]
-    corners = transform_points(
-        np.array([[0, 0], [pw, 0], [0, ph], [pw, ph]], dtype=np.float64), affine_patch_to_canvas
-    )
+    corners = transform_points(np.array([[0, 0], [pw, 0], [0, ph], [pw, ph]], dtype=np.float64), affine_patch_to_canvas)
     x0 = max(math.floor(float(corners[:, 0].min())), 0)
     y0 = max(math.floor(float(corners[:, 1].min())), 0)
     x1 = min(math.ceil(float(corners[:, 0].max())), cw)

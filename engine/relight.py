@@ -108,9 +108,7 @@ def face_region_stats(image: RGBImage, landmarks: Landmarks) -> npt.NDArray[np.f
     return np.array(cv2.mean(small, region)[:3], dtype=np.float32)
 
 
-def target_gains(
-    face_mean_rgb: npt.NDArray[np.float32], settings: RelightSettings
-) -> tuple[float, float, float]:
+def target_gains(face_mean_rgb: npt.NDArray[np.float32], settings: RelightSettings) -> tuple[float, float, float]:
     """Per-channel gains that white-balance the face toward the skin reference and bring its luma to
     `target_luma`. `face_mean_rgb`: float32[3], 0..255."""
     r, g, b = (max(float(v), 1.0) / 255.0 for v in face_mean_rgb)

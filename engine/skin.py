@@ -32,8 +32,8 @@ FEATURES = (LEFT_EYE, RIGHT_EYE, LEFT_EYEBROW, RIGHT_EYEBROW, LIPS)
 
 # Sizes as fractions of the face height (forehead 10 to chin 152), so they scale with the face.
 _OVAL_SHRINK = 0.96  # pull the oval's edge in, so the feather does not reach hair or background
-_FEATURE_MARGIN = 0.025  # grow eyes/brows/lips by this much: lashes and lip lines stay sharp
-_FEATHER = 0.03  # Gaussian sigma of the mask's edge
+_FEATURE_MARGIN = 0.06  # stroke width around eyes/brows/lips (grows each by half): they stay sharp
+_FEATHER = 0.015  # Gaussian sigma of the mask's edge
 _ROI_PAD = 0.05
 _SPATIAL_SIGMA_PX = 2.0  # bilateral spatial sigma at the working resolution
 _WORK_FACE_PX = 110.0  # face height at which the smoothing runs

@@ -4,7 +4,9 @@ background, all plain OpenCV so that one 1280x720 frame takes a few milliseconds
 from __future__ import annotations
 
 import math
+from typing import cast
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -112,37 +114,32 @@ class StudioRenderer:
                 )
             landmarks = face.landmarks
 
+        # Relight and skin run on the source frame, before the warp: the warp upscales (2x or more at
+        # usual webcam sizes), so per-pixel work there costs a quarter or less of the same at the output.
+        lit = image
+        if self._relight.enabled:
+            with self._sections.section("relight"):
+                lit = self._apply_relight(image, landmarks, timestamp_ms)
+
+        if self._skin.enabled and landmarks is not None and self._skin.strength > 0.0:
+            with self._sections.section("skin"):
+                lit = sk.smooth_skin(lit, landmarks, self._skin.strength)
+
         with self._sections.section("frame"):
             self._frame_state, box = fr.update_framing(
                 self._frame_state, landmarks, (iw, ih), self.output_size, timestamp_ms, self._framing
             )
             self._box = box
             affine = fr.box_to_affine(box, self.output_size)
-            out = fr.warp(image, affine, self.output_size)
-            out_landmarks = None if landmarks is None else fr.transform_points(landmarks, affine)
-
-        if self._relight.enabled:
-            with self._sections.section("relight"):
-                out = self._apply_relight(image, landmarks, out, affine, timestamp_ms)
-
-        if self._skin.enabled and out_landmarks is not None and self._skin.strength > 0.0:
-            with self._sections.section("skin"):
-                out = sk.smooth_skin(out, out_landmarks, self._skin.strength)
+            out = fr.warp(lit, affine, self.output_size)
 
         if self._background.enabled and mask is not None:
             with self._sections.section("background"):
-                out = self._apply_background(out, mask, (iw, ih), affine)
+                out = self._apply_background(out, lit, mask, (iw, ih), affine)
         return out
 
-    def _apply_relight(
-        self,
-        image: RGBImage,
-        landmarks: npt.NDArray[np.float32] | None,
-        out: RGBImage,
-        affine: npt.NDArray[np.float64],
-        timestamp_ms: int,
-    ) -> RGBImage:
-        """Measure the face on the source, move the gains, apply LUT and key light to the output."""
+    def _apply_relight(self, image: RGBImage, landmarks: npt.NDArray[np.float32] | None, timestamp_ms: int) -> RGBImage:
+        """Measure the face, move the gains, apply the tone table and the key light (source pixels)."""
         settings = self._relight
         stats = None if landmarks is None else rl.face_region_stats(image, landmarks)
         self._light_state = rl.update_light(self._light_state, stats, timestamp_ms, settings)
@@ -157,30 +154,34 @@ class StudioRenderer:
             self._face_src = (float(centre[0]), float(centre[1]), sk.face_height_px(landmarks))
         key_map = None
         if settings.key_light != "none" and settings.key_strength > 0.0 and self._face_src is not None:
-            cx, cy, fh = self._face_src
-            (ox, oy) = fr.transform_points(np.array([[cx, cy]]), affine)[0]
-            ofh = fh * float(affine[1, 1])
-            key_map = self._cached_key_map(float(ox), float(oy), ofh)
-        return rl.apply(out, self._lut, key_map)
+            key_map = self._cached_key_map((image.shape[1], image.shape[0]), *self._face_src)
+        return rl.apply(image, self._lut, key_map)
 
-    def _cached_key_map(self, cx: float, cy: float, face_px: float) -> npt.NDArray[np.uint8]:
-        """The 3-channel key-light map for a face at (cx, cy) of height `face_px` in output pixels."""
+    def _cached_key_map(self, size: tuple[int, int], cx: float, cy: float, face_px: float) -> npt.NDArray[np.uint8]:
+        """The 3-channel key-light map for a frame of `size` with the face at (cx, cy), `face_px` tall.
+
+        Without a face (a tracking dropout) the last face's place is used, so the light does not pop.
+        """
         at = self._key_at
         if (
             self._key_map is None
             or at is None
+            or self._key_map.shape[:2] != (size[1], size[0])
             or math.hypot(cx - at[0], cy - at[1]) > _KEY_REBUILD * at[2]
             or abs(face_px - at[2]) > _KEY_REBUILD * at[2]
         ):
-            single = rl.key_light_map(
-                self.output_size, (cx, cy), face_px, self._relight.key_light, self._relight.key_strength
-            )
+            single = rl.key_light_map(size, (cx, cy), face_px, self._relight.key_light, self._relight.key_strength)
             self._key_map = np.repeat(single[:, :, None], 3, axis=2)
             self._key_at = (cx, cy, face_px)
         return self._key_map
 
     def _apply_background(
-        self, out: RGBImage, mask: Mask, frame_size: tuple[int, int], affine: npt.NDArray[np.float64]
+        self,
+        out: RGBImage,
+        lit: RGBImage,
+        mask: Mask,
+        frame_size: tuple[int, int],
+        affine: npt.NDArray[np.float64],
     ) -> RGBImage:
         """Refine the mask in source pixels (stable under camera moves), warp it, composite."""
         if mask.shape != (frame_size[1], frame_size[0]):
@@ -188,12 +189,31 @@ class StudioRenderer:
             raise ValueError(f"mask shape {mask.shape!r}: expected the image's (height, width) {expected!r}")
         settings = self._background
         scale = float(affine[1, 1])
-        self._mask_prev = bgmod.refine_mask(
-            mask, settings.feather_px / scale, self._mask_prev, settings.mask_smoothing
-        )
-        alpha = fr.warp(self._mask_prev, affine, self.output_size)
-        backdrop = self._backdrop if self._backdrop is not None else bgmod.blurred(out, settings.blur_sigma)
+        self._mask_prev = bgmod.refine_mask(mask, settings.feather_px / scale, self._mask_prev, settings.mask_smoothing)
+        # 8-bit alpha: warping and blending uint8 costs about half of float32 at the output size.
+        alpha_src = bgmod.alpha_u8(self._mask_prev)
+        alpha = fr.warp(alpha_src, affine, self.output_size)
+        backdrop = self._backdrop
+        if backdrop is None:
+            backdrop = self._blurred_backdrop(lit, alpha_src, affine)
         return bgmod.composite(out, backdrop, alpha)
+
+    def _blurred_backdrop(
+        self, lit: RGBImage, alpha_src: npt.NDArray[np.uint8], affine: npt.NDArray[np.float64]
+    ) -> RGBImage:
+        """The blur-mode backdrop: the framed source blurred with the person left out of the average.
+
+        Warped straight from the source to the small blur size, so no full-size image is downscaled.
+        """
+        sigma = self._background.blur_sigma
+        factor = bgmod.blur_factor(sigma)
+        width, height = self.output_size
+        small_size = (max(1, width // factor), max(1, height // factor))
+        small_affine = affine * np.array([[small_size[0] / width], [small_size[1] / height]])
+        small = fr.warp(lit, small_affine, small_size, cv2.INTER_AREA)
+        small_alpha = fr.warp(alpha_src, small_affine, small_size, cv2.INTER_AREA)
+        blurred = bgmod.masked_blur(small, sigma / factor, small_alpha)
+        return cast(RGBImage, cv2.resize(blurred, self.output_size, interpolation=cv2.INTER_LINEAR))
 
 
 def _check_rgb(name: str, image: npt.NDArray[np.generic]) -> None:

@@ -1,0 +1,201 @@
+"""StudioRenderer end to end on a real photo with real landmarks."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+import pytest
+
+from engine import background as bg
+from engine import framing as fr
+from engine.background import BackgroundSettings
+from engine.framing import FramingSettings
+from engine.relight import RelightSettings
+from engine.skin import SkinSettings
+from engine.studio import StudioRenderer
+from engine.types import Face, Renderer
+from tests._landmarks import detect, read_rgb
+
+OUT = (1280, 720)
+EYES = list(fr.EYE_CORNERS)
+
+
+@functools.cache
+def _webcam_frame() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 640x480 'webcam' frame: the portrait scaled down, a little left of centre in a plain room; its real
+    landmarks; and a rough person mask (an ellipse over head and shoulders)."""
+    photo = read_rgb("images/faces/obama_official_2012.jpg")
+    # Face ~90 px tall, eyes at x ~300: the crop (~530x300) can centre it without leaving the frame.
+    small = cv2.resize(photo, None, fx=0.3, fy=0.3, interpolation=cv2.INTER_AREA)
+    frame = np.full((480, 640, 3), 120, np.uint8)
+    frame[100 : 100 + small.shape[0], 150 : 150 + small.shape[1]] = small
+    landmarks = detect(frame)
+    assert landmarks is not None
+    mask = np.zeros((480, 640), np.float32)
+    cv2.ellipse(mask, (int(landmarks[1, 0]), 330), (120, 230), 0, 0, 360, 1.0, -1)
+    for array in (frame, landmarks, mask):
+        array.setflags(write=False)
+    return frame, landmarks, mask
+
+
+def webcam() -> tuple[np.ndarray, Face, np.ndarray]:
+    frame, landmarks, mask = _webcam_frame()
+    return frame.copy(), Face(landmarks.copy(), (640, 480)), mask.copy()
+
+
+def renderer(
+    framing: FramingSettings | None = None,
+    background: BackgroundSettings | None = None,
+    relight: RelightSettings | None = None,
+    skin: SkinSettings | None = None,
+    **kwargs: object,
+) -> StudioRenderer:
+    r = StudioRenderer(
+        OUT,
+        framing or FramingSettings(),
+        background or BackgroundSettings(),
+        relight or RelightSettings(),
+        skin or SkinSettings(),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    r.prepare()
+    return r
+
+
+def test_is_a_renderer() -> None:
+    r: Renderer = renderer()
+    assert r.name == "studio" and r.output_size == OUT and r.needs_mask
+    assert not renderer(background=BackgroundSettings(enabled=False)).needs_mask
+    r.close()
+    r.close()  # more than once is fine
+
+
+def test_output_shape_dtype_and_determinism() -> None:
+    image, face, mask = webcam()
+    outputs = []
+    for _ in range(2):
+        r = renderer()
+        frames = [r.render(image, face, mask, t) for t in (0, 33, 66)]
+        outputs.append(frames[-1])
+    out = outputs[0]
+    assert out.shape == (720, 1280, 3) and out.dtype == np.uint8 and out.flags["C_CONTIGUOUS"]
+    assert np.array_equal(outputs[0], outputs[1])
+    assert np.array_equal(image, webcam()[0])  # the input is not modified
+
+
+def test_the_face_is_framed_in_the_output() -> None:
+    image, face, mask = webcam()
+    settings = FramingSettings()
+    r = renderer(framing=settings)
+    out = r.render(image, face, mask, 0)
+    found = detect(out)
+    assert found is not None
+    eyes = found[EYES, :2].mean(axis=0)
+    assert eyes[0] == pytest.approx(OUT[0] / 2, abs=12)
+    assert eyes[1] == pytest.approx(settings.eye_line * OUT[1], abs=12)
+    assert np.hypot(*(found[152, :2] - found[10, :2])) == pytest.approx(settings.face_height * OUT[1], rel=0.06)
+    assert r.last_box is not None and r.last_box.cx < 320  # the face was left of the frame's centre
+
+
+def test_zero_mask_shows_the_backdrop_and_no_mask_replaces_nothing() -> None:
+    image, face, mask = webcam()
+    empty = np.zeros_like(mask)
+    assert np.array_equal(renderer().render(image, face, empty, 0), bg.studio_backdrop(OUT))
+    colour = BackgroundSettings(mode="color", color="#336699")
+    assert np.array_equal(renderer(background=colour).render(image, face, empty, 0), bg.solid(OUT, "#336699"))
+    without_mask = renderer().render(image, face, None, 0)
+    no_background = renderer(background=BackgroundSettings(enabled=False)).render(image, face, mask, 0)
+    assert np.array_equal(without_mask, no_background)
+
+
+def test_background_is_replaced_outside_the_person() -> None:
+    image, face, mask = webcam()
+    out = renderer().render(image, face, mask, 0)
+    backdrop = bg.studio_backdrop(OUT)
+    assert np.array_equal(out[:60, :60], backdrop[:60, :60])  # corners: background
+    plain = renderer(background=BackgroundSettings(enabled=False)).render(image, face, mask, 0)
+    assert np.array_equal(out[300:400, 600:680], plain[300:400, 600:680])  # the face: the person
+
+
+def test_everything_off_is_a_plain_warp_of_the_full_frame() -> None:
+    image, face, mask = webcam()
+    r = renderer(
+        framing=FramingSettings(enabled=False),
+        background=BackgroundSettings(enabled=False),
+        relight=RelightSettings(enabled=False),
+        skin=SkinSettings(enabled=False),
+    )
+    out = r.render(image, face, mask, 0)
+    box = fr.full_frame_box((640, 480), OUT)
+    assert r.last_box == box
+    assert np.array_equal(out, fr.warp(image, fr.box_to_affine(box, OUT), OUT))
+
+
+def test_each_effect_changes_the_output() -> None:
+    image, face, mask = webcam()
+    off = {
+        "background": BackgroundSettings(enabled=False),
+        "relight": RelightSettings(enabled=False),
+        "skin": SkinSettings(enabled=False),
+    }
+    base = renderer(**off).render(image, face, mask, 0)  # type: ignore[arg-type]
+    for name, on in [
+        ("background", BackgroundSettings()),
+        ("relight", RelightSettings(key_strength=0.5)),
+        ("skin", SkinSettings(strength=0.8)),
+    ]:
+        out = renderer(**{**off, name: on}).render(image, face, mask, 0)  # type: ignore[arg-type]
+        assert not np.array_equal(out, base), name
+
+
+def test_blur_and_image_modes() -> None:
+    image, face, mask = webcam()
+    blurred = renderer(background=BackgroundSettings(mode="blur")).render(image, face, mask, 0)
+    assert blurred.shape == (720, 1280, 3)
+    assert not np.array_equal(blurred, renderer().render(image, face, mask, 0))
+    backdrop = read_rgb("images/no_face/lp-bmw.jpg")
+    settings = BackgroundSettings(mode="image", image="lp-bmw.jpg")
+    out = renderer(background=settings, background_image=backdrop).render(image, face, np.zeros_like(mask), 0)
+    assert np.array_equal(out, bg.cover_resize(backdrop, OUT))
+    with pytest.raises(ValueError, match="background_image"):
+        StudioRenderer(OUT, FramingSettings(), settings, RelightSettings(), SkinSettings())
+
+
+def test_no_face_keeps_rendering_the_full_frame() -> None:
+    image, _, mask = webcam()
+    r = renderer()
+    out = r.render(image, None, mask, 0)
+    assert out.shape == (720, 1280, 3)
+    assert r.last_box == fr.full_frame_box((640, 480), OUT)
+
+
+def test_sections_are_timed_by_name() -> None:
+    seen: list[str] = []
+
+    class Recorder:
+        @contextmanager
+        def section(self, name: str) -> Iterator[None]:
+            seen.append(name)
+            yield
+
+    image, face, mask = webcam()
+    renderer(sections=Recorder()).render(image, face, mask, 0)
+    assert sorted(seen) == ["background", "frame", "relight", "skin"]
+
+
+def test_bad_inputs_are_refused_with_a_message() -> None:
+    image, face, mask = webcam()
+    r = StudioRenderer(OUT, FramingSettings(), BackgroundSettings(), RelightSettings(), SkinSettings())
+    with pytest.raises(RuntimeError, match="prepare"):
+        r.render(image, face, mask, 0)
+    r.prepare()
+    with pytest.raises(ValueError, match="mask shape"):
+        r.render(image, face, mask[:100], 0)
+    with pytest.raises(ValueError, match="RGB uint8"):
+        r.render(image.astype(np.float32), face, mask, 0)
+    with pytest.raises(ValueError, match="frame_size"):
+        r.render(image, Face(face.landmarks, (320, 240)), mask, 0)
