@@ -102,8 +102,9 @@ def cover_resize(image: RGBImage, size: tuple[int, int]) -> RGBImage:
 
 
 def blur_factor(sigma: float) -> int:
-    """The downscale (1..4) at which a blur of `sigma` px is done: at least ~2 px of sigma per pixel."""
-    return int(min(4, max(1, sigma // 2)))
+    """The downscale (1..8) at which a blur of `sigma` px is done: sigma stays at least 1.5 downscaled
+    pixels, so the bilinear upscale of the result shows no grid."""
+    return int(min(8, max(1, sigma // 1.5)))
 
 
 def masked_blur(image: RGBImage, sigma: float, exclude: Alpha | None = None) -> RGBImage:
