@@ -17,6 +17,8 @@ Alpha: TypeAlias = npt.NDArray[np.float32] | npt.NDArray[np.uint8]
 """HxW opacity: float32 in [0, 1] (a Mask) or uint8 0..255."""
 
 MODES = ("studio", "blur", "color", "image")
+MASK_FLOOR = 1.0 / 1024.0
+"""Mask values below this (a quarter of an 8-bit level) are treated as 0."""
 _HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 
 
@@ -155,29 +157,44 @@ def refine_mask(mask: Mask, feather_px: float, previous: Mask | None, smoothing:
     """Feather a person mask (float32 HxW in [0, 1]) and average it with the previous refined mask.
 
     `feather_px` is a Gaussian sigma in this mask's pixels; `smoothing` is the previous mask's weight
-    (ignored when `previous` is None or another size). Returns a new float32 HxW mask in [0, 1].
+    (ignored when `previous` is None or another size). Values below `MASK_FLOOR` become 0. Returns a
+    new float32 HxW mask in [0, 1].
     """
-    out: Mask = np.asarray(mask, dtype=np.float32)
+    # Segmenters emit denormal floats (~1e-40) far from the person, and the running average decays
+    # into them; denormal arithmetic made the blur 4.5x slower on this CPU. Zeroing them is invisible.
+    out = _floor(np.asarray(mask, dtype=np.float32))
     if feather_px > 0.0:
         out = cast(Mask, cv2.GaussianBlur(out, (0, 0), feather_px))
     if previous is not None and previous.shape == out.shape and smoothing > 0.0:
         # Feather first, then average: the history is blurred once, not once per frame.
-        out = cast(Mask, cv2.addWeighted(out, 1.0 - smoothing, previous, smoothing, 0.0))
-    elif out is mask:
-        out = out.copy()
+        out = _floor(cast(Mask, cv2.addWeighted(out, 1.0 - smoothing, previous, smoothing, 0.0)))
     return out
+
+
+def _floor(mask: Mask) -> Mask:
+    """A new float32 mask with values below MASK_FLOOR set to 0."""
+    return cast(Mask, cv2.threshold(mask, MASK_FLOOR, 0.0, cv2.THRESH_TOZERO)[1])
 
 
 def composite(fg: RGBImage, bg: RGBImage, alpha: Alpha) -> RGBImage:
     """`fg * alpha + bg * (1 - alpha)` for RGB uint8 HxWx3 images; `alpha` HxW float32 in [0, 1] or
     uint8 0..255. Alpha 1 (255) gives `fg` and 0 gives `bg` exactly; in between within one level."""
     a8 = alpha if alpha.dtype == np.uint8 else alpha_u8(np.asarray(alpha, dtype=np.float32))
-    # Two 8-bit multiplies and an add: about twice as fast as cv2.blendLinear's float path.
-    a3 = cv2.merge([a8, a8, a8])
-    out = cv2.multiply(fg, a3, scale=1.0 / 255.0)
+    # Outside the rectangle around the person the result is the background: blend only inside it.
+    x, y, w, h = cv2.boundingRect(a8)
+    out = bg.copy()
+    if w == 0 or h == 0:
+        return out
+    rows, cols = slice(y, y + h), slice(x, x + w)
+    # Two 8-bit multiplies and an add: about twice as fast as cv2.blendLinear's float path. The
+    # background half is computed in place in the output's rectangle (OpenCV writes into the view).
+    a3 = cv2.merge([a8[rows, cols]] * 3)
+    front = cv2.multiply(fg[rows, cols], a3, scale=1.0 / 255.0)
     inverse = cv2.bitwise_not(a3, dst=a3)
-    cv2.multiply(bg, inverse, dst=inverse, scale=1.0 / 255.0)
-    return _u8(cv2.add(out, inverse, dst=out))
+    region = out[rows, cols]
+    cv2.multiply(region, inverse, dst=region, scale=1.0 / 255.0)
+    cv2.add(front, region, dst=region)
+    return out
 
 
 def _u8(image: npt.NDArray[np.generic]) -> RGBImage:

@@ -43,7 +43,8 @@ _STATS_HEIGHT = 48
 # The hull is shrunk toward its centre so the measurement avoids hair, ears and background at its edge.
 _STATS_SHRINK = 0.8
 
-_BAYER_4 = (np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]], np.float32) + 0.5) / 16
+# Centred on 0: added before rounding (convertScaleAbs rounds to nearest).
+_BAYER_4 = (np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]], np.float32) + 0.5) / 16 - 0.5
 
 
 @dataclass(frozen=True)
@@ -216,9 +217,10 @@ def key_light_map(
     fill = 1.0 / (1.0 + np.exp(sign * uu / 0.5))  # ~1 on the fill side, ~0 on the key side
     gain = 1.0 + strength * (0.45 * lobe - 0.25 * fill)
     full = cv2.resize(gain.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    # Ordered dither before rounding: 1/128 steps would otherwise show as faint contours.
-    dither = np.tile(_BAYER_4, (-(-height // 4), -(-width // 4)))[:height, :width]
-    return np.clip(full * KEY_MAP_UNIT + dither, 0, 255).astype(np.uint8)
+    # Ordered dither before rounding: 1/128 steps would otherwise show as faint contours. All in cv2
+    # (no full-size numpy temporaries): this runs whenever the face moves noticeably.
+    dither = cv2.repeat(_BAYER_4, -(-height // 4), -(-width // 4))[:height, :width]
+    return cast(npt.NDArray[np.uint8], cv2.convertScaleAbs(cv2.scaleAdd(full, float(KEY_MAP_UNIT), dither)))
 
 
 def apply(image: RGBImage, lut: npt.NDArray[np.uint8], key_map: npt.NDArray[np.uint8] | None) -> RGBImage:

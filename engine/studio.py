@@ -171,7 +171,7 @@ class StudioRenderer:
             or abs(face_px - at[2]) > _KEY_REBUILD * at[2]
         ):
             single = rl.key_light_map(size, (cx, cy), face_px, self._relight.key_light, self._relight.key_strength)
-            self._key_map = np.repeat(single[:, :, None], 3, axis=2)
+            self._key_map = cast(npt.NDArray[np.uint8], cv2.merge([single, single, single]))
             self._key_at = (cx, cy, face_px)
         return self._key_map
 

@@ -113,6 +113,9 @@ def test_refine_mask_feathers_and_smooths_over_time() -> None:
     previous = np.ones((60, 80), np.float32)
     mixed = bg.refine_mask(np.zeros((60, 80), np.float32), 0.0, previous, 0.4)
     assert mixed == pytest.approx(np.full((60, 80), 0.4, np.float32))
+    # Denormal floats from a segmenter (and the decaying average) are flushed to 0.
+    tiny = np.full((60, 80), 1e-40, np.float32)
+    assert not bg.refine_mask(tiny, 2.0, tiny, 0.4).any()
     # A previous mask of another size (the camera changed) is ignored.
     assert np.array_equal(bg.refine_mask(step, 0.0, np.ones((10, 10), np.float32), 0.4), step)
 
