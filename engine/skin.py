@@ -36,7 +36,7 @@ _FEATURE_MARGIN = 0.06  # stroke width around eyes/brows/lips (grows each by hal
 _FEATHER = 0.015  # Gaussian sigma of the mask's edge
 _ROI_PAD = 0.05
 _SPATIAL_SIGMA_PX = 2.0  # bilateral spatial sigma at the working resolution
-_WORK_FACE_PX = 110.0  # face height at which the smoothing runs
+_WORK_FACE_PX = 80.0  # face height at which the smoothing runs
 _COLOR_SIGMA = 22.0  # bilateral range sigma in 8-bit levels: blemishes yes, edges no
 
 
@@ -120,24 +120,24 @@ def smooth_skin(image: RGBImage, landmarks: Landmarks, strength: float) -> RGBIm
     if strength <= 0.0 or roi is None:
         return out
     x0, y0, x1, y1 = roi
-    face_px = face_height_px(landmarks)
-    # Work at an integer downscale (INTER_AREA's fast path) at which the face is about _WORK_FACE_PX
-    # tall: the cost stays flat however large the face is, and what is smoothed away (blemishes, pores)
-    # is the detail that this downscale blurs anyway.
-    k = max(2, round(face_px / _WORK_FACE_PX))
-    x1, y1 = x1 - (x1 - x0) % k, y1 - (y1 - y0) % k
     patch = image[y0:y1, x0:x1]
     pw, ph = x1 - x0, y1 - y0
-    work_size = (pw // k, ph // k)
-    small = cv2.resize(patch, work_size, interpolation=cv2.INTER_AREA)
-    face_small = face_px / k
+    face_px = face_height_px(landmarks)
+    # Work at the size where the face is about _WORK_FACE_PX tall: the look is the same for any face
+    # size, the cost stays flat however large the face is, and what is smoothed away (blemishes,
+    # pores) is the detail this downscale removes anyway. Smaller faces are worked at their own size.
+    scale = min(1.0, _WORK_FACE_PX / face_px)
+    resample = scale < 0.9
+    work_size = (max(8, round(pw * scale)), max(8, round(ph * scale))) if resample else (pw, ph)
+    small = cv2.resize(patch, work_size, interpolation=cv2.INTER_AREA) if resample else patch
+    sx, sy = work_size[0] / pw, work_size[1] / ph
     # d = 5 is OpenCV's fast bilateral path (7 costs ~4x more); sigma_space is set to match it.
     smooth = cv2.bilateralFilter(small, 5, _COLOR_SIGMA, _SPATIAL_SIGMA_PX)
-    smooth_full = cv2.resize(smooth, (pw, ph), interpolation=cv2.INTER_LINEAR)
+    smooth_full = cv2.resize(smooth, (pw, ph), interpolation=cv2.INTER_LINEAR) if resample else smooth
 
     # The mask is smooth, so it is drawn at the working resolution too and upscaled.
-    points = (np.asarray(landmarks, dtype=np.float64)[:, :2] - [x0, y0]) / k
-    mask_small = _region_mask(work_size, points, face_small) * np.float32(strength)
-    weight = cv2.resize(mask_small, (pw, ph), interpolation=cv2.INTER_LINEAR)
+    points = (np.asarray(landmarks, dtype=np.float64)[:, :2] - [x0, y0]) * [sx, sy]
+    mask_small = _region_mask(work_size, points, face_px * sy) * np.float32(strength)
+    weight = cv2.resize(mask_small, (pw, ph), interpolation=cv2.INTER_LINEAR) if resample else mask_small
     out[y0:y1, x0:x1] = cv2.blendLinear(smooth_full, patch, weight, 1.0 - weight)
     return out

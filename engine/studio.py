@@ -184,6 +184,8 @@ class StudioRenderer:
         affine: npt.NDArray[np.float64],
     ) -> RGBImage:
         """Refine the mask in source pixels (stable under camera moves), warp it, composite."""
+        if mask.dtype != np.float32:
+            raise ValueError(f"mask: expected float32 HxW in [0, 1], got {mask.dtype}")
         if mask.shape != (frame_size[1], frame_size[0]):
             expected = (frame_size[1], frame_size[0])
             raise ValueError(f"mask shape {mask.shape!r}: expected the image's (height, width) {expected!r}")
