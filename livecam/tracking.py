@@ -19,8 +19,8 @@ from engine.types import Face, Landmarks, RGBImage
 # MediaPipe's C++ side logs through glog/absl at import; keep a user's terminal to warnings and up.
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-import mediapipe as mp  # noqa: E402
-from mediapipe.tasks.python import BaseOptions, vision  # noqa: E402
+import mediapipe as mp
+from mediapipe.tasks.python import BaseOptions, vision
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from engine.types import Mask, RGBImage
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-import mediapipe as mp  # noqa: E402
-from mediapipe.tasks.python import BaseOptions, vision  # noqa: E402
+import mediapipe as mp
+from mediapipe.tasks.python import BaseOptions, vision
 
 
 class MediaPipeSegmenter:
