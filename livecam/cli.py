@@ -15,11 +15,9 @@ from livecam.errors import LivecamError
 if TYPE_CHECKING:
     from livecam.config import Config
 
-# Quiet the native libraries before they load: OpenCV's probing warnings and MediaPipe's glog lines are
-# noise for a user; real problems reach them as LivecamError messages.
+# OpenCV's camera-probing warnings are noise for a user; real problems reach them as LivecamError
+# messages. (MediaPipe's start-up chatter is handled in models/native_log.py.)
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 log = logging.getLogger("livecam")
 

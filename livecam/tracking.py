@@ -7,20 +7,16 @@ stills. Landmarks come out in pixels of the frame (x*width, y*height, z*width).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import mediapipe as mp
 import numpy as np
+from mediapipe.tasks.python import BaseOptions, vision
 
 from engine.types import Face, Landmarks, RGBImage
-
-# MediaPipe's C++ side logs through glog/absl at import; keep a user's terminal to warnings and up.
-os.environ.setdefault("GLOG_minloglevel", "2")
-
-import mediapipe as mp
-from mediapipe.tasks.python import BaseOptions, vision
+from models.native_log import native_stderr_silenced
 
 
 @dataclass(frozen=True)
@@ -79,7 +75,9 @@ class MediaPipeFaceTracker:
             min_face_presence_confidence=min_presence_confidence,
             min_tracking_confidence=min_tracking_confidence,
         )
-        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        with native_stderr_silenced():
+            self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        self._first = True
         self._smoothing = smoothing
         self._min_cutoff = min_cutoff
         self._beta = beta
@@ -92,8 +90,13 @@ class MediaPipeFaceTracker:
         timestamp_ms = max(timestamp_ms, self._last_ms + 1)
         self._last_ms = timestamp_ms
         height, width = image.shape[:2]
-        result = self._landmarker.detect_for_video(
-            mp.Image(image_format=mp.ImageFormat.SRGB, data=image), timestamp_ms)
+        mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=image)
+        if self._first:
+            self._first = False
+            with native_stderr_silenced():
+                result = self._landmarker.detect_for_video(mp_image, timestamp_ms)
+        else:
+            result = self._landmarker.detect_for_video(mp_image, timestamp_ms)
         if not result.face_landmarks:
             self._filter = None  # a face that comes back starts fresh, not smoothed from where it left
             return None
@@ -127,11 +130,12 @@ def detect_faces(model_path: Path, image: RGBImage, max_faces: int = 4,
         num_faces=max_faces,
         min_face_detection_confidence=min_detection_confidence,
     )
-    landmarker = vision.FaceLandmarker.create_from_options(options)
-    try:
-        result = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=image))
-    finally:
-        landmarker.close()
+    with native_stderr_silenced():
+        landmarker = vision.FaceLandmarker.create_from_options(options)
+        try:
+            result = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=image))
+        finally:
+            landmarker.close()
     height, width = image.shape[:2]
     faces = [_pixels(f, width, height) for f in result.face_landmarks]
     return sorted(faces, key=lambda lm: -float(np.ptp(lm[:, 1])))

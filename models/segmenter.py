@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import mediapipe as mp
 import numpy as np
+from mediapipe.tasks.python import BaseOptions, vision
 
 from engine.types import Mask, RGBImage
-
-os.environ.setdefault("GLOG_minloglevel", "2")
-
-import mediapipe as mp
-from mediapipe.tasks.python import BaseOptions, vision
+from models.native_log import native_stderr_silenced
 
 
 class MediaPipeSegmenter:
@@ -25,7 +22,9 @@ class MediaPipeSegmenter:
             output_confidence_masks=True,
             output_category_mask=False,
         )
-        self._segmenter = vision.ImageSegmenter.create_from_options(options)
+        with native_stderr_silenced():
+            self._segmenter = vision.ImageSegmenter.create_from_options(options)
+        self._first = True
         self._last_ms = -1
         self._closed = False
 
@@ -33,8 +32,13 @@ class MediaPipeSegmenter:
         """Person probability, HxW float32 in [0, 1], same size as `image`."""
         timestamp_ms = max(timestamp_ms, self._last_ms + 1)
         self._last_ms = timestamp_ms
-        result = self._segmenter.segment_for_video(
-            mp.Image(image_format=mp.ImageFormat.SRGB, data=image), timestamp_ms)
+        mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=image)
+        if self._first:
+            self._first = False
+            with native_stderr_silenced():
+                result = self._segmenter.segment_for_video(mp_image, timestamp_ms)
+        else:
+            result = self._segmenter.segment_for_video(mp_image, timestamp_ms)
         # The selfie model has a single output: the person confidence. Copy out of MediaPipe's buffer.
         mask = np.array(result.confidence_masks[-1].numpy_view(), dtype=np.float32, copy=True)
         return mask.reshape(mask.shape[0], mask.shape[1])

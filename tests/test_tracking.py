@@ -108,3 +108,30 @@ def test_segmenter_marks_the_person(segmenter_path: Path) -> None:
     assert mask.shape == (h, w) and mask.dtype == np.float32 and mask2.shape == (h, w)
     assert mask[int(h * 0.35), w // 2] > 0.9  # the face
     assert mask[int(h * 0.05), int(w * 0.05)] < 0.2  # the backdrop in the top corner
+
+
+def test_native_log_silencing_restores_stderr_across_threads() -> None:
+    """Overlapping silenced blocks on two threads (tracker and segmenter start together) leave fd 2 as
+    it was."""
+    import os
+    import threading
+
+    from models.native_log import native_stderr_silenced
+
+    before = os.fstat(2)
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with native_stderr_silenced():
+            inside.set()
+            release.wait(5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    inside.wait(5)
+    with native_stderr_silenced():
+        release.set()
+    t.join(5)
+    after = os.fstat(2)
+    assert (before.st_dev, before.st_ino) == (after.st_dev, after.st_ino)
