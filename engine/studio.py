@@ -190,18 +190,28 @@ class StudioRenderer:
             expected = (frame_size[1], frame_size[0])
             raise ValueError(f"mask shape {mask.shape!r}: expected the image's (height, width) {expected!r}")
         settings = self._background
-        scale = float(affine[1, 1])
-        self._mask_prev = bgmod.refine_mask(mask, settings.feather_px / scale, self._mask_prev, settings.mask_smoothing)
+        # The mask is refined at half size: segmenters see 256x144 or 256x256, so nothing visible is
+        # lost, and the blur costs a quarter. It stays in source coordinates, so the running average
+        # is not smeared when the camera moves.
+        half = (max(1, frame_size[0] // 2), max(1, frame_size[1] // 2))
+        small_mask = cast(Mask, cv2.resize(mask, half, interpolation=cv2.INTER_AREA))
+        mask_affine = _rescaled(affine, half[0] / frame_size[0], half[1] / frame_size[1])
+        feather = settings.feather_px / float(mask_affine[1, 1])
+        self._mask_prev = bgmod.refine_mask(small_mask, feather, self._mask_prev, settings.mask_smoothing)
         # 8-bit alpha: warping and blending uint8 costs about half of float32 at the output size.
         alpha_src = bgmod.alpha_u8(self._mask_prev)
-        alpha = fr.warp(alpha_src, affine, self.output_size)
+        alpha = fr.warp(alpha_src, mask_affine, self.output_size)
         backdrop = self._backdrop
         if backdrop is None:
-            backdrop = self._blurred_backdrop(lit, alpha_src, affine)
+            backdrop = self._blurred_backdrop(lit, affine, alpha_src, mask_affine)
         return bgmod.composite(out, backdrop, alpha)
 
     def _blurred_backdrop(
-        self, lit: RGBImage, alpha_src: npt.NDArray[np.uint8], affine: npt.NDArray[np.float64]
+        self,
+        lit: RGBImage,
+        affine: npt.NDArray[np.float64],
+        alpha_src: npt.NDArray[np.uint8],
+        alpha_affine: npt.NDArray[np.float64],
     ) -> RGBImage:
         """The blur-mode backdrop: the framed source blurred with the person left out of the average.
 
@@ -212,19 +222,23 @@ class StudioRenderer:
         factor = bgmod.blur_factor(sigma)
         width, height = self.output_size
         small_size = (max(1, width // factor), max(1, height // factor))
-        small_affine = affine * np.array([[small_size[0] / width], [small_size[1] / height]])
+        to_small = np.array([[small_size[0] / width], [small_size[1] / height]])
+        small_affine = affine * to_small
         source: RGBImage = lit
-        source_alpha: npt.NDArray[np.uint8] = alpha_src
         while small_affine[1, 1] < 0.5 and min(source.shape[:2]) >= 32:
             source = cast(RGBImage, cv2.pyrDown(source))
-            source_alpha = cast(npt.NDArray[np.uint8], cv2.pyrDown(source_alpha))
             # pyrDown's pixel k is centred on source pixel 2k: x_source = 2 * x_half - 0.5 (edge coords).
             small_affine = small_affine * np.array([2.0, 2.0, 1.0])
             small_affine[:, 2] -= 0.25 * small_affine[:, :2].sum(axis=1)
         small = fr.warp(source, small_affine, small_size)
-        small_alpha = fr.warp(source_alpha, small_affine, small_size)
+        small_alpha = fr.warp(alpha_src, alpha_affine * to_small, small_size)
         blurred = bgmod.masked_blur(small, sigma / factor, small_alpha)
         return cast(RGBImage, cv2.resize(blurred, self.output_size, interpolation=cv2.INTER_LINEAR))
+
+
+def _rescaled(affine: npt.NDArray[np.float64], sx: float, sy: float) -> npt.NDArray[np.float64]:
+    """`affine` (source px -> output px) for an image that is the source resized by (sx, sy)."""
+    return affine * np.array([1.0 / sx, 1.0 / sy, 1.0])
 
 
 def _check_rgb(name: str, image: npt.NDArray[np.generic]) -> None:
