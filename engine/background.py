@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from engine.framing import check_range
 from engine.types import Mask, RGBImage
+from engine.validation import check_choice, check_range
 
 Alpha: TypeAlias = npt.NDArray[np.float32] | npt.NDArray[np.uint8]
 """HxW opacity: float32 in [0, 1] (a Mask) or uint8 0..255."""
@@ -43,8 +43,7 @@ class BackgroundSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
             raise ValueError(f"enabled = {self.enabled!r}: must be true or false")
-        if self.mode not in MODES:
-            raise ValueError(f"mode = {self.mode!r}: must be one of {', '.join(repr(m) for m in MODES)}")
+        check_choice("mode", self.mode, MODES)
         if not isinstance(self.color, str) or not _HEX_COLOR.fullmatch(self.color):
             raise ValueError(f"color = {self.color!r}: must be a hex colour like '#2b3a4a'")
         if not isinstance(self.image, str):

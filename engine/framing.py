@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.types import Affine, Landmarks, Mask, RGBImage
+from engine.validation import check_range
 
 # What `warp` accepts and returns: RGB uint8 images and float32 masks.
 PixelT = TypeVar("PixelT", np.uint8, np.float32)
@@ -30,12 +31,6 @@ EYE_CORNERS = (33, 133, 362, 263)
 # When following, the camera keeps moving until the remaining error is this fraction of the deadband,
 # so a move that started ends centred instead of parking at the deadband's edge (hysteresis).
 _SETTLE_FRACTION = 0.1
-
-
-def check_range(name: str, value: float, low: float, high: float) -> None:
-    """Raise ValueError naming `name` when `value` is outside [low, high] (or not a finite number)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value <= high):
-        raise ValueError(f"{name} = {value!r}: must be between {low} and {high}")
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from engine.framing import check_range
 from engine.skin import FACE_OVAL
 from engine.types import Landmarks, RGBImage
+from engine.validation import check_range
 
 KEY_SIDES = ("left", "right", "none")
 _SIDES_TEXT = ", ".join(repr(s) for s in KEY_SIDES)

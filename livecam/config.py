@@ -19,19 +19,10 @@ from engine.background import BackgroundSettings
 from engine.framing import FramingSettings
 from engine.relight import RelightSettings
 from engine.skin import SkinSettings
+from engine.validation import check_choice, check_range
 from livecam.errors import LivecamError
 
 ENGINE_KINDS = ("auto", "studio", "diffusion")
-
-
-def check_range(name: str, value: float, lo: float, hi: float) -> None:
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} = {value!r}: must be between {lo} and {hi}")
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} = {value!r}: must be one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
