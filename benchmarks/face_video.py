@@ -41,7 +41,7 @@ def make_face_video(dst: Path, size: tuple[int, int] = (640, 480), frames: int =
     if not clip:
         raise FileNotFoundError(f"cannot read {src}")
     order = clip + clip[-2:0:-1]  # ping-pong
-    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
     for i in range(frames):
         writer.write(order[i % len(order)])
     writer.release()

@@ -8,11 +8,16 @@ effect on. Runs, each after a warm-up:
 - `baseline_no_pace`: the same stages one after another in one thread (decode, track, segment, relight,
   skin, frame, composite), with nothing cached: backdrop, tone table and key-light map rebuilt per frame.
 - `livecam_paced`: the real loop fed at the video's frame rate, as a camera would: the latency a user sees.
+- `livecam_paced_no_predict`: the same with `tracking.predict = false` (render waits for tracking).
+
+The runs are interleaved over several rounds (this 2-core VM's speed drifts by a third from minute to
+minute); each run reports the median over rounds of fps and latency, every round's figures, and the
+per-section timings of its median round.
 
 Frames go to an in-memory sink (the virtual camera device does not exist on CI machines). Writes JSON with
 the machine, versions and config to benchmarks/results/.
 
-    python -m benchmarks.live_loop [--frames 300] [--out benchmarks/results/live_loop_studio_cpu.json]
+    python -m benchmarks.live_loop [--frames 300] [--rounds 3] [--out benchmarks/results/live_loop_studio_cpu.json]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from engine import background as bg
 from engine import framing as fr
 from engine import relight as rl
 from engine import skin as sk
+from engine.types import RGBImage
 from livecam.capture import FrameSource, open_reader
 from livecam.config import Config, load_config
 from livecam.frame import Frame
@@ -81,7 +87,8 @@ def run_livecam(video: Path, config: Config, frames: int, pace: bool) -> dict[st
                 renderer.prepare()
                 sink = MemorySink((config.output.width, config.output.height), keep=1)
                 with FrameSource(open_reader(str(video), loop=True), pace=pace) as source:
-                    run_loop(source, tracker, segmenter, renderer, sink, stats, max_frames=n)
+                    run_loop(source, tracker, segmenter, renderer, sink, stats, max_frames=n,
+                             predict=config.tracking.predict)
         finally:
             segmenter.close()
     return stats.summary()
@@ -104,7 +111,7 @@ def run_baseline(video: Path, config: Config, frames: int) -> dict[str, Any]:
                     if not ok:
                         cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                         ok, bgr = cap.read()
-                    image = np.ascontiguousarray(bgr[:, :, ::-1])
+                    image: RGBImage = np.ascontiguousarray(bgr[:, :, ::-1])
                 t_capture = time.perf_counter_ns()
                 stats.frames_in += 1
                 t_ms = t_capture // 1_000_000
@@ -144,25 +151,47 @@ def run_baseline(video: Path, config: Config, frames: int) -> dict[str, Any]:
     return stats.summary()
 
 
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over rounds, each round's headline figures, and the median round's sections."""
+    keys = ("fps", "latency_ms_p50", "latency_ms_p95", "drops")
+    by_p95 = sorted(results, key=lambda r: r["latency_ms_p95"])
+    return {
+        **{k: float(np.median([r[k] for r in results])) for k in keys},
+        "frames_out": results[0]["frames_out"],
+        "no_face_frames": int(np.median([r["no_face_frames"] for r in results])),
+        "rounds": [{k: r[k] for k in keys} for r in results],
+        "sections": by_p95[len(by_p95) // 2]["sections"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/live_loop_studio_cpu.json"))
     args = parser.parse_args(argv)
     config = load_config(None, ["engine.kind=studio"])
+    no_predict = load_config(None, ["engine.kind=studio", "tracking.predict=false"])
+    rounds: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         video = make_face_video(Path(tmp) / "face.mp4", size=(640, 480), frames=args.frames)
-        runs = {
-            "livecam_no_pace": run_livecam(video, config, args.frames, pace=False),
-            "baseline_no_pace": run_baseline(video, config, args.frames),
-            "livecam_paced": run_livecam(video, config, args.frames, pace=True),
+        plan = {
+            "livecam_no_pace": lambda: run_livecam(video, config, args.frames, pace=False),
+            "baseline_no_pace": lambda: run_baseline(video, config, args.frames),
+            "livecam_paced": lambda: run_livecam(video, config, args.frames, pace=True),
+            "livecam_paced_no_predict": lambda: run_livecam(video, no_predict, args.frames, pace=True),
         }
+        for _ in range(args.rounds):
+            for name, run_once in plan.items():
+                rounds.setdefault(name, []).append(run_once())
+    runs = {name: summarise(results) for name, results in rounds.items()}
     baseline_fps = runs["baseline_no_pace"]["fps"]
     result = {
         "benchmark": "live_loop",
         "engine": "studio",
         "machine": machine(),
         "versions": versions(),
+        "rounds": args.rounds,
         "input": {"size": [640, 480], "fps": 29.97, "frames": args.frames,
                   "source": "video_01_ccby_multiface.mp4, region x=20 y=110 240x180 scaled to 640x480"},
         "config": dataclasses.asdict(config),
@@ -174,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_json(args.out, result)
     for name, run in runs.items():
-        print(f"{name:<18} {run['fps']:6.1f} fps  latency p50 {run['latency_ms_p50']:6.1f} ms  "
-              f"p95 {run['latency_ms_p95']:6.1f} ms  drops {run['drops']}")
+        each = ", ".join(f"{r['fps']:.1f} fps/p95 {r['latency_ms_p95']:.0f}" for r in run["rounds"])
+        print(f"{name:<26} {run['fps']:6.1f} fps  latency p50 {run['latency_ms_p50']:6.1f} ms  "
+              f"p95 {run['latency_ms_p95']:6.1f} ms  drops {run['drops']:g}   "
+              f"(rounds: {each})")
         for section, s in run["sections"].items():
             print(f"    {section:<10} p50 {s['ms_p50']:6.2f} ms  p95 {s['ms_p95']:6.2f} ms")
     print(f"wrote {args.out}")

@@ -88,6 +88,9 @@ class TrackingSettings:
     min_tracking_confidence: float = 0.5
     smoothing: bool = True
     """One-Euro filter on the landmarks, so the framing does not jitter."""
+    predict: bool = True
+    """Render each frame with landmarks predicted from the frames before it, so rendering runs beside
+    tracking instead of after it (lower latency; ~2 px off on a moving 180 px face)."""
     min_cutoff: float = 1.0
     """One-Euro cutoff (Hz) at rest: lower is steadier, with more lag on slow moves."""
     beta: float = 20.0

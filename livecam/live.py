@@ -90,7 +90,7 @@ def run_live(config: Config, max_frames: int | None = None, stats_json: Path | N
         log.info("%s -> %s %dx%d, %s engine%s", reader.description, config.output.target, *size,
                  renderer.name, "" if max_frames else " (Ctrl-C to stop)")
         try:
-            run_loop(source, tracker, segmenter, renderer, sink, stats, max_frames)
+            run_loop(source, tracker, segmenter, renderer, sink, stats, max_frames, predict=tracking.predict)
         except KeyboardInterrupt:
             log.info("stopped")
         finally:

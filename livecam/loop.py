@@ -1,32 +1,30 @@
-"""The live loop: newest frame -> track (with segmentation beside it) -> render -> publish.
+"""The live loop: newest frame -> (track | segment -> render -> publish).
 
-Two stages overlap on two cores: while the render thread composes and publishes frame n, the loop tracks
-frame n+1, and segments it on a third thread at the same time. At most one render is in flight, so a slow
-stage makes the capture slot drop frames instead of building a backlog.
+Two threads share each frame. The main thread tracks the face in frame n while the compose thread
+segments frame n, renders it and publishes it. With `predict`, the render uses the face predicted from
+frames before n (the tracker's One-Euro velocity), so it never waits for tracking and latency is the
+longer of the two paths, not their sum; without a recent face (the first frame, a face coming back) or
+with `predict=False`, the render waits for frame n's own tracking. One frame is composed at a time, so a
+slow stage makes the capture slot drop frames instead of building a backlog.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
 
-from engine.types import Face, Mask, Renderer, Segmenter
+from engine.types import Face, Renderer, Segmenter
 from livecam.capture import FrameSource
 from livecam.frame import Frame
 from livecam.outputs import FrameSink
 from livecam.stats import Stats
 from livecam.tracking import FaceTracker
 
-T = TypeVar("T")
-
 
 def run_loop(source: FrameSource, tracker: FaceTracker, segmenter: Segmenter | None, renderer: Renderer,
-             sink: FrameSink, stats: Stats, max_frames: int | None = None) -> None:
+             sink: FrameSink, stats: Stats, max_frames: int | None = None, predict: bool = True) -> None:
     """Run until the input ends, `max_frames` input frames were taken, or the sink asks to stop."""
     segment = segmenter if segmenter is not None and renderer.needs_mask else None
-    with ThreadPoolExecutor(1, "livecam-segment") as seg_pool, \
-            ThreadPoolExecutor(1, "livecam-render") as render_pool:
+    with ThreadPoolExecutor(1, "livecam-compose") as compose_pool:
         in_flight: Future[None] | None = None
         try:
             while max_frames is None or stats.frames_in < max_frames:
@@ -36,33 +34,44 @@ def run_loop(source: FrameSource, tracker: FaceTracker, segmenter: Segmenter | N
                     break
                 stats.frames_in += 1
                 t_ms = frame.t_capture_ns // 1_000_000
-                mask_job = (seg_pool.submit(_timed, stats, "segment", segment.segment, frame.image, t_ms)
-                            if segment is not None else None)
-                with stats.section("track"):
-                    face = tracker.track(frame.image, t_ms)
-                if face is None:
-                    stats.no_face += 1
-                mask = mask_job.result() if mask_job is not None else None
                 if in_flight is not None:
-                    in_flight.result()
+                    with stats.section("compose_wait"):  # the previous frame is still being composed
+                        in_flight.result()
                 if sink.wants_stop:
                     break
-                in_flight = render_pool.submit(_render_and_publish, frame, face, mask, renderer, sink, stats)
+                tracked: Future[Face | None] = Future()
+                predicted = tracker.predict(t_ms) if predict else None
+                in_flight = compose_pool.submit(_compose, frame, predicted, tracked, segment, renderer, sink,
+                                                stats)
+                try:
+                    with stats.section("track"):
+                        face = tracker.track(frame.image, t_ms)
+                except BaseException as e:
+                    tracked.set_exception(e)
+                    raise
+                tracked.set_result(face)
+                if face is None:
+                    stats.no_face += 1
             if in_flight is not None:
                 in_flight.result()
         finally:
             stats.drops = source.drops
 
 
-def _timed(stats: Stats, name: str, fn: Callable[..., T], *args: object) -> T:
-    with stats.section(name):
-        return fn(*args)
-
-
-def _render_and_publish(frame: Frame, face: Face | None, mask: Mask | None, renderer: Renderer,
-                        sink: FrameSink, stats: Stats) -> None:
+def _compose(frame: Frame, predicted: Face | None, tracked: Future[Face | None], segmenter: Segmenter | None,
+             renderer: Renderer, sink: FrameSink, stats: Stats) -> None:
+    """Segment, render and publish one frame (on the compose thread)."""
+    t_ms = frame.t_capture_ns // 1_000_000
+    mask = None
+    if segmenter is not None:
+        with stats.section("segment"):
+            mask = segmenter.segment(frame.image, t_ms)
+    face = predicted
+    if face is None:
+        with stats.section("track_wait"):
+            face = tracked.result()
     with stats.section("render"):
-        image = renderer.render(frame.image, face, mask, frame.t_capture_ns // 1_000_000)
+        image = renderer.render(frame.image, face, mask, t_ms)
     with stats.section("publish"):
         sink.send(Frame(image, frame.index, frame.t_capture_ns))
     stats.published(frame.t_capture_ns)

@@ -28,7 +28,9 @@ from tests.conftest import asset
 SMALL = ["output.width=640", "output.height=360"]
 
 
-def test_loop_over_real_video_into_memory(face_video: Path, landmarker_path: Path, segmenter_path: Path) -> None:
+@pytest.mark.parametrize("predict", [True, False])
+def test_loop_over_real_video_into_memory(face_video: Path, landmarker_path: Path, segmenter_path: Path,
+                                          predict: bool) -> None:
     config = load_config(None, SMALL)
     stats = Stats()
     renderer = build_renderer(config, stats)
@@ -38,7 +40,7 @@ def test_loop_over_real_video_into_memory(face_video: Path, landmarker_path: Pat
             MediaPipeFaceTracker(landmarker_path) as tracker:
         segmenter = MediaPipeSegmenter(segmenter_path)
         try:
-            run_loop(source, tracker, segmenter, renderer, sink, stats, max_frames=40)
+            run_loop(source, tracker, segmenter, renderer, sink, stats, max_frames=40, predict=predict)
         finally:
             segmenter.close()
     assert sink.count == 40 == stats.frames_out == stats.frames_in

@@ -135,3 +135,24 @@ def test_native_log_silencing_restores_stderr_across_threads() -> None:
     t.join(5)
     after = os.fstat(2)
     assert (before.st_dev, before.st_ino) == (after.st_dev, after.st_ino)
+
+
+def test_prediction_lands_near_the_next_tracked_face(landmarker_path: Path, face_video: Path) -> None:
+    reader = open_reader(str(face_video))
+    errors = []
+    with MediaPipeFaceTracker(landmarker_path) as tracker:
+        assert tracker.predict(0) is None  # nothing tracked yet
+        for i in range(60):
+            image = reader.read()
+            assert image is not None
+            predicted = tracker.predict(i * 33)
+            face = tracker.track(image, i * 33)
+            assert face is not None
+            if predicted is not None:
+                assert predicted.landmarks.shape == (478, 3) and predicted.frame_size == face.frame_size
+                errors.append(np.abs(predicted.landmarks[:, :2] - face.landmarks[:, :2]).mean())
+        assert tracker.track(np.zeros_like(image), 60 * 33) is None
+        assert tracker.predict(61 * 33) is None  # a lost face is not predicted
+    reader.close()
+    assert len(errors) == 59
+    assert np.mean(errors) < 4.0  # px, on a ~180 px face moving at 30 fps
