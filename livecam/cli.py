@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from livecam import __version__
@@ -15,9 +17,10 @@ from livecam.errors import LivecamError
 if TYPE_CHECKING:
     from livecam.config import Config
 
-# OpenCV's camera-probing warnings are noise for a user; real problems reach them as LivecamError
-# messages. (MediaPipe's start-up chatter is handled in models/native_log.py.)
-os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+# OpenCV logs its camera probing (even "errors" for indices that do not exist); every failure livecam
+# can hit is checked and reported as a LivecamError, so its console log is off unless the user sets it.
+# (MediaPipe's start-up chatter is handled in models/native_log.py.)
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 
 log = logging.getLogger("livecam")
 
@@ -61,6 +64,12 @@ def _load(args: argparse.Namespace, extra: list[str]) -> Config:
     return load_config(path, [*extra, *args.overrides])
 
 
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """`kill` or a service manager stopping livecam gets the same clean stop as Ctrl-C: the summary is
+    printed and a video being written is finished."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -81,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             config = _load(args, extra)
             from livecam.live import run_live
 
+            signal.signal(signal.SIGTERM, _stop_on_sigterm)
             run_live(config, max_frames=args.frames, stats_json=args.stats_json)
             return 0
         if args.command == "doctor":

@@ -5,8 +5,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -183,3 +185,28 @@ def test_models_and_doctor_report(model_dir: Path) -> None:
     assert "camera" in doctor.stdout and "virtual camera" in doctor.stdout and "GPU" in doctor.stdout
     assert "v4l2loopback" in doctor.stdout  # what to install, on this Linux machine with no device
     assert doctor.returncode == 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_prints_the_summary_and_keeps_the_video(tmp_path: Path, face_video: Path, signum: int) -> None:
+    """Ctrl-C (SIGINT) or SIGTERM: exit 0, the summary on stderr, the stats JSON and a playable video."""
+    out, stats = tmp_path / "o.mp4", tmp_path / "s.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "livecam", "run", "--input", str(face_video), "--set", "input.loop=true",
+         "--output", str(out), "--stats-json", str(stats)],
+        stderr=subprocess.PIPE, text=True,
+        # a shell may start children with SIGINT ignored; a terminal's Ctrl-C reaches a default handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert process.stderr is not None
+    for line in process.stderr:  # wait until frames are flowing
+        if "Ctrl-C to stop" in line:
+            break
+    time.sleep(2.0)
+    process.send_signal(signum)
+    rest = process.communicate(timeout=60)[1]
+    assert process.returncode == 0, rest
+    assert "Traceback" not in rest and "frames in" in rest
+    frames_out = json.loads(stats.read_text())["frames_out"]
+    assert frames_out > 10
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == frames_out
