@@ -7,6 +7,7 @@ stills. Landmarks come out in pixels of the frame (x*width, y*height, z*width).
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -100,12 +101,9 @@ class MediaPipeFaceTracker:
         self._last_ms = timestamp_ms
         height, width = image.shape[:2]
         mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=image)
-        if self._first:
-            self._first = False
-            with native_stderr_silenced():
-                result = self._landmarker.detect_for_video(mp_image, timestamp_ms)
-        else:
+        with native_stderr_silenced() if self._first else nullcontext():
             result = self._landmarker.detect_for_video(mp_image, timestamp_ms)
+        self._first = False
         if not result.face_landmarks:
             self._filter = None  # a face that comes back starts fresh, not smoothed from where it left
             self._last = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import mediapipe as mp
@@ -33,12 +34,9 @@ class MediaPipeSegmenter:
         timestamp_ms = max(timestamp_ms, self._last_ms + 1)
         self._last_ms = timestamp_ms
         mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=image)
-        if self._first:
-            self._first = False
-            with native_stderr_silenced():
-                result = self._segmenter.segment_for_video(mp_image, timestamp_ms)
-        else:
+        with native_stderr_silenced() if self._first else nullcontext():
             result = self._segmenter.segment_for_video(mp_image, timestamp_ms)
+        self._first = False
         # The selfie model has a single output: the person confidence. Copy out of MediaPipe's buffer.
         mask = np.array(result.confidence_masks[-1].numpy_view(), dtype=np.float32, copy=True)
         return mask.reshape(mask.shape[0], mask.shape[1])
