@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -51,22 +52,42 @@ def read_image(path: Path) -> RGBImage:
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
+class CaptureDevice(Protocol):
+    """The part of `cv2.VideoCapture` a camera reader uses (a test can stand in for a device here)."""
+
+    def isOpened(self) -> bool: ...
+
+    def read(self) -> tuple[bool, Any]: ...
+
+    def set(self, prop: int, value: float) -> bool: ...
+
+    def get(self, prop: int) -> float: ...
+
+    def release(self) -> None: ...
+
+
 class CameraReader:
-    """A webcam by index. Failed reads are retried; a camera that stops answering is reopened."""
+    """A webcam by index. Failed reads are retried; a camera that stops answering is reopened, with a log
+    line, until it comes back or `reconnect_s` has passed."""
 
     paced_by_device = True
 
-    def __init__(self, index: int, width: int, height: int, fps: float, reconnect_s: float) -> None:
+    def __init__(self, index: int, width: int, height: int, fps: float, reconnect_s: float,
+                 open_device: Callable[[int], CaptureDevice] = cv2.VideoCapture,
+                 retry_s: float = 0.03, reopen_s: float = 0.5) -> None:
         self.index = index
         self.description = f"camera {index}"
         self._mode = (width, height, fps)
         self._reconnect_s = reconnect_s
-        self._cap = self._open()
+        self._open_device = open_device
+        self._retry_s = retry_s
+        self._reopen_s = reopen_s
+        self._cap: CaptureDevice | None = self._open()
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or fps)
         self.reopened = 0
 
-    def _open(self) -> cv2.VideoCapture:
-        cap = cv2.VideoCapture(self.index)
+    def _open(self) -> CaptureDevice:
+        cap = self._open_device(self.index)
         if not cap.isOpened():
             cap.release()
             raise LivecamError(
@@ -85,14 +106,14 @@ class CameraReader:
         failures = 0
         lost_since: float | None = None
         while True:
-            ok, bgr = self._cap.read()
+            ok, bgr = self._cap.read() if self._cap is not None else (False, None)
             if ok and bgr is not None:
                 if lost_since is not None:
                     log.warning("camera %d is back", self.index)
                 return np.ascontiguousarray(bgr[:, :, ::-1])
             failures += 1
             if failures < FAILURES_BEFORE_REOPEN:
-                time.sleep(0.03)
+                time.sleep(self._retry_s)
                 continue
             now = time.monotonic()
             if lost_since is None:
@@ -101,17 +122,21 @@ class CameraReader:
             if now - lost_since > self._reconnect_s:
                 raise LivecamError(f"camera {self.index} was lost and did not come back within "
                                    f"{self._reconnect_s:g} s (input.reconnect_s)")
-            self._cap.release()
-            time.sleep(0.5)
+            if self._cap is not None:
+                self._cap.release()
+                self._cap = None
+            time.sleep(self._reopen_s)
             try:
                 self._cap = self._open()
                 self.reopened += 1
             except LivecamError:
-                self._cap = cv2.VideoCapture()
+                self._cap = None  # still gone; the next round of reads counts as failures again
             failures = 0
 
     def close(self) -> None:
-        self._cap.release()
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
 
 
 class VideoFileReader:

@@ -105,3 +105,68 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
     bad_image.write_bytes(b"garbage")
     with pytest.raises(LivecamError, match=r"cannot read image .*bad.png"):
         read_image(bad_image)
+
+
+class _FlakyCamera:
+    """Stands in for a webcam (none can exist on a test machine): serves frames, goes silent for a while
+    as an unplugged camera does, then works again after being reopened."""
+
+    def __init__(self, script: list[str]) -> None:
+        self.script = script  # per open: "ok" serves frames, "dead" fails every read, "absent" will not open
+        self.opens = 0
+        self.reads = 0
+
+    def __call__(self, index: int) -> _FlakyCamera.Device:
+        state = self.script[min(self.opens, len(self.script) - 1)]
+        self.opens += 1
+        return _FlakyCamera.Device(self, state)
+
+    class Device:
+        def __init__(self, camera: _FlakyCamera, state: str) -> None:
+            self.camera, self.state, self.served = camera, state, 0
+
+        def isOpened(self) -> bool:
+            return self.state != "absent"
+
+        def read(self) -> tuple[bool, np.ndarray | None]:
+            self.camera.reads += 1
+            if self.state == "ok" or (self.state == "fails_after_2" and self.served < 2):
+                self.served += 1
+                return True, np.full((48, 64, 3), 7 * self.camera.opens, np.uint8)
+            return False, None
+
+        def set(self, prop: int, value: float) -> bool:
+            return True
+
+        def get(self, prop: int) -> float:
+            return 30.0
+
+        def release(self) -> None:
+            self.state = "released"
+
+
+def test_lost_camera_is_reopened_with_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    from livecam.capture import CameraReader
+
+    camera = _FlakyCamera(["fails_after_2", "absent", "ok"])
+    reader = CameraReader(0, 64, 48, 30, reconnect_s=5, open_device=camera, retry_s=0, reopen_s=0)
+    with caplog.at_level("WARNING", logger="livecam.capture"):
+        first = [reader.read(), reader.read()]
+        back = reader.read()  # reads fail, reopen fails once (absent), then the camera answers again
+    assert all(f is not None and f.shape == (48, 64, 3) for f in first)
+    assert back is not None and camera.opens == 3 and reader.reopened == 1
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "camera 0 stopped sending frames; reopening it" in messages and "camera 0 is back" in messages
+    reader.close()
+    reader.close()
+
+
+def test_camera_that_never_comes_back_is_a_clear_error() -> None:
+    from livecam.capture import CameraReader
+
+    camera = _FlakyCamera(["fails_after_2", "absent"])
+    reader = CameraReader(3, 64, 48, 30, reconnect_s=0.05, open_device=camera, retry_s=0, reopen_s=0.02)
+    reader.read()
+    reader.read()
+    with pytest.raises(LivecamError, match=r"camera 3 was lost .* within 0.05 s \(input.reconnect_s\)"):
+        reader.read()
