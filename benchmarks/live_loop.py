@@ -127,7 +127,7 @@ def run_baseline(video: Path, config: Config, frames: int) -> dict[str, Any]:
                     if landmarks is not None:
                         centre = landmarks[list(sk.FACE_OVAL), :2].mean(axis=0)
                         key = rl.key_light_map((image.shape[1], image.shape[0]), (float(centre[0]), float(centre[1])),
-                                               sk.face_height_px(landmarks), config.relight.key_light,
+                                               fr.face_height_px(landmarks), config.relight.key_light,
                                                config.relight.key_strength)
                         key_map = np.repeat(key[:, :, None], 3, axis=2)
                     lit = rl.apply(image, rl.tone_luts(light.gains), key_map)

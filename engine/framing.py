@@ -104,6 +104,13 @@ def _fit_inside(cx: float, cy: float, height: float, frame_size: tuple[int, int]
     return Box(cx, cy, width, height)
 
 
+def face_height_px(landmarks: Landmarks) -> float:
+    """The face's height: forehead (10) to chin (152), in the landmarks' pixels. Every size that
+    scales with the face (framing, skin regions, key light, pose, tracking speed) is measured in it."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    return float(np.hypot(*(points[CHIN, :2] - points[FOREHEAD, :2])))
+
+
 def target_box(
     landmarks: Landmarks, frame_size: tuple[int, int], output_size: tuple[int, int], settings: FramingSettings
 ) -> Box:
@@ -114,7 +121,7 @@ def target_box(
     """
     points = np.asarray(landmarks, dtype=np.float64)[:, :2]
     eyes = points[list(EYE_CORNERS)].mean(axis=0)
-    face_px = float(np.hypot(*(points[CHIN] - points[FOREHEAD])))
+    face_px = face_height_px(landmarks)
     out_w, out_h = output_size
     aspect = out_w / out_h
     # The crop height at which the face fills `face_height` of the output, but never zoomed past max_zoom.

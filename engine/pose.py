@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from engine.framing import transform_points
+from engine.framing import face_height_px, transform_points
 from engine.types import Affine, Landmarks, RGBImage
 
 # COCO-18 keypoints, in OpenPose's order.
@@ -67,7 +67,7 @@ def body_keypoints(landmarks: Landmarks) -> npt.NDArray[np.float32]:
     """(18, 2) COCO keypoints in the landmarks' pixels; NaN for those a head-and-shoulders view lacks."""
     lm = np.asarray(landmarks, dtype=np.float32)[:, :2]
     points = np.full((18, 2), np.nan, dtype=np.float32)
-    face_height = float(np.linalg.norm(lm[152] - lm[10]))
+    face_height = face_height_px(landmarks)
     chin = lm[152]
     # The head may roll and turn, the shoulders mostly stay level: so the neck and shoulders hang
     # straight down from the chin in image coordinates.

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from engine.framing import face_height_px
 from engine.types import Landmarks, Mask, RGBImage
 from engine.validation import check_range
 
@@ -52,12 +53,6 @@ class SkinSettings:
         if not isinstance(self.enabled, bool):
             raise ValueError(f"enabled = {self.enabled!r}: must be true or false")
         check_range("strength", self.strength, 0.0, 1.0)
-
-
-def face_height_px(landmarks: Landmarks) -> float:
-    """Forehead (10) to chin (152) distance in the landmarks' pixels."""
-    points = np.asarray(landmarks, dtype=np.float64)
-    return float(np.hypot(*(points[152, :2] - points[10, :2])))
 
 
 def fill_polygons(

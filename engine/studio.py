@@ -151,7 +151,7 @@ class StudioRenderer:
         if landmarks is not None:
             oval = np.asarray(landmarks, dtype=np.float32)[list(sk.FACE_OVAL), :2]
             centre = oval.mean(axis=0)
-            self._face_src = (float(centre[0]), float(centre[1]), sk.face_height_px(landmarks))
+            self._face_src = (float(centre[0]), float(centre[1]), fr.face_height_px(landmarks))
         key_map = None
         if settings.key_light != "none" and settings.key_strength > 0.0 and self._face_src is not None:
             key_map = self._cached_key_map((image.shape[1], image.shape[0]), *self._face_src)

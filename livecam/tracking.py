@@ -16,6 +16,7 @@ import mediapipe as mp
 import numpy as np
 from mediapipe.tasks.python import BaseOptions, vision
 
+from engine.framing import face_height_px
 from engine.types import Face, Landmarks, RGBImage
 from models.native_log import native_stderr_silenced
 
@@ -111,7 +112,7 @@ class MediaPipeFaceTracker:
         landmarks = _pixels(result.face_landmarks[0], width, height)
         if self._smoothing:
             # Speed in face heights per second, so `beta` does not depend on resolution or distance.
-            face_height = max(float(np.ptp(landmarks[:, 1])), 1.0)
+            face_height = max(face_height_px(landmarks), 1.0)
             self._filter, smoothed = one_euro(self._filter, landmarks, timestamp_ms / 1000.0,
                                               self._min_cutoff, self._beta, speed_unit=face_height)
             landmarks = smoothed.astype(np.float32)
