@@ -95,6 +95,9 @@ class StudioRenderer:
             self._backdrop = bgmod.cover_resize(self._background_image, self.output_size)
         self._prepared = True
 
+    def counters(self) -> dict[str, int]:
+        return {}
+
     def close(self) -> None:
         """Drop the caches; safe to call more than once."""
         self._reset()

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.background import BackgroundSettings
+from engine.diffusion_settings import DiffusionSettings
 from engine.framing import FramingSettings
 from engine.relight import RelightSettings
 from engine.skin import SkinSettings
+from engine.styles import DEFAULT_STYLES, StylePreset
 from engine.validation import check_choice, check_range
 from livecam.errors import LivecamError
 
@@ -73,12 +75,21 @@ class OutputSettings:
 
 
 @dataclass(frozen=True)
-class EngineSettings:
+class EngineSettings(DiffusionSettings):
+    """Which engine runs, and the diffusion engine's own settings (inherited, defined once in the engine)."""
+
     kind: str = "auto"
     """studio (CPU, runs anywhere), diffusion (GPU), or auto (diffusion when it can run, else studio)."""
 
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, ENGINE_KINDS)
+        super().__post_init__()
+
+    @property
+    def diffusion(self) -> DiffusionSettings:
+        """The diffusion settings alone, as the engine takes them."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(DiffusionSettings)}
+        return DiffusionSettings(**fields)
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,33 @@ class ModelSettings:
     """Path to face_landmarker.task; empty: look in the model directory."""
     segmenter: str = ""
     """Path to the selfie segmentation .tflite; empty: look in the model directory."""
+    base: str = "sdxl-turbo"
+    """Diffusion base model: a registry name (`livecam models`), a hub id, a diffusers folder or a single
+    .safetensors file."""
+    controlnet: str = "openpose-sdxl"
+    """Pose ControlNet (registry name, hub id or folder); empty: none."""
+    tiny_vae: str = "taesdxl"
+    """Autoencoder for live frames (TAESD-XL); empty: the base model's own VAE (slower)."""
+    vae: str = "sdxl-vae-fp16-fix"
+    """Full autoencoder for stills."""
+    speed_lora: str = ""
+    """A few-step LoRA fused into the base (sdxl-lightning-2step, hyper-sdxl-1step, lcm-lora-sdxl, or a
+    file); empty: none (SDXL-Turbo needs none)."""
+    base_config: str = ""
+    """For a single-file base: a diffusers folder or hub id giving its component configs; empty: inferred."""
+    identity: str = ""
+    """The user's identity LoRA (.safetensors, diffusers or kohya format); empty: none."""
+    device: str = "auto"
+    """auto (CUDA when there is one), cuda, cuda:N or cpu."""
+    dtype: str = "auto"
+    """auto (fp16 on CUDA, fp32 on CPU), fp16, bf16 or fp32."""
+
+    def __post_init__(self) -> None:
+        check_choice("dtype", self.dtype, ("auto", "fp16", "bf16", "fp32"))
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device = {self.device!r}: must be auto, cpu, cuda or cuda:N")
+        if not self.base.strip():
+            raise ValueError("base = '': must name the diffusion base model")
 
 
 @dataclass(frozen=True)
@@ -126,6 +164,13 @@ class Config:
     relight: RelightSettings = field(default_factory=RelightSettings)
     skin: SkinSettings = field(default_factory=SkinSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
+    styles: dict[str, StylePreset] = field(default_factory=lambda: dict(DEFAULT_STYLES))
+    """Style presets by name ([styles.NAME] tables: attire, lighting, background); the built-in ones can be
+    changed and new ones added."""
+
+    def __post_init__(self) -> None:
+        if self.engine.style not in self.styles:
+            raise ValueError(f"engine.style = {self.engine.style!r}: no such style; styles: {', '.join(self.styles)}")
 
 
 def default_config_path() -> Path | None:
@@ -182,14 +227,35 @@ def _build(tables: dict[str, Any], raw: dict[tuple[str, str], str], where: str) 
     unknown = sorted(set(tables) - set(sections))
     if unknown:
         raise LivecamError(f"{where}: unknown section [{unknown[0]}]; known sections: {', '.join(sections)}")
-    built = {}
+    built: dict[str, Any] = {}
     hints = typing.get_type_hints(Config)
     for name in sections:
         table = tables.get(name, {})
         if not isinstance(table, dict):
             raise LivecamError(f"{where}: {name} must be a table ([{name}])")
-        built[name] = _build_section(name, hints[name], table, raw, where)
-    return Config(**built)
+        if name == "styles":
+            built[name] = _build_styles(table, raw, where)
+        else:
+            built[name] = _build_section(name, hints[name], table, raw, where)
+    try:
+        return Config(**built)
+    except ValueError as e:
+        raise LivecamError(f"{where}: {e}") from None
+
+
+def _build_styles(table: dict[str, Any], raw: dict[tuple[str, str], str], where: str) -> dict[str, StylePreset]:
+    """[styles.NAME] tables over the built-in presets: a partial table changes only the keys it names."""
+    styles = dict(DEFAULT_STYLES)
+    for name, preset in table.items():
+        if not isinstance(preset, dict):
+            raise LivecamError(f"{where}: styles.{name} must be a table ([styles.{name}] with attire, lighting, "
+                               "background)")
+        merged = {**(dataclasses.asdict(styles[name]) if name in styles else {}), **preset}
+        missing = [f.name for f in dataclasses.fields(StylePreset) if f.name not in merged]
+        if missing:
+            raise LivecamError(f"{where}: styles.{name} is a new style and needs {' and '.join(missing)} as well")
+        styles[name] = _build_section(f"styles.{name}", StylePreset, merged, raw, where)
+    return styles
 
 
 def _build_section(section: str, cls: type, table: dict[str, Any], raw: dict[tuple[str, str], str],

@@ -31,19 +31,71 @@ def resolve_model(config: Config, model: ModelFile) -> Path:
         raise LivecamError(str(e)) from None
 
 
-def choose_engine(kind: str) -> str:
-    """The engine to run for `engine.kind`."""
-    if kind == "diffusion":
-        raise LivecamError("engine.kind = 'diffusion': the diffusion engine is not in this version yet; "
-                           "use --engine studio (or auto)")
-    if kind == "auto":
-        log.info("engine auto: using the studio engine (the diffusion engine is not in this version yet)")
-    return "studio"
-
-
 def build_renderer(config: Config, sections: Sections) -> Renderer:
-    """The renderer for `config` (studio for now), not yet prepared."""
-    choose_engine(config.engine.kind)
+    """The renderer for `config`, not yet prepared.
+
+    `engine.kind = "auto"` takes the diffusion engine when the diffusion extra is installed, a CUDA GPU is
+    there and the models are already downloaded; otherwise the studio engine, with one log line saying why.
+    """
+    studio = build_studio(config, sections)
+    kind = config.engine.kind
+    if kind == "studio":
+        return studio
+    if kind == "auto":
+        reason = _diffusion_unavailable(config)
+        if reason is not None:
+            log.info("engine auto: the studio engine (%s)", reason)
+            return studio
+    try:
+        return build_diffusion(config, studio, sections, download=config.models.download if kind == "diffusion"
+                               else False)
+    except LivecamError as e:
+        if kind == "diffusion":
+            raise
+        log.info("engine auto: the studio engine (%s)", e)
+        return studio
+
+
+def _diffusion_unavailable(config: Config) -> str | None:
+    """Why `auto` cannot pick the diffusion engine without loading anything, or None."""
+    try:
+        import diffusers  # noqa: F401
+        import torch
+    except ImportError:
+        return "the diffusion extra is not installed: pip install -e \".[diffusion]\""
+    if config.models.device == "cpu" or (config.models.device == "auto" and not torch.cuda.is_available()):
+        return "no CUDA GPU; the diffusion engine needs one for live frame rates"
+    return None
+
+
+def build_diffusion(config: Config, studio: StudioRenderer, sections: Sections, download: bool) -> Renderer:
+    """The diffusion renderer around `studio`, with its models loaded (LivecamError when they cannot be)."""
+    try:
+        from engine.diffusion import DiffusionRenderer
+        from models.diffusion import licence_warning, load_components, load_lora
+    except ImportError as e:
+        raise LivecamError(f"the diffusion engine needs the diffusion extra ({e.name} is missing): "
+                           "pip install -e \".[diffusion]\"") from None
+    m = config.models
+    try:
+        identity = load_lora(m.identity) if m.identity else None
+        log.info("loading the diffusion models (%s)...", m.base)
+        components = load_components(base=m.base, controlnet=m.controlnet, tiny_vae=m.tiny_vae, vae=m.vae,
+                                     speed_lora=m.speed_lora, base_config=m.base_config, device=m.device,
+                                     dtype=m.dtype, download=download)
+    except ModelUnavailable as e:
+        raise LivecamError(str(e)) from None
+    except ValueError as e:
+        raise LivecamError(f"models: {e}") from None
+    warning = licence_warning(m.base)
+    if warning:
+        log.warning("%s", warning)
+    prompt = config.styles[config.engine.style].prompt(config.engine.subject)
+    return DiffusionRenderer(components, config.engine.diffusion, studio, prompt, identity, sections=sections)
+
+
+def build_studio(config: Config, sections: Sections) -> StudioRenderer:
+    """The studio renderer for `config`, not yet prepared."""
     background_image: RGBImage | None = None
     if config.background.enabled and config.background.mode == "image":
         path = Path(config.background.image).expanduser()
@@ -96,9 +148,13 @@ def run_live(config: Config, max_frames: int | None = None, stats_json: Path | N
         finally:
             summary = stats.summary()
             summary["engine"] = renderer.name
+            summary["engine_counts"] = renderer.counters()
             summary["input"] = reader.description
             summary["output"] = config.output.target
             log.info("%s", stats.format_summary())
+            if summary["engine_counts"]:
+                log.info("%s engine: %s", renderer.name,
+                         ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["engine_counts"].items()))
             if stats_json is not None:
                 write_json(stats_json, summary)
     return summary

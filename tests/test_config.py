@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.styles import DEFAULT_STYLES, StylePreset
 from livecam.config import Config, load_config
 from livecam.errors import LivecamError
 
@@ -21,6 +22,10 @@ def test_shipped_config_loads_and_states_every_default() -> None:
 def test_shipped_config_lists_every_setting() -> None:
     tables = tomllib.loads(SHIPPED.read_text())
     for section in dataclasses.fields(Config):
+        if section.name == "styles":
+            assert set(tables["styles"]) == set(DEFAULT_STYLES)
+            assert all(set(t) == {"attire", "lighting", "background"} for t in tables["styles"].values())
+            continue
         keys = {f.name for f in dataclasses.fields(section.type if isinstance(section.type, type)
                                                    else type(getattr(Config(), section.name)))}
         assert set(tables[section.name]) == keys, section.name
@@ -81,3 +86,41 @@ def test_bad_file_is_named(tmp_path: Path) -> None:
     typed.write_text('[input]\nsource = 0\n')
     with pytest.raises(LivecamError, match=r"typed.toml: input.source = 0: must be a string"):
         load_config(typed)
+
+
+def test_styles_change_a_preset_add_one_and_pick_it(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[styles.corporate]\nattire = "grey suit"\n'
+                    '[styles.startup]\nattire = "hoodie"\nlighting = "soft"\nbackground = "loft"\n')
+    config = load_config(path, ["engine.style=startup"])
+    assert config.styles["corporate"].attire == "grey suit"
+    assert config.styles["corporate"].lighting == DEFAULT_STYLES["corporate"].lighting  # the rest is kept
+    assert config.styles["startup"] == StylePreset("hoodie", "soft", "loft")
+    assert config.engine.style == "startup"
+    assert "hoodie" in config.styles["startup"].prompt()
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    ('[styles.startup]\nattire = "hoodie"\n', ["styles.startup", "lighting"]),
+    ('[styles.corporate]\nattire = ""\n', ["styles.corporate.attire", "non-empty"]),
+    ('[styles.corporate]\ncolour = "red"\n', ["unknown key styles.corporate.colour"]),
+    ('[styles]\ncorporate = 3\n', ["styles.corporate", "table"]),
+    ('[engine]\nstyle = "space"\n', ["engine.style", "'space'", "corporate"]),
+])
+def test_bad_styles_are_named(tmp_path: Path, text: str, names: list[str]) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(LivecamError) as e:
+        load_config(path)
+    assert all(n in str(e.value) for n in names), str(e.value)
+    assert str(path) in str(e.value)
+
+
+def test_engine_settings_embed_the_diffusion_settings() -> None:
+    config = load_config(None, ["engine.size=64", "engine.steps=2", "models.device=cpu"])
+    assert config.engine.diffusion.size == 64 and config.engine.diffusion.steps == 2
+    assert type(config.engine.diffusion).__name__ == "DiffusionSettings"
+    with pytest.raises(LivecamError, match=r"engine\.size"):
+        load_config(None, ["engine.size=100"])
+    with pytest.raises(LivecamError, match=r"models\.dtype"):
+        load_config(None, ["models.dtype=fp8"])

@@ -1,0 +1,64 @@
+"""The diffusion engine's settings, apart from the engine itself so that reading config needs no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.validation import check_range
+
+
+@dataclass(frozen=True)
+class DiffusionSettings:
+    size: int = 512
+    """Side of the square the model renders, pixels (multiple of 32)."""
+    steps: int = 1
+    """Denoising steps per frame (1-4)."""
+    strength: float = 0.5
+    """img2img strength: how far from the camera image the model may go (0.05-1)."""
+    style: str = "corporate"
+    subject: str = "a person"
+    """Who the prompt pictures; an identity LoRA's trigger words go here."""
+    seed: int = 0
+    """Seed of the noise."""
+    fixed_noise: bool = True
+    """The same noise on every frame (temporal stability); False: fresh noise per frame."""
+    controlnet_scale: float = 0.8
+    identity_scale: float = 1.0
+    """Strength the identity LoRA is fused with (0 = not at all)."""
+    similar_threshold: float = 0.004
+    """Skip the render and repeat the last output when the crop changed less than this (mean absolute
+    difference of a 64x64 grey thumbnail, 0-1); 0 = render every frame."""
+    max_skip: int = 15
+    """Render at least every this many frames even when nothing changed."""
+    latent_blend: float = 0.0
+    """Weight of the previous frame's latent in this frame's (0 = none; up to 0.9)."""
+    stream_batch: bool = True
+    """With 2+ steps, batch frame n's first step with frame n-1's later steps (one frame more delay)."""
+    feather: float = 0.08
+    """Soft edge of the pasted square, as a fraction of its side."""
+    badge: bool = True
+    """A small "AI-enhanced" badge on generated frames."""
+    channels_last: bool = True
+    """channels_last memory format on CUDA (faster convolutions on tensor cores)."""
+    compile: bool = False
+    """torch.compile the UNet and ControlNet (slow first frames, faster after)."""
+    cuda_graphs: bool = False
+    """With compile: capture CUDA graphs ("reduce-overhead"), removing per-kernel launch cost."""
+    max_failures: int = 5
+    """Failed frames in a row after which the studio engine takes over."""
+
+    def __post_init__(self) -> None:
+        check_range("size", self.size, 32, 2048)
+        if self.size % 32:
+            raise ValueError(f"size = {self.size}: must be a multiple of 32")
+        check_range("steps", self.steps, 1, 4)
+        check_range("strength", self.strength, 0.05, 1.0)
+        if not self.style.strip():
+            raise ValueError("style = '': must name a style preset")
+        check_range("controlnet_scale", self.controlnet_scale, 0.0, 2.0)
+        check_range("identity_scale", self.identity_scale, 0.0, 2.0)
+        check_range("similar_threshold", self.similar_threshold, 0.0, 1.0)
+        check_range("max_skip", self.max_skip, 0, 1000)
+        check_range("latent_blend", self.latent_blend, 0.0, 0.9)
+        check_range("feather", self.feather, 0.0, 0.4)
+        check_range("max_failures", self.max_failures, 1, 1000)

@@ -1,0 +1,313 @@
+"""The diffusion engine on tiny random SDXL components: real diffusers models and LoRA code, real photos and
+MediaPipe landmarks; only the weights are random."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the diffusion extra is not installed")
+diffusers = pytest.importorskip("diffusers", reason="the diffusion extra is not installed")
+
+from benchmarks.random_sdxl import tiny_components  # noqa: E402
+from engine.background import BackgroundSettings  # noqa: E402
+from engine.diffusion import (  # noqa: E402
+    Denoiser,
+    DiffusionComponents,
+    DiffusionRenderer,
+    DiffusionSettings,
+    _host_pipeline,
+    encode_prompt,
+    feather_mask,
+    square_region,
+    trailing_timesteps,
+)
+from engine.framing import FramingSettings  # noqa: E402
+from engine.relight import RelightSettings  # noqa: E402
+from engine.skin import SkinSettings  # noqa: E402
+from engine.studio import StudioRenderer  # noqa: E402
+from engine.styles import DEFAULT_STYLES  # noqa: E402
+from engine.types import Face  # noqa: E402
+from livecam.tracking import detect_faces  # noqa: E402
+from tests.conftest import load_rgb  # noqa: E402
+
+OUT = (320, 180)
+SIZE = 64
+PROMPT = DEFAULT_STYLES["corporate"].prompt()
+
+
+def components(seed: int = 0) -> DiffusionComponents:
+    c = tiny_components(seed)
+    return DiffusionComponents(unet=c["unet"], tiny_vae=c["tiny_vae"], text_encoder=c["text_encoder"],
+                               tokenizer=c["tokenizer"], scheduler=c["scheduler"], device=torch.device("cpu"),
+                               dtype=torch.float32, controlnet=c["controlnet"], text_encoder_2=c["text_encoder_2"],
+                               tokenizer_2=c["tokenizer_2"])
+
+
+def studio() -> StudioRenderer:
+    return StudioRenderer(OUT, FramingSettings(), BackgroundSettings(enabled=False), RelightSettings(), SkinSettings())
+
+
+def renderer(comp: DiffusionComponents | None = None, **settings: Any) -> DiffusionRenderer:
+    defaults: dict[str, Any] = {"size": SIZE, "similar_threshold": 0.0}
+    r = DiffusionRenderer(comp or components(), DiffusionSettings(**{**defaults, **settings}), studio(), PROMPT)
+    r.prepare()
+    return r
+
+
+@pytest.fixture(scope="module")
+def photo(landmarker_path: Path) -> tuple[np.ndarray, Face]:
+    image = load_rgb("images/faces/obama_official_2012.jpg")
+    landmarks = detect_faces(landmarker_path, image)[0]
+    return image, Face(landmarks, (image.shape[1], image.shape[0]))
+
+
+@pytest.fixture(scope="module")
+def shared() -> DiffusionComponents:
+    """Components for tests that do not change weights."""
+    return components()
+
+
+def _square(out: np.ndarray) -> np.ndarray:
+    x0, y0, side = square_region(OUT, OUT[0] / 2)
+    return out[y0 : y0 + side, x0 : x0 + side]
+
+
+def test_timesteps_follow_trailing_spacing() -> None:
+    assert trailing_timesteps(1, 0.5) == [499]
+    assert trailing_timesteps(2, 0.5) == [499, 249]
+    assert trailing_timesteps(1, 1.0) == [999]
+    assert trailing_timesteps(4, 1.0) == [999, 749, 499, 249]
+
+
+def test_render_gives_the_canvas_with_a_generated_square(photo: tuple[np.ndarray, Face],
+                                                         shared: DiffusionComponents) -> None:
+    image, face = photo
+    r = renderer(shared)
+    out = r.render(image, face, None, 0)
+    assert out.shape == (OUT[1], OUT[0], 3) and out.dtype == np.uint8
+    plain = studio()
+    plain.prepare()
+    canvas = plain.render(image, face, None, 0)
+    x0, _, side = square_region(OUT, OUT[0] / 2)
+    middle = slice(x0 + side // 4, x0 + 3 * side // 4)
+    # The square was re-rendered (random weights: anything but the camera image); outside it, the canvas
+    # is the studio engine's own, apart from the badge in the bottom-right corner.
+    assert np.abs(out[:, middle].astype(int) - canvas[:, middle]).mean() > 5
+    np.testing.assert_array_equal(out[: OUT[1] // 2, : max(x0 - 1, 0)], canvas[: OUT[1] // 2, : max(x0 - 1, 0)])
+    corner = (slice(OUT[1] - 14, OUT[1] - 4), slice(OUT[0] - 30, OUT[0] - 4))
+    assert np.abs(out[corner].astype(int) - canvas[corner]).mean() > 10  # the badge
+    assert r.counters()["generated"] == 1
+
+
+def test_same_seed_same_output_other_seed_differs(photo: tuple[np.ndarray, Face],
+                                                  shared: DiffusionComponents) -> None:
+    image, face = photo
+    a = _square(renderer(shared, seed=0).render(image, face, None, 0))
+    b = _square(renderer(shared, seed=0).render(image, face, None, 0))
+    c = _square(renderer(shared, seed=1).render(image, face, None, 0))
+    mid = slice(a.shape[0] // 2, a.shape[0] // 2 + 3)
+    np.testing.assert_array_equal(a[mid, mid], b[mid, mid])  # the 3x3 slice
+    assert np.abs(a.astype(int) - c).mean() > 1.0
+
+
+def test_the_controlnet_condition_changes_the_output(shared: DiffusionComponents) -> None:
+    rng = np.random.default_rng(0)
+    crop = rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+    pose = np.zeros_like(crop)
+    pose[20:40, 10:50] = (255, 0, 0)
+    denoiser = Denoiser(shared, DiffusionSettings(size=SIZE))
+    denoiser.prepare(*encode_prompt(_host_pipeline(shared), PROMPT, shared.device))
+    with_pose, _ = denoiser(crop, pose)
+    black, _ = denoiser(crop, np.zeros_like(crop))
+    again, _ = denoiser(crop, pose)
+    np.testing.assert_array_equal(with_pose, again)
+    assert np.abs(with_pose.astype(int) - black).mean() > 0.25  # a tiny random ControlNet steers weakly
+    with pytest.raises(ValueError, match="condition"):
+        denoiser(crop, None)
+    with pytest.raises(ValueError, match="crop"):
+        denoiser(crop[:32], pose)
+
+
+@pytest.mark.parametrize("steps", [2, 3])
+def test_stream_batch_gives_the_sequential_result_one_frame_later(steps: int, shared: DiffusionComponents) -> None:
+    """With the input held still, each batched call finishes exactly what the step-by-step path would."""
+    rng = np.random.default_rng(1)
+    crop = rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+    pose = rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+    embeds = encode_prompt(_host_pipeline(shared), PROMPT, shared.device)
+    sequential = Denoiser(shared, DiffusionSettings(size=SIZE, steps=steps, stream_batch=False))
+    stream = Denoiser(shared, DiffusionSettings(size=SIZE, steps=steps, stream_batch=True))
+    sequential.prepare(*embeds)
+    stream.prepare(*embeds)
+    expected, _ = sequential(crop, pose)
+    tags = []
+    for frame in range(4):
+        out, tag = stream(crop, pose, frame)
+        tags.append(tag)
+        np.testing.assert_allclose(out, expected, atol=1)  # batched matmuls may round differently
+    # The first frame fills the batch; after that each output is the frame from steps-1 calls before.
+    assert tags == [0] + [max(0, f - (steps - 1)) for f in range(1, 4)]
+
+
+def _lora_file(comp: DiffusionComponents, path: Path) -> Path:
+    """A LoRA on the tiny UNet with random (non-zero) up and down weights, saved as a .safetensors file."""
+    import copy
+
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    unet = copy.deepcopy(comp.unet)
+    # Attention and the transformer blocks' projections: in a tiny random UNet attention alone barely shows.
+    targets = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2"]
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    diffusers.StableDiffusionXLPipeline.save_lora_weights(path, unet_lora_layers=layers)
+    return path / "pytorch_lora_weights.safetensors"
+
+
+def test_identity_lora_changes_the_output_and_scale_zero_restores_it(tmp_path: Path,
+                                                                     photo: tuple[np.ndarray, Face]) -> None:
+    image, face = photo
+    comp = components()
+    weight = comp.unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1.to_q.weight
+    original = weight.detach().clone()
+    lora, _ = diffusers.StableDiffusionXLPipeline.lora_state_dict(str(_lora_file(comp, tmp_path)))
+    r = renderer(comp)
+    base = _square(r.render(image, face, None, 0))
+    r.set_identity(lora, 1.0)
+    fused = _square(r.render(image, face, None, 33))
+    assert np.abs(fused.astype(int) - base).mean() > 0.3
+    # Fused into the weights: no adapter layers are left to cost time per frame.
+    assert type(comp.unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1.to_q) is torch.nn.Linear
+    r.set_identity(lora, 0.0)
+    np.testing.assert_array_equal(_square(r.render(image, face, None, 66)), base)
+    torch.testing.assert_close(weight, original, rtol=0, atol=0)
+    r.set_identity(lora, 1.0)
+    np.testing.assert_array_equal(_square(r.render(image, face, None, 99)), fused)
+    r.set_identity(None)
+    np.testing.assert_array_equal(_square(r.render(image, face, None, 132)), base)
+    with pytest.raises(ValueError, match="identity_scale"):
+        r.set_identity(lora, 5.0)
+
+
+def test_switching_style_while_running_re_prepares(photo: tuple[np.ndarray, Face], shared: DiffusionComponents) -> None:
+    image, face = photo
+    r = renderer(shared)
+    first = r.render(image, face, None, 0)
+    r.set_style(DEFAULT_STYLES["technology"].prompt())
+    second = r.render(image, face, None, 33)
+    assert np.abs(_square(first).astype(int) - _square(second)).mean() > 0.01  # tiny random text encoders
+    r.set_style(PROMPT)
+    np.testing.assert_array_equal(_square(r.render(image, face, None, 66)), _square(first))
+
+
+def test_render_loads_and_builds_nothing(photo: tuple[np.ndarray, Face], shared: DiffusionComponents,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import transformers
+
+    image, face = photo
+    r = renderer(shared, steps=2)
+    counts = {"modules": 0, "from_pretrained": 0}
+    init = torch.nn.Module.__init__
+
+    def counting_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        # diffusers' mid block slices a ModuleList in forward (`self.resnets[1:]`), a view of existing
+        # modules; anything else built here would be new work per frame.
+        if not isinstance(self, torch.nn.ModuleList | torch.nn.Sequential | torch.nn.ModuleDict):
+            counts["modules"] += 1
+        init(self, *args, **kwargs)
+
+    def no_from_pretrained(*args: Any, **kwargs: Any) -> Any:
+        counts["from_pretrained"] += 1
+        raise AssertionError("from_pretrained during render")
+
+    monkeypatch.setattr(torch.nn.Module, "__init__", counting_init)
+    for owner in (diffusers.ModelMixin, transformers.PreTrainedModel, diffusers.DiffusionPipeline):
+        monkeypatch.setattr(owner, "from_pretrained", no_from_pretrained)
+    for i in range(10):
+        r.render(image, face, None, i * 33)
+    assert counts == {"modules": 0, "from_pretrained": 0}
+    assert r.counters()["generated"] == 10
+
+
+def test_similar_frame_filter_skips_a_repeated_frame(photo: tuple[np.ndarray, Face],
+                                                     shared: DiffusionComponents) -> None:
+    image, face = photo
+    r = renderer(shared, similar_threshold=0.004, max_skip=3)
+    first = r.render(image, face, None, 0)
+    repeat = r.render(image, face, None, 33)
+    np.testing.assert_array_equal(first, repeat)
+    assert r.counters()["similar_skips"] == 1 and r.counters()["generated"] == 1
+    for i in range(2, 6):
+        r.render(image, face, None, i * 33)
+    # At most max_skip skips in a row, then a fresh render.
+    assert r.counters()["generated"] == 2 and r.counters()["similar_skips"] == 4
+    changed = image.copy()
+    changed[:, : image.shape[1] // 2] //= 2
+    r.render(changed, face, None, 300)
+    assert r.counters()["generated"] == 3
+    off = renderer(shared, similar_threshold=0.0)
+    for i in range(3):
+        off.render(image, face, None, i * 33)
+    assert off.counters()["similar_skips"] == 0
+
+
+def test_a_failing_frame_falls_back_to_the_studio_canvas(photo: tuple[np.ndarray, Face],
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    image, face = photo
+    comp = components()
+    r = renderer(comp, max_failures=3)
+    plain = studio()
+    plain.prepare()
+    failing = {"on": False}
+
+    def out_of_memory(*args: Any) -> None:
+        if failing["on"]:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    comp.unet.register_forward_pre_hook(out_of_memory)
+    assert not np.array_equal(r.render(image, face, None, 0), plain.render(image, face, None, 0))
+    failing["on"] = True
+    with caplog.at_level(logging.WARNING, logger="livecam.engine"):
+        for i in range(1, 5):
+            np.testing.assert_array_equal(r.render(image, face, None, i * 33), plain.render(image, face, None, i * 33))
+    assert r.counters()["failures"] == 3  # then it stopped trying
+    assert not r.active
+    assert any("OutOfMemoryError" in m for m in caplog.messages)
+    assert any("switching to the studio engine" in m for m in caplog.messages)
+    failing["on"] = False
+    np.testing.assert_array_equal(r.render(image, face, None, 200), plain.render(image, face, None, 200))
+
+
+def test_no_face_gives_the_studio_canvas(photo: tuple[np.ndarray, Face], shared: DiffusionComponents) -> None:
+    image, _ = photo
+    r = renderer(shared)
+    plain = studio()
+    plain.prepare()
+    np.testing.assert_array_equal(r.render(image, None, None, 0), plain.render(image, None, None, 0))
+    assert r.counters()["studio_frames"] == 1
+
+
+def test_feather_and_square_geometry() -> None:
+    assert square_region((1280, 720), 640) == (280, 0, 720)
+    assert square_region((1280, 720), 100) == (0, 0, 720)
+    assert square_region((1280, 720), 1250) == (560, 0, 720)
+    assert square_region((480, 640), 240) == (0, 80, 480)
+    f = feather_mask(100, 0.1)
+    assert f.shape == (100, 100) and f.dtype == np.float32
+    assert f[50, 50] == 1.0 and f[0, 0] < 0.01 and 0.3 < f[50, 5] < 0.7
+    assert (feather_mask(50, 0.0) == 1).all()
+
+
+@pytest.mark.parametrize(("field", "value", "text"), [
+    ("size", 100, "multiple of 32"), ("steps", 5, "steps"), ("strength", 0.0, "strength"),
+    ("latent_blend", 0.95, "latent_blend"), ("style", " ", "style"),
+])
+def test_bad_settings_are_named(field: str, value: Any, text: str) -> None:
+    with pytest.raises(ValueError, match=text):
+        DiffusionSettings(**{field: value})
