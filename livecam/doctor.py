@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import sys
@@ -12,7 +13,8 @@ import cv2
 from livecam.config import Config
 from livecam.errors import LivecamError
 from models.device import gpu_report
-from models.registry import REGISTRY
+from models.diffusion import hub_status
+from models.registry import HUB_MODELS, REGISTRY
 from models.store import model_dir, status
 
 OK, PROBLEM, NOTE = "ok", "!!", "--"
@@ -118,7 +120,7 @@ def run_doctor(config: Config) -> int:
 
 
 def list_models(config: Config) -> None:
-    """Print the model registry with each file's local status."""
+    """Print the model registry with each file's local status, then the diffusion engine's Hub models."""
     directory = model_dir(config.models.dir)
     print(f"model directory: {directory}  (models.dir, else $LIVECAM_MODEL_DIR, else the user cache)")
     for model in REGISTRY.values():
@@ -129,3 +131,18 @@ def list_models(config: Config) -> None:
         print(f"\n{model.name}: {state}\n  file     {st.path}\n  what     {model.purpose}\n"
               f"  source   {model.source}\n  licence  {model.licence}\n  size     {model.size:,} bytes\n"
               f"  url      {model.url}\n  sha256   {model.sha256}")
+
+    # The cache lookup needs huggingface_hub (part of the diffusion extra); the registry prints without it.
+    installed = all(importlib.util.find_spec(name) is not None for name in ("diffusers", "huggingface_hub"))
+    print("\ndiffusion models (Hugging Face Hub cache; set by models.base, models.controlnet, models.tiny_vae, "
+          "models.vae, models.speed_lora)")
+    if not installed:
+        print("  the diffusion extra is not installed (pip install -e \".[diffusion]\"): cache status unknown")
+    for hub in HUB_MODELS.values():
+        state = hub_status(hub) if installed else "status unknown"
+        licence = hub.licence if hub.commercial_use else f"NON-COMMERCIAL: {hub.licence}"
+        repo = f"{hub.repo_id} / {hub.weight_name}" if hub.weight_name else hub.repo_id
+        steps = f"\n  steps    {hub.default_steps}" if hub.default_steps else ""
+        base = f"\n  for      {hub.base}" if hub.base else ""
+        print(f"\n{hub.name} ({hub.kind}): {state}\n  repo     {repo} @ {hub.revision}\n  what     {hub.purpose}\n"
+              f"  source   {hub.source}\n  licence  {licence}{steps}{base}")

@@ -46,3 +46,74 @@ SELFIE_SEGMENTER = ModelFile(
 )
 
 REGISTRY: dict[str, ModelFile] = {m.name: m for m in (FACE_LANDMARKER, SELFIE_SEGMENTER)}
+
+
+HUB_KINDS = ("base", "controlnet", "tiny_vae", "vae", "speed_lora")
+
+
+@dataclass(frozen=True)
+class HubModel:
+    """A Hugging Face Hub model for the diffusion engine: a diffusers-format repo, or one LoRA file in a repo."""
+
+    name: str
+    """Registry key: what `models.base`, `models.controlnet`, ... may name instead of a repo id or a path."""
+    repo_id: str
+    kind: str
+    """base | controlnet | tiny_vae | vae | speed_lora"""
+    licence: str
+    commercial_use: bool
+    """False: the licence does not allow commercial use (or allowing it is not established)."""
+    source: str
+    purpose: str
+    revision: str = "main"
+    weight_name: str | None = None
+    """The LoRA file inside the repo (speed LoRAs)."""
+    default_steps: int | None = None
+    """Denoising steps the model was distilled for, where it was."""
+    base: str | None = None
+    """For a speed LoRA: the repo id of the base model it was trained on."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in HUB_KINDS:
+            raise ValueError(f"HubModel {self.name}: kind = {self.kind!r}, expected one of {', '.join(HUB_KINDS)}")
+        if self.kind == "speed_lora" and not (self.weight_name and self.base):
+            raise ValueError(f"HubModel {self.name}: a speed LoRA needs weight_name and base")
+
+
+_STABILITY_NC = "Stability AI Non-Commercial Research Community License"
+_OPENRAIL_XL = "CreativeML Open RAIL++-M"
+_SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
+
+# Every revision is the branch "main" for now: pinning each to the commit hash it was tested with (looked up
+# on the hub, which this project could not reach when the registry was written) is the next step, so that a
+# later upload to a repo cannot change what livecam loads.
+HUB_MODELS: dict[str, HubModel] = {m.name: m for m in (
+    HubModel("sdxl-turbo", "stabilityai/sdxl-turbo", "base", _STABILITY_NC, False,
+             "Stability AI SDXL-Turbo (SDXL 1.0 distilled by adversarial diffusion distillation)",
+             "1-step SDXL base for live frames (512 px)", default_steps=1),
+    HubModel("sd-turbo", "stabilityai/sd-turbo", "base", _STABILITY_NC, False,
+             "Stability AI SD-Turbo (SD 2.1 distilled by adversarial diffusion distillation)",
+             "1-step SD 2.1 base: the lightest model, for smaller GPUs", default_steps=1),
+    HubModel("sdxl-base", _SDXL_BASE, "base", _OPENRAIL_XL, True, "Stability AI Stable Diffusion XL 1.0 base",
+             "commercially usable SDXL base; live use needs a speed LoRA (sdxl-lightning-2step, ...)"),
+    HubModel("openpose-sdxl", "xinsir/controlnet-openpose-sdxl-1.0", "controlnet", "Apache-2.0", True,
+             "xinsir ControlNet OpenPose for SDXL 1.0", "keeps the pose and face layout of the camera frame"),
+    HubModel("taesdxl", "madebyollin/taesdxl", "tiny_vae", "MIT", True, "madebyollin TAESD-XL (tiny SDXL autoencoder)",
+             "fast encode/decode of live frames for SDXL-family bases"),
+    HubModel("taesd", "madebyollin/taesd", "tiny_vae", "MIT", True, "madebyollin TAESD (tiny SD autoencoder)",
+             "fast encode/decode of live frames for SD 2.x bases (sd-turbo)"),
+    HubModel("sdxl-vae-fp16-fix", "madebyollin/sdxl-vae-fp16-fix", "vae", "MIT", True,
+             "madebyollin SDXL VAE, fine-tuned to run in float16 without overflowing",
+             "full-quality decode of stills for SDXL-family bases"),
+    HubModel("sdxl-lightning-2step", "ByteDance/SDXL-Lightning", "speed_lora", _OPENRAIL_XL, True,
+             "ByteDance SDXL-Lightning 2-step LoRA", "makes sdxl-base render in 2 steps",
+             weight_name="sdxl_lightning_2step_lora.safetensors", default_steps=2, base=_SDXL_BASE),
+    # Not confirmed here: the repo has its own LICENSE.md; read it before commercial use.
+    HubModel("hyper-sdxl-1step", "ByteDance/Hyper-SD", "speed_lora",
+             "see LICENSE.md in ByteDance/Hyper-SD (not verified for commercial use)", False,
+             "ByteDance Hyper-SDXL 1-step LoRA", "makes sdxl-base render in 1 step",
+             weight_name="Hyper-SDXL-1step-lora.safetensors", default_steps=1, base=_SDXL_BASE),
+    HubModel("lcm-lora-sdxl", "latent-consistency/lcm-lora-sdxl", "speed_lora", _OPENRAIL_XL, True,
+             "Latent Consistency Models LCM-LoRA for SDXL 1.0", "makes sdxl-base render in 4 steps",
+             weight_name="pytorch_lora_weights.safetensors", default_steps=4, base=_SDXL_BASE),
+)}
