@@ -349,7 +349,8 @@ def load_components(*, base: str, controlnet: str = "", tiny_vae: str = "", vae:
     for module in (components.unet, components.text_encoder, components.text_encoder_2, components.controlnet,
                    components.tiny_vae, components.vae):
         if module is not None:
-            module.to(dev, loader.dtype)
+            # The dtype was set at load (torch_dtype), which keeps any float32-only layers a model declares.
+            module.to(dev)
             module.eval()
             module.requires_grad_(False)
     if lora_src is not None and lora is not None:
