@@ -109,6 +109,11 @@ class Denoiser:
         if alphas is None:
             raise ValueError(f"scheduler {type(c.scheduler).__name__} has no alphas_cumprod")
         self._alphas_cumprod = torch.as_tensor(alphas, dtype=torch.float64)
+        # An autoencoder that overflows in fp16 (SDXL's own VAE says so with force_upcast) runs in fp32.
+        self._vae_dtype = c.dtype
+        if getattr(c.tiny_vae.config, "force_upcast", False) and c.dtype == torch.float16:
+            c.tiny_vae.to(torch.float32)
+            self._vae_dtype = torch.float32
         self._vae_scale = float(getattr(c.tiny_vae.config, "scaling_factor", 1.0))
         self._vae_shift = float(getattr(c.tiny_vae.config, "shift_factor", None) or 0.0)
         self._channels_last = settings.channels_last and c.device.type == "cuda"
@@ -224,14 +229,14 @@ class Denoiser:
         return t.contiguous(memory_format=torch.channels_last) if self._channels_last else t
 
     def _encode(self, image: torch.Tensor) -> torch.Tensor:
-        encoded = self.components.tiny_vae.encode(image)
+        encoded = self.components.tiny_vae.encode(image.to(self._vae_dtype))
         # AutoencoderTiny gives latents; AutoencoderKL a distribution, whose mode is deterministic.
         latents = encoded.latents if hasattr(encoded, "latents") else encoded.latent_dist.mode()
         return (latents.float() - self._vae_shift) * self._vae_scale
 
     def _decode(self, x0: torch.Tensor) -> torch.Tensor:
         """Latent (1, 4, h, w) -> (H, W, 3) uint8 on the device."""
-        latents = (x0 / self._vae_scale + self._vae_shift).to(self.dtype)
+        latents = (x0 / self._vae_scale + self._vae_shift).to(self._vae_dtype)
         image = self.components.tiny_vae.decode(latents).sample
         image = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return image.permute(1, 2, 0)
@@ -400,7 +405,13 @@ class DiffusionRenderer:
         self._consecutive_failures = 0
         self._last: tuple[npt.NDArray[np.float32], RGBImage] | None = None
         self._skipped = 0
+        self._square: tuple[int, int, int] | None = None
         self.counts = {"generated": 0, "similar_skips": 0, "failures": 0, "studio_frames": 0}
+
+    @property
+    def last_square(self) -> tuple[int, int, int] | None:
+        """(x0, y0, side) in the canvas of the square in the latest generated output."""
+        return self._square
 
     @property
     def active(self) -> bool:
@@ -431,6 +442,10 @@ class DiffusionRenderer:
         self._apply_pending()
         self._prepared = True
 
+    def _has_pending(self) -> bool:
+        with self._lock:
+            return self._pending.identity_changed or self._pending.prompt is not None
+
     def _apply_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, _Pending()
@@ -452,8 +467,14 @@ class DiffusionRenderer:
         if lora is None or scale == 0.0:
             return
         host = self._host
-        # load_lora_weights consumes (pops from) the dict it gets.
-        host.load_lora_weights(dict(lora), adapter_name="identity")
+        try:
+            # load_lora_weights consumes (pops from) the dict it gets.
+            host.load_lora_weights(dict(lora), adapter_name="identity")
+        except Exception:
+            # A LoRA that does not fit this model: leave no half-added adapter behind, run without one.
+            host.unload_lora_weights()
+            self._identity = None
+            raise
         modules = [m for m in (self.components.unet, self.components.text_encoder, self.components.text_encoder_2)
                    if m is not None]
         # Keep the original weights of every layer the adapter wraps, so that switching identity restores
@@ -494,7 +515,7 @@ class DiffusionRenderer:
             self.counts["studio_frames"] += 1
             return canvas
         try:
-            if self._pending.identity_changed or self._pending.prompt is not None:
+            if self._has_pending():
                 self._apply_pending()
             out = self._render_square(canvas, face)
         except Exception as e:  # an OOM or any other failure on this frame: the studio canvas stands in
@@ -539,6 +560,7 @@ class DiffusionRenderer:
         rendered, shot = self._denoiser(crop, condition, _Shot(canvas, x0, y0, side))
         with self._sections.section("paste"):
             out = _paste_square(shot.canvas, rendered, shot.x0, shot.y0, shot.side, self._feather)
+            self._square = (shot.x0, shot.y0, shot.side)
             if self._badge is not None:
                 draw_badge(out, *self._badge)
         self.counts["generated"] += 1

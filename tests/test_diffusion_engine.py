@@ -311,3 +311,19 @@ def test_feather_and_square_geometry() -> None:
 def test_bad_settings_are_named(field: str, value: Any, text: str) -> None:
     with pytest.raises(ValueError, match=text):
         DiffusionSettings(**{field: value})
+
+
+def test_an_identity_that_does_not_fit_leaves_the_model_as_it_was(tmp_path: Path,
+                                                                  photo: tuple[np.ndarray, Face]) -> None:
+    image, face = photo
+    comp = components()
+    lora, _ = diffusers.StableDiffusionXLPipeline.lora_state_dict(str(_lora_file(comp, tmp_path)))
+    key = next(k for k in lora if k.endswith("lora.up.weight") or k.endswith("lora_B.weight"))
+    broken = {**lora, key: torch.zeros(lora[key].shape[0] + 3, lora[key].shape[1])}
+    r = renderer(comp)
+    base = r.render(image, face, None, 0)
+    r.set_identity(broken, 1.0)
+    r.render(image, face, None, 33)  # the switch fails: this frame is the studio canvas
+    assert r.counters()["failures"] == 1
+    np.testing.assert_array_equal(r.render(image, face, None, 66), base)  # and the model is untouched
+    assert r.active

@@ -1,0 +1,143 @@
+"""The diffusion engine in the live camera: tiny random-weight SDXL models saved in diffusers format and
+loaded back through `models/`, real video from ../shared/assets, the real loop, tracker and outputs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the diffusion extra is not installed")
+diffusers = pytest.importorskip("diffusers", reason="the diffusion extra is not installed")
+
+from benchmarks.random_sdxl import tiny_components  # noqa: E402
+from engine.diffusion import DiffusionRenderer  # noqa: E402
+from engine.studio import StudioRenderer  # noqa: E402
+from livecam.capture import FrameSource, open_reader  # noqa: E402
+from livecam.cli import main  # noqa: E402
+from livecam.config import load_config  # noqa: E402
+from livecam.live import build_renderer  # noqa: E402
+from livecam.loop import run_loop  # noqa: E402
+from livecam.outputs.memory import MemorySink  # noqa: E402
+from livecam.stats import Stats  # noqa: E402
+from livecam.tracking import MediaPipeFaceTracker  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny models saved the way a download lands: a diffusers pipeline folder, a ControlNet folder, a
+    TAESD folder and a VAE folder."""
+    root = tmp_path_factory.mktemp("tiny_sdxl")
+    c = tiny_components(0)
+    diffusers.StableDiffusionXLPipeline(
+        vae=c["vae"], text_encoder=c["text_encoder"], text_encoder_2=c["text_encoder_2"], tokenizer=c["tokenizer"],
+        tokenizer_2=c["tokenizer_2"], unet=c["unet"], scheduler=c["scheduler"]).save_pretrained(root / "base")
+    c["controlnet"].save_pretrained(root / "controlnet")
+    c["tiny_vae"].save_pretrained(root / "taesd")
+    c["vae"].save_pretrained(root / "vae")
+    return {name: root / name for name in ("base", "controlnet", "taesd", "vae")}
+
+
+def _settings(dirs: dict[str, Path], *extra: str) -> list[str]:
+    return [f"models.base={dirs['base']}", f"models.controlnet={dirs['controlnet']}",
+            f"models.tiny_vae={dirs['taesd']}", f"models.vae={dirs['vae']}", "models.device=cpu",
+            "models.download=false", "engine.size=64", "output.width=320", "output.height=180", *extra]
+
+
+def test_run_with_the_diffusion_engine_writes_a_video(tiny_dirs: dict[str, Path], short_face_video: Path,
+                                                      tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The issue's command, with tiny models saved in diffusers format."""
+    out = tmp_path / "out.mp4"
+    args = ["run", "--engine", "diffusion", "--input", str(short_face_video), "--output", str(out), "--no-pace"]
+    for item in _settings(tiny_dirs):
+        args += ["--set", item]
+    with caplog.at_level(logging.INFO, logger="livecam"):
+        assert main(args) == 0
+    cap = cv2.VideoCapture(str(out))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    assert len(frames) == 24 and frames[0].shape == (180, 320, 3)
+    assert "diffusion engine: generated" in caplog.text and "failures 0" in caplog.text
+
+
+def test_a_renderer_that_fails_mid_stream_falls_back_without_stopping(tiny_dirs: dict[str, Path],
+                                                                       short_face_video: Path,
+                                                                       landmarker_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    config = load_config(None, _settings(tiny_dirs, "engine.kind=diffusion", "engine.max_failures=4",
+                                         "background.enabled=false"))
+    stats = Stats()
+    renderer = build_renderer(config, stats)
+    assert isinstance(renderer, DiffusionRenderer)
+    calls = {"n": 0}
+
+    def fail_after_ten_frames(*args: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] > 10:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    renderer.components.unet.register_forward_pre_hook(fail_after_ten_frames)
+    renderer.prepare()
+    sink = MemorySink((320, 180))
+    with caplog.at_level(logging.WARNING), FrameSource(open_reader(str(short_face_video)), pace=False) as source, \
+            MediaPipeFaceTracker(landmarker_path) as tracker:
+        run_loop(source, tracker, None, renderer, sink, stats)
+    assert sink.count == 24 == stats.frames_out  # every frame of the video went out
+    counts = renderer.counters()
+    assert counts["generated"] == 10 and counts["failures"] == 4
+    assert counts["studio_frames"] == 14  # 4 failed frames, then the studio engine for the rest
+    assert not renderer.active
+    assert sum("switching to the studio engine" in m for m in caplog.messages) == 1
+    # After the switch each frame is exactly the studio engine's.
+    last = sink.frames[-1].image
+    assert last.shape == (180, 320, 3) and last.dtype == np.uint8
+
+
+def test_auto_takes_the_studio_engine_without_cuda_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with caplog.at_level(logging.INFO, logger="livecam"):
+        renderer = build_renderer(load_config(None, ["engine.kind=auto"]), Stats())
+    assert isinstance(renderer, StudioRenderer)
+    assert [m for m in caplog.messages if m.startswith("engine auto")] == [
+        "engine auto: the studio engine (no CUDA GPU; the diffusion engine needs one for live frame rates)"]
+
+
+def test_auto_with_missing_weights_takes_the_studio_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """As if on a GPU machine where the models were never downloaded."""
+    import livecam.live
+
+    monkeypatch.setattr(livecam.live, "_diffusion_unavailable", lambda config: None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with caplog.at_level(logging.INFO, logger="livecam"):
+        renderer = build_renderer(load_config(None, ["engine.kind=auto", "models.device=cpu",
+                                                     f"models.base={tmp_path / 'nothing-here'}"]), Stats())
+    assert isinstance(renderer, StudioRenderer)
+    line = [m for m in caplog.messages if m.startswith("engine auto")]
+    assert len(line) == 1 and "models.base" in line[0] and "nothing-here" in line[0]
+
+
+def test_missing_weights_offline_is_one_clear_line(tmp_path: Path, short_face_video: Path) -> None:
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "livecam", "run", "--engine", "diffusion", "--input",
+                             str(short_face_video), "--output", str(tmp_path / "o.mp4"), "--set", "models.device=cpu"],
+                            capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("livecam: error:")]
+    assert len(errors) == 1, result.stderr
+    assert "models.base" in errors[0] and "stabilityai/sdxl-turbo" in errors[0]
+    assert not (tmp_path / "o.mp4").exists()
