@@ -286,7 +286,6 @@ def load_components(*, base: str, controlnet: str = "", tiny_vae: str = "", vae:
     base's). `speed_lora`: fused into the UNet. `download` False: the Hugging Face cache only, no network.
     Raises ModelUnavailable (which model, which setting, how to get it) and ValueError (device, dtype).
     """
-    import torch
     from diffusers import ControlNetModel
 
     from engine.diffusion import DiffusionComponents
@@ -326,10 +325,6 @@ def load_components(*, base: str, controlnet: str = "", tiny_vae: str = "", vae:
     names = {"base": base_src.name}
     base_vae = parts.pop("vae", None)
     live, names["tiny_vae"] = base_vae, f"{base_src.name} (its vae)"
-    if tiny_src is None and loader.dtype == torch.float16 and getattr(base_vae.config, "force_upcast", False):
-        # The engine runs its autoencoder in the components' dtype; the SDXL VAE overflows in float16.
-        log.warning("models.tiny_vae = '': %s's own VAE is marked for float32 only (force_upcast) and may give black "
-                    "or NaN frames in fp16; set models.tiny_vae = taesdxl (or sdxl-vae-fp16-fix)", base_src.spec)
     if tiny_src is not None and tiny_plan is not None:
         live, names["tiny_vae"] = loader.model(tiny_plan[0], tiny_src, tiny_plan[1]), tiny_src.name
     full = None
