@@ -327,3 +327,14 @@ def test_an_identity_that_does_not_fit_leaves_the_model_as_it_was(tmp_path: Path
     assert r.counters()["failures"] == 1
     np.testing.assert_array_equal(r.render(image, face, None, 66), base)  # and the model is untouched
     assert r.active
+
+
+def test_attention_runs_through_pytorch_sdpa(shared: DiffusionComponents) -> None:
+    """diffusers' default processor on torch 2 is scaled_dot_product_attention (flash / memory-efficient
+    kernels on CUDA); nothing in the engine swaps in a slower one."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    Denoiser(shared, DiffusionSettings(size=SIZE))
+    for model in (shared.unet, shared.controlnet):
+        processors = model.attn_processors.values()
+        assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors)
