@@ -86,3 +86,17 @@ def test_cpu_benchmark_runs_the_whole_engine_with_sections(tmp_path: Path) -> No
     assert result["runs"]["livecam_1step"]["counts"]["generated"] == 4  # warm-up + measured, none skipped
     assert set(result["speedup_fps_vs_baseline"]) == {"1step", "2step"}
     assert result["versions"]["torch"] and result["config"]["output_size"] == [640, 360]
+
+
+def test_stability_benchmark_smoke(tmp_path: Path) -> None:
+    from benchmarks.diffusion_stability import VARIANTS
+    from benchmarks.diffusion_stability import main as stability_main
+
+    out = tmp_path / "stability.json"
+    assert stability_main(["--frames", "3", "--warmup", "1", "--size", "64", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["results"]) == {v.name for v in VARIANTS}
+    assert result["input_frame_difference"] > 1.0  # the sensor noise
+    baseline = result["results"]["baseline"]["output_frame_difference"]
+    fixed = result["results"]["+fixed_noise"]["output_frame_difference"]
+    assert fixed < baseline / 10  # fixed noise is what keeps a still picture still
