@@ -28,7 +28,7 @@ import dataclasses
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -49,10 +49,12 @@ from engine.diffusion import (
     DiffusionRenderer,
     DiffusionSettings,
     badge_patch,
+    crop_geometry,
+    cut_square,
     draw_badge,
     encode_prompt,
     feather_mask,
-    square_region,
+    paste_square,
 )
 from engine.framing import FramingSettings
 from engine.pose import draw_pose
@@ -60,7 +62,7 @@ from engine.relight import RelightSettings
 from engine.skin import SkinSettings
 from engine.studio import StudioRenderer
 from engine.styles import DEFAULT_STYLES
-from engine.types import Affine, RGBImage
+from engine.types import Face, RGBImage
 from livecam.stats import Stats, write_json
 from livecam.tracking import MediaPipeFaceTracker
 
@@ -113,13 +115,12 @@ def settings(size: int, steps: int, strength: float) -> DiffusionSettings:
     return DiffusionSettings(size=size, steps=steps, strength=strength, similar_threshold=0.0)
 
 
-def run_livecam(frames: list[RGBImage], models: dict[str, Any], args: argparse.Namespace, steps: int) -> dict[str, Any]:
-    sections = SwitchSections()
-    renderer = DiffusionRenderer(components(models), settings(args.size, steps, args.strength),
-                                 studio(args.output_size, sections), prompt=DEFAULT_STYLES["corporate"].prompt(),
-                                 sections=sections)
-    renderer.prepare()
+def drive(frames: list[RGBImage], args: argparse.Namespace, sections: SwitchSections,
+          render: Callable[[RGBImage, Face | None, int, Stats], object]) -> Stats:
+    """Warm-up, then the measured frames: track each frame, then `render(image, face, t_ms, stats)`; the
+    returned Stats hold the measured frames only."""
     landmarker, _ = model_paths()
+    stats = Stats()
     with MediaPipeFaceTracker(landmarker) as tracker:
         t_ms = 0
         for n, stats in ((args.warmup, Stats()), (args.frames, Stats())):
@@ -134,8 +135,18 @@ def run_livecam(frames: list[RGBImage], models: dict[str, Any], args: argparse.N
                 if face is None:
                     stats.no_face += 1
                 with stats.section("render"):
-                    renderer.render(image, face, None, t_ms)
+                    render(image, face, t_ms, stats)
                 stats.published(t_capture)
+    return stats
+
+
+def run_livecam(frames: list[RGBImage], models: dict[str, Any], args: argparse.Namespace, steps: int) -> dict[str, Any]:
+    sections = SwitchSections()
+    renderer = DiffusionRenderer(components(models), settings(args.size, steps, args.strength),
+                                 studio(args.output_size, sections), prompt=DEFAULT_STYLES["corporate"].prompt(),
+                                 sections=sections)
+    renderer.prepare()
+    stats = drive(frames, args, sections, lambda image, face, t_ms, _: renderer.render(image, face, None, t_ms))
     renderer.close()
     return {**stats.summary(), "counts": renderer.counters()}
 
@@ -160,50 +171,28 @@ def run_baseline(frames: list[RGBImage], models: dict[str, Any], args: argparse.
     feather = feather_mask(size, DiffusionSettings().feather)
     badge = badge_patch(args.output_size[1])
     num_steps = max(steps, round(steps / args.strength))
-    landmarker, _ = model_paths()
-    with MediaPipeFaceTracker(landmarker) as tracker:
-        t_ms = 0
-        for n, stats in ((args.warmup, Stats()), (args.frames, Stats())):
-            sections.target = stats
-            for i in range(n):
-                image = frames[i % len(frames)]
-                t_capture = time.perf_counter_ns()
-                stats.frames_in += 1
-                t_ms += FRAME_MS
-                with stats.section("track"):
-                    face = tracker.track(image, t_ms)
-                if face is None:
-                    stats.no_face += 1
-                with stats.section("render"):
-                    canvas = canvas_renderer.render(image, face, None, t_ms)
-                    if face is not None:
-                        box = canvas_renderer.last_box
-                        assert box is not None
-                        affine = fr.box_to_affine(box, args.output_size)
-                        centre_x = float(fr.transform_points(face.landmarks[[1], :2], affine)[0, 0])
-                        x0, y0, side = square_region(args.output_size, centre_x)
-                        with stats.section("crop"):
-                            crop = cv2.resize(canvas[y0 : y0 + side, x0 : x0 + side], (size, size),
-                                              interpolation=cv2.INTER_AREA)
-                        with stats.section("condition"):
-                            to_crop = np.array([[size / side, 0, 0], [0, size / side, 0]]) @ np.vstack(
-                                [affine - [[0, 0, x0], [0, 0, y0]], [0, 0, 1]])
-                            condition = draw_pose(face.landmarks, to_crop, (size, size))
-                        with stats.section("pipeline"):
-                            result = pipe(image=Image.fromarray(crop), control_image=Image.fromarray(condition),
-                                          prompt_embeds=embeds, pooled_prompt_embeds=pooled,
-                                          num_inference_steps=num_steps, strength=args.strength,
-                                          guidance_scale=0.0, output_type="np")
-                            rendered = cast(RGBImage, (np.clip(result.images[0], 0, 1) * 255).round()
-                                            .astype(np.uint8))
-                        with stats.section("paste"):
-                            scale = side / size
-                            paste: Affine = np.array([[scale, 0.0, x0 + 0.5 * scale - 0.5],
-                                                      [0.0, scale, y0 + 0.5 * scale - 0.5]])
-                            canvas = fr.paste_back(canvas, rendered, paste, feather)
-                            draw_badge(canvas, *badge)
-                stats.published(t_capture)
-    return stats.summary()
+
+    def render(image: RGBImage, face: Face | None, t_ms: int, stats: Stats) -> None:
+        canvas = canvas_renderer.render(image, face, None, t_ms)
+        if face is None:
+            return
+        box = canvas_renderer.last_box
+        assert box is not None
+        x0, y0, side, to_crop = crop_geometry(args.output_size, fr.box_to_affine(box, args.output_size),
+                                              face.landmarks, size)
+        with stats.section("crop"):
+            crop = cut_square(canvas, x0, y0, side, size)
+        with stats.section("condition"):
+            condition = draw_pose(face.landmarks, to_crop, (size, size))
+        with stats.section("pipeline"):
+            result = pipe(image=Image.fromarray(crop), control_image=Image.fromarray(condition),
+                          prompt_embeds=embeds, pooled_prompt_embeds=pooled, num_inference_steps=num_steps,
+                          strength=args.strength, guidance_scale=0.0, output_type="np")
+            rendered = cast(RGBImage, (np.clip(result.images[0], 0, 1) * 255).round().astype(np.uint8))
+        with stats.section("paste"):
+            draw_badge(paste_square(canvas, rendered, x0, y0, side, feather), *badge)
+
+    return drive(frames, args, sections, render).summary()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -539,12 +539,10 @@ class DiffusionRenderer:
         s = self.settings
         box = self.studio.last_box
         assert box is not None  # the studio render just set it
-        affine = fr.box_to_affine(box, self.output_size)
-        centre_x = float(fr.transform_points(face.landmarks[[1], :2], affine)[0, 0])
-        x0, y0, side = square_region(self.output_size, centre_x)
+        x0, y0, side, to_crop = crop_geometry(self.output_size, fr.box_to_affine(box, self.output_size),
+                                              face.landmarks, s.size)
         with self._sections.section("crop"):
-            crop = cast(RGBImage, cv2.resize(canvas[y0 : y0 + side, x0 : x0 + side], (s.size, s.size),
-                                             interpolation=cv2.INTER_AREA))
+            crop = cut_square(canvas, x0, y0, side, s.size)
         thumb = _similarity_thumb(crop)
         if self._last is not None and s.similar_threshold > 0 and self._skipped < s.max_skip:
             last_thumb, last_out = self._last
@@ -554,12 +552,10 @@ class DiffusionRenderer:
                 return last_out
         self._skipped = 0
         with self._sections.section("condition"):
-            to_crop = np.array([[s.size / side, 0, 0], [0, s.size / side, 0]]) @ np.vstack(
-                [affine - [[0, 0, x0], [0, 0, y0]], [0, 0, 1]])
             condition = draw_pose(face.landmarks, to_crop, (s.size, s.size)) if self._denoiser.uses_controlnet else None
         rendered, shot = self._denoiser(crop, condition, _Shot(canvas, x0, y0, side))
         with self._sections.section("paste"):
-            out = _paste_square(shot.canvas, rendered, shot.x0, shot.y0, shot.side, self._feather)
+            out = paste_square(shot.canvas, rendered, shot.x0, shot.y0, shot.side, self._feather)
             self._square = (shot.x0, shot.y0, shot.side)
             if self._badge is not None:
                 draw_badge(out, *self._badge)
@@ -568,7 +564,25 @@ class DiffusionRenderer:
         return out
 
 
-def _paste_square(canvas: RGBImage, rendered: RGBImage, x0: int, y0: int, side: int, feather: Mask) -> RGBImage:
+def crop_geometry(canvas_size: tuple[int, int], canvas_affine: Affine, landmarks: npt.NDArray[np.float32],
+                  size: int) -> tuple[int, int, int, Affine]:
+    """Where to re-render: the square (x0, y0, side) of the canvas around the face (its nose), and the affine
+    from source pixels to the size x size crop of it. `canvas_affine` maps source pixels to the canvas."""
+    centre_x = float(fr.transform_points(landmarks[[1], :2], canvas_affine)[0, 0])
+    x0, y0, side = square_region(canvas_size, centre_x)
+    scale = size / side
+    to_crop: Affine = np.array([[scale, 0.0, 0.0], [0.0, scale, 0.0]]) @ np.vstack(
+        [canvas_affine - [[0, 0, x0], [0, 0, y0]], [0, 0, 1]])
+    return x0, y0, side, to_crop
+
+
+def cut_square(canvas: RGBImage, x0: int, y0: int, side: int, size: int) -> RGBImage:
+    """The canvas's square at (x0, y0) resized to size x size."""
+    square = canvas[y0 : y0 + side, x0 : x0 + side]
+    return cast(RGBImage, cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA))
+
+
+def paste_square(canvas: RGBImage, rendered: RGBImage, x0: int, y0: int, side: int, feather: Mask) -> RGBImage:
     """`rendered` scaled to side x side and blended into a copy of `canvas` at (x0, y0) through `feather`
     (rendered-sized weight)."""
     scale = side / rendered.shape[0]
