@@ -4,6 +4,7 @@ MediaPipe landmarks; only the weights are random."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -338,3 +339,18 @@ def test_attention_runs_through_pytorch_sdpa(shared: DiffusionComponents) -> Non
     for model in (shared.unet, shared.controlnet):
         processors = model.attn_processors.values()
         assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors)
+
+
+@pytest.mark.skipif(not os.environ.get("LIVECAM_SLOW_TESTS"),
+                    reason="torch.compile takes minutes on a CPU; LIVECAM_SLOW_TESTS=1 runs it")
+def test_compiled_denoiser_gives_the_same_frames(shared: DiffusionComponents) -> None:
+    crop = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+    embeds = encode_prompt(_host_pipeline(shared), PROMPT, shared.device)
+    plain = Denoiser(shared, DiffusionSettings(size=SIZE))
+    compiled = Denoiser(shared, DiffusionSettings(size=SIZE, compile=True))
+    plain.prepare(*embeds)
+    compiled.prepare(*embeds)
+    expected, _ = plain(crop, crop)
+    for _ in range(2):
+        out, _ = compiled(crop, crop)
+        np.testing.assert_allclose(out, expected, atol=1)
