@@ -93,3 +93,20 @@ class Renderer(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class FaceEncoder(Protocol):
+    """A face-embedding network, built by `models/` and handed over ready to run: enrolment checks and the
+    likeness score of every generated image compare its embeddings by cosine."""
+
+    name: str
+    threshold: float
+    """Calibrated same-person cosine: two faces of one person score at or above it, of two people below."""
+
+    def embed(self, image: RGBImage, landmarks: Landmarks) -> npt.NDArray[np.float32]:
+        """The L2-normalised embedding ((D,) float32) of the face at `landmarks` (MediaPipe's 468/478
+        points or five key points, in pixels of `image`); the face is aligned to the network's reference
+        points first."""
+        ...
+
+    def close(self) -> None: ...

@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import cv2
 
@@ -14,7 +15,7 @@ from livecam.config import Config
 from livecam.errors import LivecamError
 from models.device import gpu_report
 from models.diffusion import hub_status
-from models.registry import HUB_MODELS, REGISTRY
+from models.registry import HUB_MODELS, REGISTRY, UNPINNED
 from models.store import model_dir, status
 
 OK, PROBLEM, NOTE = "ok", "!!", "--"
@@ -79,7 +80,8 @@ def _check_models(config: Config) -> bool:
     directory = model_dir(config.models.dir)
     good = True
     for model in REGISTRY.values():
-        st = status(model, directory, getattr(config.models, model.name))
+        # Default "": a registry entry can exist before config.py has its [models] key.
+        st = status(model, directory, getattr(config.models, model.name, ""))
         if st.verified:
             _line(OK, model.name, f"{st.path}")
         elif st.present:
@@ -124,13 +126,21 @@ def list_models(config: Config) -> None:
     directory = model_dir(config.models.dir)
     print(f"model directory: {directory}  (models.dir, else $LIVECAM_MODEL_DIR, else the user cache)")
     for model in REGISTRY.values():
-        st = status(model, directory, getattr(config.models, model.name))
+        st = status(model, directory, getattr(config.models, model.name, ""))
         state = ("ok" if st.verified else "CHECKSUM MISMATCH" if st.present else "missing")
         if st.overridden:
             state = f"{'ok' if st.present else 'MISSING'} (models.{model.name})"
         print(f"\n{model.name}: {state}\n  file     {st.path}\n  what     {model.purpose}\n"
               f"  source   {model.source}\n  licence  {model.licence}\n  size     {model.size:,} bytes\n"
               f"  url      {model.url}\n  sha256   {model.sha256}")
+    for unpinned in UNPINNED.values():
+        override = getattr(config.models, unpinned.name, "")
+        path = Path(override or unpinned.default_path).expanduser()
+        state = "ok" if path.is_file() else "missing"
+        licence = unpinned.licence if unpinned.commercial_use else f"NON-COMMERCIAL: {unpinned.licence}"
+        print(f"\n{unpinned.name}: {state}{f' (models.{unpinned.name})' if override else ''}\n  file     {path}\n"
+              f"  what     {unpinned.purpose}\n  source   {unpinned.source}\n  licence  {licence}\n"
+              f"  get it   not downloaded by livecam: {unpinned.how_to_get}")
 
     # The cache lookup needs huggingface_hub (part of the diffusion extra); the registry prints without it.
     installed = all(importlib.util.find_spec(name) is not None for name in ("diffusers", "huggingface_hub"))

@@ -45,7 +45,80 @@ SELFIE_SEGMENTER = ModelFile(
     purpose="person mask for background replacement",
 )
 
-REGISTRY: dict[str, ModelFile] = {m.name: m for m in (FACE_LANDMARKER, SELFIE_SEGMENTER)}
+_OMZ_REID = ("https://storage.openvinotoolkit.org/repositories/open_model_zoo/2023.0/models_bin/1/"
+             "face-reidentification-retail-0095/FP16/face-reidentification-retail-0095")
+
+FACE_REID_XML = ModelFile(
+    name="face_reid_xml",
+    filename="face-reidentification-retail-0095.xml",
+    url=f"{_OMZ_REID}.xml",
+    sha256="ce53d2c9c08c0bd1c1660fb8a5b6d0e3e4ec19eb92f1036d2d83a85e83082dce",
+    size=350_427,
+    licence="Apache-2.0",
+    source="Intel Open Model Zoo face-reidentification-retail-0095, FP16 OpenVINO IR (2023.0), network",
+    purpose="face embedding (identity encoder `reid`): enrolment checks and the likeness score",
+)
+
+FACE_REID_BIN = ModelFile(
+    name="face_reid_bin",
+    filename="face-reidentification-retail-0095.bin",
+    url=f"{_OMZ_REID}.bin",
+    sha256="241229ca3d206321868d46ce74a3c0b06c49cea58db7dc70b2e842ff287545d1",
+    size=2_213_628,
+    licence="Apache-2.0",
+    source="Intel Open Model Zoo face-reidentification-retail-0095, FP16 OpenVINO IR (2023.0), weights",
+    purpose="weights of face_reid_xml",
+)
+
+FACE_DETECTOR = ModelFile(
+    name="face_detector",
+    filename="face_detection_yunet_2023mar.onnx",
+    url="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx",
+    sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+    size=232_589,
+    licence="MIT",
+    source="OpenCV Zoo YuNet face detector (2023mar), runs in cv2.FaceDetectorYN",
+    purpose="counts the faces in enrolment photos (5 key points per face)",
+)
+
+REGISTRY: dict[str, ModelFile] = {m.name: m for m in (
+    FACE_LANDMARKER, SELFIE_SEGMENTER, FACE_REID_XML, FACE_REID_BIN, FACE_DETECTOR)}
+
+
+@dataclass(frozen=True)
+class UnpinnedModel:
+    """A model file that livecam can use but neither ships nor downloads: another tool fetches it, so no
+    URL or sha256 is pinned here, and its licence may forbid what livecam's own files allow."""
+
+    name: str
+    """Config key under [models] that gives its path."""
+    filename: str
+    default_path: str
+    """Where the tool that fetches it puts it (`~` expanded)."""
+    licence: str
+    commercial_use: bool
+    source: str
+    purpose: str
+    how_to_get: str
+
+
+ARCFACE_W600K = UnpinnedModel(
+    name="arcface",
+    filename="w600k_r50.onnx",
+    default_path="~/.insightface/models/buffalo_l/w600k_r50.onnx",
+    licence="insightface model pack licence: non-commercial research use only",
+    commercial_use=False,
+    source="insightface buffalo_l pack, ArcFace ResNet-50 trained on WebFace600K",
+    purpose="face embedding (identity encoder `arcface`), an alternative to `reid`",
+    # insightface goes in another environment: it requires the CPU `onnxruntime` distribution, which
+    # would overwrite livecam's onnxruntime-gpu (both install the same `onnxruntime` module).
+    how_to_get=("download https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip "
+                "and unzip it into ~/.insightface/models/buffalo_l/, or run insightface once in another "
+                "Python environment (`insightface.app.FaceAnalysis(name='buffalo_l').prepare(ctx_id=-1)`), "
+                "which downloads it there"),
+)
+
+UNPINNED: dict[str, UnpinnedModel] = {m.name: m for m in (ARCFACE_W600K,)}
 
 
 HUB_KINDS = ("base", "controlnet", "tiny_vae", "vae", "speed_lora")

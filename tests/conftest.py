@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks.face_video import assets_dir, make_face_video
 from engine.types import RGBImage
-from models.registry import FACE_LANDMARKER, SELFIE_SEGMENTER
+from models.registry import FACE_DETECTOR, FACE_LANDMARKER, FACE_REID_BIN, FACE_REID_XML, SELFIE_SEGMENTER
 
 ASSETS = assets_dir()
 
@@ -39,6 +39,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (directory / FACE_LANDMARKER.filename).symlink_to(asset("models/face_landmarker/face_landmarker.task"))
     (directory / SELFIE_SEGMENTER.filename).symlink_to(
         asset("models/segmentation/selfie_segmentation_landscape.tflite"))
+    reid = "models/face_recognition/face-reidentification-retail-0095/FP16/"
+    (directory / FACE_REID_XML.filename).symlink_to(asset(reid + FACE_REID_XML.filename))
+    (directory / FACE_REID_BIN.filename).symlink_to(asset(reid + FACE_REID_BIN.filename))
+    (directory / FACE_DETECTOR.filename).symlink_to(asset("models/face_detection/face_detection_yunet_2023mar.onnx"))
     old = os.environ.get("LIVECAM_MODEL_DIR")
     os.environ["LIVECAM_MODEL_DIR"] = str(directory)
     yield directory
