@@ -31,10 +31,11 @@ import numpy.typing as npt
 import torch
 
 from engine import framing as fr
+from engine.alignment import likeness
 from engine.diffusion_settings import DiffusionSettings
 from engine.pose import draw_pose
 from engine.studio import StudioRenderer
-from engine.types import Affine, Face, Mask, NoSections, RGBImage, Sections
+from engine.types import Affine, Face, FaceEncoder, Mask, NoSections, RGBImage, Sections
 from engine.validation import check_range
 
 log = logging.getLogger("livecam.engine")
@@ -356,6 +357,17 @@ def _similarity_thumb(crop: RGBImage) -> npt.NDArray[np.float32]:
 
 
 @dataclass
+class LikenessCheck:
+    """Score every `every`-th generated frame against the identity: the face in the output canvas (where the
+    pose image put it) through `encoder`, cosine to `centroid`."""
+
+    encoder: FaceEncoder
+    centroid: npt.NDArray[np.float32]
+    every: int = 30
+    scores: list[float] = field(default_factory=list)
+
+
+@dataclass
 class _Pending:
     """What a style or identity change asks for; applied on the render thread before the next frame."""
 
@@ -382,7 +394,7 @@ class DiffusionRenderer:
 
     def __init__(self, components: DiffusionComponents, settings: DiffusionSettings, studio: StudioRenderer,
                  prompt: str, identity: dict[str, torch.Tensor] | None = None,
-                 sections: Sections | None = None) -> None:
+                 sections: Sections | None = None, likeness_check: LikenessCheck | None = None) -> None:
         self.components = components
         self.settings = settings
         self.studio = studio
@@ -406,6 +418,7 @@ class DiffusionRenderer:
         self._last: tuple[npt.NDArray[np.float32], RGBImage] | None = None
         self._skipped = 0
         self._square: tuple[int, int, int] | None = None
+        self._likeness = likeness_check
         self.counts = {"generated": 0, "similar_skips": 0, "failures": 0, "studio_frames": 0}
 
     @property
@@ -418,8 +431,15 @@ class DiffusionRenderer:
         """False once repeated failures switched this renderer to the studio canvas."""
         return not self._disabled
 
-    def counters(self) -> dict[str, int]:
-        return dict(self.counts)
+    def counters(self) -> dict[str, float]:
+        counts: dict[str, float] = dict(self.counts)
+        if self._likeness is not None and self._likeness.scores:
+            scores = self._likeness.scores
+            counts["likeness_checks"] = len(scores)
+            counts["likeness_median"] = round(float(np.median(scores)), 3)
+            counts["likeness_min"] = round(min(scores), 3)
+            counts["likeness_below_threshold"] = sum(s < self._likeness.encoder.threshold for s in scores)
+        return counts
 
     def set_style(self, prompt: str) -> None:
         """Use `prompt` from the next frame on (thread-safe; the camera keeps running)."""
@@ -504,6 +524,8 @@ class DiffusionRenderer:
     def close(self) -> None:
         self.studio.close()
         self._denoiser.reset()
+        if self._likeness is not None:
+            self._likeness.encoder.close()
         self._prepared = False
 
     def render(self, image: RGBImage, face: Face | None, mask: Mask | None, timestamp_ms: int) -> RGBImage:
@@ -539,8 +561,8 @@ class DiffusionRenderer:
         s = self.settings
         box = self.studio.last_box
         assert box is not None  # the studio render just set it
-        x0, y0, side, to_crop = crop_geometry(self.output_size, fr.box_to_affine(box, self.output_size),
-                                              face.landmarks, s.size)
+        canvas_affine = fr.box_to_affine(box, self.output_size)
+        x0, y0, side, to_crop = crop_geometry(self.output_size, canvas_affine, face.landmarks, s.size)
         with self._sections.section("crop"):
             crop = cut_square(canvas, x0, y0, side, s.size)
         thumb = _similarity_thumb(crop)
@@ -561,6 +583,13 @@ class DiffusionRenderer:
                 draw_badge(out, *self._badge)
         self.counts["generated"] += 1
         self._last = (thumb, out)
+        check = self._likeness
+        if check is not None and self.counts["generated"] % check.every == 1 % check.every:
+            with self._sections.section("likeness"):
+                # ControlNet keeps the pose, so the face sits where the camera's landmarks put it.
+                landmarks = face.landmarks.copy()
+                landmarks[:, :2] = fr.transform_points(face.landmarks[:, :2], canvas_affine)
+                check.scores.append(likeness(check.encoder, out, landmarks, check.centroid).score)
         return out
 
 

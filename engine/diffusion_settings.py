@@ -44,6 +44,9 @@ class DiffusionSettings:
     """torch.compile the UNet and ControlNet (slow first frames, faster after)."""
     cuda_graphs: bool = False
     """With compile: capture CUDA graphs ("reduce-overhead"), removing per-kernel launch cost."""
+    likeness_every: int = 30
+    """With an enrolled identity, score every this many generated frames against it (shown in the run's
+    summary); 0 = never."""
     max_failures: int = 5
     """Failed frames in a row after which the studio engine takes over."""
 
@@ -61,4 +64,5 @@ class DiffusionSettings:
         check_range("max_skip", self.max_skip, 0, 1000)
         check_range("latent_blend", self.latent_blend, 0.0, 0.9)
         check_range("feather", self.feather, 0.0, 0.4)
+        check_range("likeness_every", self.likeness_every, 0, 100_000)
         check_range("max_failures", self.max_failures, 1, 1000)

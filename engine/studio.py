@@ -95,7 +95,7 @@ class StudioRenderer:
             self._backdrop = bgmod.cover_resize(self._background_image, self.output_size)
         self._prepared = True
 
-    def counters(self) -> dict[str, int]:
+    def counters(self) -> dict[str, float]:
         return {}
 
     def close(self) -> None:

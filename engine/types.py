@@ -88,8 +88,8 @@ class Renderer(Protocol):
         (output_size, RGB uint8)."""
         ...
 
-    def counters(self) -> dict[str, int]:
-        """Engine-specific frame counts for the run's summary (e.g. fallbacks); may be empty."""
+    def counters(self) -> dict[str, float]:
+        """Engine-specific counts and figures for the run's summary (e.g. fallbacks); may be empty."""
         ...
 
     def close(self) -> None: ...

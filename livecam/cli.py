@@ -1,4 +1,4 @@
-"""The `livecam` command: run, doctor, models."""
+"""The `livecam` command: run, doctor, models, enroll, identities."""
 
 from __future__ import annotations
 
@@ -54,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the model files livecam uses and whether they are here")
     _config_args(models)
+
+    enroll = sub.add_parser("enroll", help="create your identity from 8-15 selfies",
+                            description="Check the selfies, train your identity LoRA locally and save it under a "
+                                        "name that `livecam run --set models.identity=NAME` uses.")
+    _config_args(enroll)
+    enroll.add_argument("photos", nargs="+", metavar="PHOTO", help="selfie files, or a folder of them")
+    enroll.add_argument("--name", required=True, help="name of the identity (lower-case letters, digits, - and _)")
+    enroll.add_argument("--resume", action="store_true", help="continue an interrupted enrolment of --name")
+
+    identities = sub.add_parser("identities", help="list enrolled identities, or delete one")
+    _config_args(identities)
+    identities.add_argument("--delete", metavar="NAME", help="delete identity NAME with all its files")
     return parser
 
 
@@ -101,6 +113,32 @@ def main(argv: list[str] | None = None) -> int:
             from livecam.doctor import list_models
 
             list_models(_load(args, []))
+            return 0
+        if args.command == "enroll":
+            from livecam.enroll import enroll
+
+            signal.signal(signal.SIGTERM, _stop_on_sigterm)
+            result = enroll(args.photos, args.name, _load(args, []), resume=args.resume)
+            identity = result.identity
+            print(f"enrolled {identity.name!r} in {result.seconds:.0f} s from {len(identity.metadata['photos'])} "
+                  f"photos (final loss {result.final_loss:.4f}): {identity.folder}\n"
+                  f"use it with: livecam run --set models.identity={identity.name}")
+            return 0
+        if args.command == "identities":
+            from livecam.identities import delete_identity, identities_dir, list_identities
+
+            _load(args, [])  # a bad config is still an error here
+            if args.delete:
+                print(f"deleted identity {args.delete!r} ({delete_identity(args.delete)})")
+                return 0
+            found = list_identities()
+            print(f"identities in {identities_dir()} ($LIVECAM_DATA_DIR, else your user data directory):")
+            for identity in found:
+                m = identity.metadata
+                print(f"  {identity.name}: {len(m.get('photos', []))} photos, trigger {m.get('trigger')!r}, "
+                      f"base {m.get('base_model')}, {m.get('steps')} steps, created {m.get('created')}")
+            if not found:
+                print("  none yet: livecam enroll PHOTOS... --name NAME")
             return 0
     except LivecamError as e:
         print(f"livecam: error: {e}", file=sys.stderr)

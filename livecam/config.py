@@ -23,6 +23,7 @@ from engine.skin import SkinSettings
 from engine.styles import DEFAULT_STYLES, StylePreset
 from engine.validation import check_choice, check_range
 from livecam.errors import LivecamError
+from models.training_settings import TrainingSettings
 
 ENGINE_KINDS = ("auto", "studio", "diffusion")
 
@@ -139,7 +140,19 @@ class ModelSettings:
     base_config: str = ""
     """For a single-file base: a diffusers folder or hub id giving its component configs; empty: inferred."""
     identity: str = ""
-    """The user's identity LoRA (.safetensors, diffusers or kohya format); empty: none."""
+    """The user's identity: an enrolled name (`livecam identities`) or a LoRA .safetensors file (diffusers or
+    kohya format); empty: none."""
+    face_encoder: str = "reid"
+    """Face-embedding model for enrolment checks and likeness: reid (Intel, Apache-2.0) or arcface
+    (insightface, non-commercial weights)."""
+    face_reid_xml: str = ""
+    """Path to face-reidentification-retail-0095.xml; empty: look in the model directory."""
+    face_reid_bin: str = ""
+    """Path to face-reidentification-retail-0095.bin; empty: look in the model directory."""
+    face_detector: str = ""
+    """Path to face_detection_yunet_2023mar.onnx; empty: look in the model directory."""
+    arcface: str = ""
+    """Path to insightface's w600k_r50.onnx (buffalo_l); empty: insightface's own cache."""
     device: str = "auto"
     """auto (CUDA when there is one), cuda, cuda:N or cpu."""
     dtype: str = "auto"
@@ -151,6 +164,37 @@ class ModelSettings:
             raise ValueError(f"device = {self.device!r}: must be auto, cpu, cuda or cuda:N")
         if not self.base.strip():
             raise ValueError("base = '': must name the diffusion base model")
+        check_choice("face_encoder", self.face_encoder, ("reid", "arcface"))
+
+
+@dataclass(frozen=True)
+class EnrollSettings(TrainingSettings):
+    """`livecam enroll`: the photo checks, and the LoRA training settings (inherited from models/)."""
+
+    min_photos: int = 8
+    """Usable photos needed; fewer than 8 is allowed with a warning."""
+    min_image_px: int = 256
+    """Shortest side a photo must have."""
+    min_face_px: int = 120
+    """Face height (forehead to chin) a photo must show, in its pixels."""
+    min_sharpness: float = 20.0
+    """Variance of the Laplacian on a 128 px face crop; the shared test selfies measure 33-1500, the same
+    blurred (sigma 2.5 px) 3-220."""
+    min_brightness: float = 0.12
+    max_brightness: float = 0.88
+    """Mean face brightness (0-1) a photo may have."""
+    duplicate_bits: int = 5
+    """Face crops whose 64-bit difference hashes differ in at most this many bits are near duplicates."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("min_photos", self.min_photos, 1, 100)
+        check_range("min_image_px", self.min_image_px, 32, 10_000)
+        check_range("min_face_px", self.min_face_px, 16, 5_000)
+        check_range("min_sharpness", self.min_sharpness, 0.0, 10_000.0)
+        check_range("min_brightness", self.min_brightness, 0.0, 1.0)
+        check_range("max_brightness", self.max_brightness, 0.0, 1.0)
+        check_range("duplicate_bits", self.duplicate_bits, 0, 32)
 
 
 @dataclass(frozen=True)
@@ -164,6 +208,7 @@ class Config:
     relight: RelightSettings = field(default_factory=RelightSettings)
     skin: SkinSettings = field(default_factory=SkinSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
+    enroll: EnrollSettings = field(default_factory=EnrollSettings)
     styles: dict[str, StylePreset] = field(default_factory=lambda: dict(DEFAULT_STYLES))
     """Style presets by name ([styles.NAME] tables: attire, lighting, background); the built-in ones can be
     changed and new ones added."""

@@ -88,8 +88,10 @@ def _check_models(config: Config) -> bool:
             good = False
             _line(PROBLEM, model.name, f"{st.path} does not match its pinned sha256: delete it to download it again")
         elif config.models.download:
-            _line(NOTE, model.name, f"not downloaded yet: `livecam run` fetches it from {model.url} "
+            _line(NOTE, model.name, f"not downloaded yet: `livecam {model.used_by}` fetches it from {model.url} "
                                     f"(offline: put it at {st.path})")
+        elif model.used_by != "run":  # not needed for the camera
+            _line(NOTE, model.name, f"missing (needed by `livecam {model.used_by}`): put {model.url} at {st.path}")
         else:
             good = False
             _line(PROBLEM, model.name, f"missing and downloads are off: put {model.url} at {st.path}")

@@ -5,19 +5,24 @@ from __future__ import annotations
 import logging
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from engine.diffusion_settings import DiffusionSettings
 from engine.studio import StudioRenderer
-from engine.types import Renderer, RGBImage, Sections
+from engine.types import FaceEncoder, Renderer, RGBImage, Sections
 from livecam.capture import FrameSource, open_reader, read_image
 from livecam.config import Config
 from livecam.errors import LivecamError
+from livecam.identities import Identity, resolve_identity_lora
 from livecam.loop import run_loop
 from livecam.outputs import open_sink
 from livecam.stats import Stats, write_json
 from livecam.tracking import MediaPipeFaceTracker
 from models.registry import FACE_LANDMARKER, SELFIE_SEGMENTER, ModelFile
 from models.store import ModelUnavailable, model_dir, resolve
+
+if TYPE_CHECKING:
+    from engine.diffusion import DiffusionComponents, LikenessCheck
 
 log = logging.getLogger("livecam")
 
@@ -72,26 +77,77 @@ def build_diffusion(config: Config, studio: StudioRenderer, sections: Sections, 
     """The diffusion renderer around `studio`, with its models loaded (LivecamError when they cannot be)."""
     try:
         from engine.diffusion import DiffusionRenderer
-        from models.diffusion import licence_warning, load_components, load_lora
+        from models.diffusion import licence_warning, load_lora
     except ImportError as e:
         raise LivecamError(f"the diffusion engine needs the diffusion extra ({e.name} is missing): "
                            "pip install -e \".[diffusion]\"") from None
     m = config.models
     try:
-        identity = load_lora(m.identity) if m.identity else None
-        log.info("loading the diffusion models (%s)...", m.base)
-        components = load_components(base=m.base, controlnet=m.controlnet, tiny_vae=m.tiny_vae, vae=m.vae,
-                                     speed_lora=m.speed_lora, base_config=m.base_config, device=m.device,
-                                     dtype=m.dtype, download=download)
+        identity, subject, enrolled = None, config.engine.subject, None
+        if m.identity:
+            lora_path, enrolled = resolve_identity_lora(m.identity)
+            identity = load_lora(lora_path)
+            if enrolled is not None and subject == DiffusionSettings().subject:
+                subject = enrolled.subject  # the trigger words the LoRA was trained with
+                log.info("identity %s (prompt subject %r)", enrolled.name, subject)
+    except ModelUnavailable as e:
+        raise LivecamError(f"models.identity = {m.identity!r}: {e}") from None
+    log.info("loading the diffusion models (%s)...", m.base)
+    components = diffusion_components(config, controlnet=m.controlnet, tiny_vae=m.tiny_vae, vae=m.vae,
+                                      download=download)
+    warning = licence_warning(m.base)
+    if warning:
+        log.warning("%s", warning)
+    prompt = config.styles[config.engine.style].prompt(subject)
+    check = _likeness_check(config, enrolled) if identity is not None and enrolled is not None else None
+    return DiffusionRenderer(components, config.engine.diffusion, studio, prompt, identity, sections=sections,
+                             likeness_check=check)
+
+
+def _likeness_check(config: Config, identity: Identity) -> LikenessCheck | None:
+    """The periodic likeness check for an enrolled identity, with the encoder its centroid was made with."""
+    import numpy as np
+
+    from engine.diffusion import LikenessCheck
+
+    if config.engine.likeness_every == 0 or "centroid" not in identity.metadata:
+        return None
+    try:
+        encoder = face_encoder(config, str(identity.metadata.get("encoder", config.models.face_encoder)))
+    except LivecamError as e:
+        log.warning("no likeness check: %s", e)
+        return None
+    centroid = np.asarray(identity.metadata["centroid"], dtype=np.float32)
+    return LikenessCheck(encoder, centroid, config.engine.likeness_every)
+
+
+def diffusion_components(config: Config, *, controlnet: str, tiny_vae: str, vae: str, download: bool,
+                         load_full_vae: bool = False) -> DiffusionComponents:
+    """The diffusion models per `config.models` (base, speed LoRA, device, dtype) with the given
+    ControlNet and autoencoders; LivecamError saying how to get what is missing."""
+    from models.diffusion import load_components
+
+    m = config.models
+    try:
+        return load_components(base=m.base, controlnet=controlnet, tiny_vae=tiny_vae, vae=vae,
+                               speed_lora=m.speed_lora, base_config=m.base_config, device=m.device, dtype=m.dtype,
+                               download=download, load_full_vae=load_full_vae)
     except ModelUnavailable as e:
         raise LivecamError(str(e)) from None
     except ValueError as e:
         raise LivecamError(f"models: {e}") from None
-    warning = licence_warning(m.base)
-    if warning:
-        log.warning("%s", warning)
-    prompt = config.styles[config.engine.style].prompt(config.engine.subject)
-    return DiffusionRenderer(components, config.engine.diffusion, studio, prompt, identity, sections=sections)
+
+
+def face_encoder(config: Config, backend: str | None = None) -> FaceEncoder:
+    """The face-embedding model `backend` (default `models.face_encoder`); LivecamError when missing."""
+    from models.face_encoder import load_face_encoder
+
+    m = config.models
+    overrides = {"face_reid_xml": m.face_reid_xml, "face_reid_bin": m.face_reid_bin, "arcface": m.arcface}
+    try:
+        return load_face_encoder(backend or m.face_encoder, model_dir(m.dir), overrides, m.download)
+    except ModelUnavailable as e:
+        raise LivecamError(str(e)) from None
 
 
 def build_studio(config: Config, sections: Sections) -> StudioRenderer:

@@ -19,6 +19,8 @@ class ModelFile:
     licence: str
     source: str
     purpose: str
+    used_by: str = "run"
+    """The command that needs it (and fetches it when missing): "run" or "enroll"."""
 
 
 FACE_LANDMARKER = ModelFile(
@@ -57,6 +59,7 @@ FACE_REID_XML = ModelFile(
     licence="Apache-2.0",
     source="Intel Open Model Zoo face-reidentification-retail-0095, FP16 OpenVINO IR (2023.0), network",
     purpose="face embedding (identity encoder `reid`): enrolment checks and the likeness score",
+    used_by="enroll",
 )
 
 FACE_REID_BIN = ModelFile(
@@ -68,6 +71,7 @@ FACE_REID_BIN = ModelFile(
     licence="Apache-2.0",
     source="Intel Open Model Zoo face-reidentification-retail-0095, FP16 OpenVINO IR (2023.0), weights",
     purpose="weights of face_reid_xml",
+    used_by="enroll",
 )
 
 FACE_DETECTOR = ModelFile(
@@ -79,6 +83,7 @@ FACE_DETECTOR = ModelFile(
     licence="MIT",
     source="OpenCV Zoo YuNet face detector (2023mar), runs in cv2.FaceDetectorYN",
     purpose="counts the faces in enrolment photos (5 key points per face)",
+    used_by="enroll",
 )
 
 REGISTRY: dict[str, ModelFile] = {m.name: m for m in (

@@ -24,6 +24,7 @@ from livecam.loop import run_loop
 from livecam.outputs.memory import MemorySink
 from livecam.stats import Stats
 from livecam.tracking import MediaPipeFaceTracker, detect_faces
+from models.registry import REGISTRY
 from models.segmenter import MediaPipeSegmenter
 from tests.conftest import asset
 
@@ -179,7 +180,7 @@ def test_missing_model_offline_names_file_url_and_place(tmp_path: Path, short_fa
 def test_models_and_doctor_report(model_dir: Path) -> None:
     listing = _cli("models")
     assert listing.returncode == 0
-    assert listing.stdout.count(": ok") == 2 and "Apache-2.0" in listing.stdout
+    assert listing.stdout.count(": ok") == len(REGISTRY) and "Apache-2.0" in listing.stdout
     doctor = _cli("doctor", "--set", "output.backend=v4l2loopback", "--set", "output.device=/dev/video99")
     assert "Traceback" not in doctor.stderr
     assert "camera" in doctor.stdout and "virtual camera" in doctor.stdout and "GPU" in doctor.stdout

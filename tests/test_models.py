@@ -16,8 +16,11 @@ from models.registry import REGISTRY, SELFIE_SEGMENTER
 from models.store import ModelUnavailable, model_dir, resolve, sha256_of, status
 from tests.conftest import asset
 
+_REID = "models/face_recognition/face-reidentification-retail-0095/FP16/face-reidentification-retail-0095"
 SHARED_COPY = {"face_landmarker": "models/face_landmarker/face_landmarker.task",
-               "segmenter": "models/segmentation/selfie_segmentation_landscape.tflite"}
+               "segmenter": "models/segmentation/selfie_segmentation_landscape.tflite",
+               "face_reid_xml": f"{_REID}.xml", "face_reid_bin": f"{_REID}.bin",
+               "face_detector": "models/face_detection/face_detection_yunet_2023mar.onnx"}
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

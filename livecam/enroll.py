@@ -1,0 +1,307 @@
+"""`livecam enroll`: selfies in, an identity out (checked photos, aligned crops, a trained LoRA, metadata).
+
+Every photo is checked before anything is trained or written, and each rejected photo gets its reason.
+The identity is built in a hidden staging folder and renamed into place only when it is complete; a
+failed enrolment removes the staging folder. An interrupted training (Ctrl-C) keeps it, with its
+checkpoints, so that `--resume` can continue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from engine import framing as fr
+from engine import quality
+from engine.alignment import centroid, cosine
+from engine.types import FaceEncoder, Landmarks, RGBImage
+from livecam.capture import read_image
+from livecam.config import Config, EnrollSettings
+from livecam.errors import LivecamError
+from livecam.identities import LORA_FILE, METADATA_FILE, Identity, identity_dir, load_identity, staging_dir
+from models.face_detector import DetectedFace
+
+log = logging.getLogger("livecam")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic")
+
+
+@dataclass
+class PhotoReport:
+    """One photo's check: `reason` is None when it is usable."""
+
+    path: Path
+    reason: str | None = None
+    sha256: str = ""
+    image: RGBImage | None = field(default=None, repr=False)
+    landmarks: Landmarks | None = field(default=None, repr=False)
+    embedding: npt.NDArray[np.float32] | None = field(default=None, repr=False)
+    fingerprint: int = 0
+    similarity: float | None = None
+    """Cosine to the centroid of the other usable photos (the same-person check)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def expand_photos(inputs: Sequence[str]) -> list[Path]:
+    """Files as given; a folder stands for the image files in it (name order)."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            paths.append(path)
+    return paths
+
+
+def check_photo(path: Path, settings: EnrollSettings, detect_faces: Callable[[RGBImage], list[Landmarks]],
+                count_faces: Callable[[RGBImage], list[DetectedFace]], encoder: FaceEncoder) -> PhotoReport:
+    """Every check that needs only this photo, in the order a user would fix them."""
+    report = PhotoReport(path)
+    if not path.is_file():
+        report.reason = "no such file"
+        return report
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        report.reason = f"cannot be read ({e.strerror or e})"
+        return report
+    report.sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        image = read_image(path)
+    except LivecamError:
+        report.reason = "not an image (it cannot be decoded)"
+        return report
+    height, width = image.shape[:2]
+    if min(width, height) < settings.min_image_px:
+        report.reason = f"too small ({width}x{height}; at least {settings.min_image_px} px on the short side)"
+        return report
+    detected = count_faces(image)
+    if detected:
+        largest = detected[0].box[3]
+        people = [f for f in detected if f.box[3] >= 0.3 * largest]
+        if len(people) > 1:
+            report.reason = (f"{len(people)} faces (the largest {largest:.0f} px tall): use photos with only you "
+                             "in them")
+            return report
+    faces = detect_faces(image)
+    if not faces:
+        report.reason = ("face too small to use (move closer)" if detected else "no face found")
+        return report
+    landmarks = faces[0]
+    face_px = fr.face_height_px(landmarks)
+    if face_px < settings.min_face_px:
+        report.reason = f"face too small ({face_px:.0f} px from forehead to chin; at least {settings.min_face_px})"
+        return report
+    if quality.cut_off(landmarks, (width, height)):
+        report.reason = "face cut off by the edge of the photo"
+        return report
+    crop = quality.face_crop(image, landmarks)
+    # Exposure first: a dark photo also measures as blurred (less contrast), but darkness is its problem.
+    luma, dark, bright = quality.exposure(crop)
+    if luma < settings.min_brightness or dark > 0.5:
+        report.reason = f"too dark (face brightness {luma:.2f}; at least {settings.min_brightness:.2f})"
+        return report
+    if luma > settings.max_brightness or bright > 0.35:
+        report.reason = f"too bright or blown out (face brightness {luma:.2f}, {bright:.0%} blown out)"
+        return report
+    sharp = quality.sharpness(crop)
+    if sharp < settings.min_sharpness:
+        report.reason = f"too blurry (sharpness {sharp:.0f}; at least {settings.min_sharpness:.0f})"
+        return report
+    report.image, report.landmarks = image, landmarks
+    report.fingerprint = quality.dhash(crop)
+    report.embedding = encoder.embed(image, landmarks)
+    return report
+
+
+def check_set(reports: list[PhotoReport], settings: EnrollSettings, threshold: float) -> None:
+    """The checks across photos, in place: near duplicates, then a different person from the rest."""
+    usable = [r for r in reports if r.ok]
+    for i, report in enumerate(usable):
+        for earlier in usable[:i]:
+            if earlier.ok and (report.sha256 == earlier.sha256
+                               or quality.hamming(report.fingerprint, earlier.fingerprint) <= settings.duplicate_bits):
+                report.reason = f"a near duplicate of {earlier.path.name}"
+                break
+    usable = [r for r in reports if r.ok]
+    if len(usable) < 3:
+        return  # too few to tell who the person is; the count check says what to do
+    embeddings = np.stack([r.embedding for r in usable if r.embedding is not None])
+    for i, report in enumerate(usable):
+        others = np.delete(embeddings, i, axis=0)
+        assert report.embedding is not None
+        report.similarity = cosine(report.embedding, centroid(others))
+    odd = [r for r in usable if r.similarity is not None and r.similarity < threshold]
+    if len(odd) * 2 >= len(usable):
+        for report in odd:
+            report.reason = (f"the photos show different people (this one's similarity to the rest is "
+                             f"{report.similarity:.2f}, same-person threshold {threshold:.2f})")
+        return
+    for report in odd:
+        report.reason = (f"a different person from the rest (similarity {report.similarity:.2f}, below the "
+                         f"same-person threshold {threshold:.2f})")
+
+
+def summary_table(reports: list[PhotoReport]) -> str:
+    lines = []
+    for r in reports:
+        mark = "ok " if r.ok else "-- "
+        extra = f" (similarity to the rest {r.similarity:.2f})" if r.ok and r.similarity is not None else ""
+        lines.append(f"  {mark}{r.path.name}: {'usable' if r.ok else r.reason}{extra}")
+    return "\n".join(lines)
+
+
+def require_enough(reports: list[PhotoReport], settings: EnrollSettings) -> list[PhotoReport]:
+    """The usable photos; LivecamError listing what to retake when there are too few."""
+    usable = [r for r in reports if r.ok]
+    if len(usable) >= settings.min_photos:
+        if settings.min_photos < 8:
+            log.warning("enroll.min_photos = %d: fewer than 8 photos usually gives a weaker likeness",
+                        settings.min_photos)
+        return usable
+    rejected = [r for r in reports if not r.ok]
+    retake = "; ".join(f"{r.path.name}: {r.reason}" for r in rejected) or "none rejected"
+    raise LivecamError(f"only {len(usable)} usable photo(s) of the {settings.min_photos} needed "
+                       f"(enroll.min_photos). Retake or replace: {retake}")
+
+
+def training_crop(image: RGBImage, landmarks: Landmarks, resolution: int) -> RGBImage:
+    """A head-and-shoulders square at `resolution`, framed from the landmarks like the live engine's crop."""
+    size = (resolution, resolution)
+    framing = fr.FramingSettings(face_height=0.34, eye_line=0.40, max_zoom=8.0)
+    box = fr.target_box(landmarks, (image.shape[1], image.shape[0]), size, framing)
+    return fr.warp(image, fr.box_to_affine(box, size), size, interpolation=cv2.INTER_AREA)
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    identity: Identity
+    reports: list[PhotoReport]
+    seconds: float
+    final_loss: float
+
+
+def enroll(photos: Sequence[str], name: str, config: Config, resume: bool = False,
+           progress: bool = True) -> EnrollResult:
+    """Check `photos`, build the dataset, train the LoRA, write identity `name`. Raises LivecamError."""
+    from livecam.identities import check_name
+
+    check_name(name)
+    settings = config.enroll
+    final = identity_dir(name)
+    staging = staging_dir(name)
+    if final.exists():
+        raise LivecamError(f"identity {name!r} already exists ({final}); pick another --name, or delete it first "
+                           f"with `livecam identities --delete {name}`")
+    if resume and not staging.is_dir():
+        raise LivecamError(f"--resume: there is no interrupted enrolment of {name!r} to continue ({staging})")
+    if not resume and staging.exists():
+        raise LivecamError(f"an interrupted enrolment of {name!r} is waiting in {staging}: continue it with "
+                           "--resume, or delete it with `livecam identities --delete " + name + "`")
+    paths = expand_photos(photos)
+    if not paths:
+        raise LivecamError("no photos given: pass the selfie files (or a folder of them)")
+    start = time.perf_counter()
+    reports, encoder = _check_all(paths, config)
+    print(f"checked {len(reports)} photo(s) with the {encoder.name} face encoder:\n{summary_table(reports)}")
+    usable = require_enough(reports, settings)
+
+    components, base_name = _load_base(config)
+    from models.lora_training import train_identity_lora, training_resolution
+
+    try:
+        resolution = training_resolution(components, settings)
+    except ValueError as e:
+        raise LivecamError(f"enroll.{e}") from None
+    caption = f"a photo of {settings.trigger} {settings.class_word}"
+    examples = [(training_crop(r.image, r.landmarks, resolution), caption) for r in usable
+                if r.image is not None and r.landmarks is not None]
+    written = False
+    try:
+        _write_inputs(staging, usable, examples)
+        written = True
+        result = train_identity_lora(components, examples, settings, staging, resume=resume, progress=progress)
+        embeddings = np.stack([r.embedding for r in usable if r.embedding is not None])
+        metadata: dict[str, Any] = {
+            "name": name, "trigger": settings.trigger, "class_word": settings.class_word, "caption": caption,
+            "base_model": base_name, "base_revision": _revision(config.models.base),
+            "rank": settings.rank, "steps": result.steps, "resolution": resolution,
+            "training": asdict(settings), "final_loss": result.final_loss,
+            "photos": [{"file": r.path.name, "sha256": r.sha256, "similarity": r.similarity} for r in usable],
+            "encoder": encoder.name, "threshold": encoder.threshold,
+            "centroid": [round(float(v), 6) for v in centroid(embeddings)],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "lora": LORA_FILE,
+        }
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+        staging.rename(final)
+    except KeyboardInterrupt:
+        if written:
+            log.info("enrolment interrupted: continue it with `livecam enroll ... --name %s --resume`", name)
+        raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        encoder.close()
+    return EnrollResult(load_identity(name), reports, time.perf_counter() - start, result.final_loss)
+
+
+def _check_all(paths: list[Path], config: Config) -> tuple[list[PhotoReport], FaceEncoder]:
+    from livecam.live import face_encoder, resolve_model
+    from livecam.tracking import detect_faces
+    from models.face_detector import YuNetDetector
+    from models.registry import FACE_DETECTOR, FACE_LANDMARKER
+
+    landmarker = resolve_model(config, FACE_LANDMARKER)
+    detector = YuNetDetector(resolve_model(config, FACE_DETECTOR))
+    encoder = face_encoder(config)
+    reports = [check_photo(p, config.enroll, lambda image: detect_faces(landmarker, image, max_faces=2),
+                           detector.detect, encoder) for p in paths]
+    check_set(reports, config.enroll, encoder.threshold)
+    return reports, encoder
+
+
+def _load_base(config: Config) -> tuple[Any, str]:
+    from livecam.live import diffusion_components
+
+    # The base's own VAE: its latent space is the UNet's, and it comes with the base (nothing else to get).
+    components = diffusion_components(config, controlnet="", tiny_vae="", vae="", download=config.models.download,
+                                      load_full_vae=True)
+    return components, components.names.get("base", config.models.base)
+
+
+def _revision(spec: str) -> str:
+    from models.registry import HUB_MODELS
+
+    model = HUB_MODELS.get(spec)
+    return model.revision if model is not None else "local"
+
+
+def _write_inputs(staging: Path, usable: list[PhotoReport], examples: list[tuple[RGBImage, str]]) -> None:
+    """The accepted selfies as given, and the training crops with their captions."""
+    (staging / "photos").mkdir(parents=True, exist_ok=True)
+    (staging / "dataset").mkdir(parents=True, exist_ok=True)
+    for report in usable:
+        shutil.copy2(report.path, staging / "photos" / report.path.name)
+    captions = {}
+    for i, (crop, caption) in enumerate(examples):
+        file = f"{i:03d}.png"
+        cv2.imwrite(str(staging / "dataset" / file), crop[:, :, ::-1])
+        captions[file] = caption
+    (staging / "dataset" / "captions.json").write_text(json.dumps(captions, indent=2) + "\n", encoding="utf-8")

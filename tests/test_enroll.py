@@ -1,0 +1,210 @@
+"""Enrolment: the photo checks on the shared photos (each bad photo rejected with its reason), the
+identity store, and a whole enrolment with tiny models: real MediaPipe, YuNet, the re-id encoder and the
+real training code."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino", reason="the identity extra is not installed")
+
+from livecam.config import load_config
+from livecam.enroll import check_photo, check_set, expand_photos, training_crop
+from livecam.errors import LivecamError
+from livecam.identities import delete_identity, identities_dir, list_identities, resolve_identity_lora
+from tests.conftest import asset
+
+IDENTITY = [asset(f"images/identity/meds-aa-S001-0{i}.jpg") for i in range(1, 7)]
+
+
+@pytest.fixture(scope="module")
+def checkers(model_dir: Path) -> tuple:
+    from livecam.tracking import detect_faces
+    from models.face_detector import YuNetDetector
+    from models.face_encoder import load_face_encoder
+    from models.registry import FACE_DETECTOR, FACE_LANDMARKER
+
+    encoder = load_face_encoder("reid", model_dir, {}, False)
+    detector = YuNetDetector(model_dir / FACE_DETECTOR.filename)
+    landmarker = model_dir / FACE_LANDMARKER.filename
+    yield (lambda image: detect_faces(landmarker, image, max_faces=2)), detector.detect, encoder
+    encoder.close()
+
+
+def _check(path: Path, checkers: tuple, **settings: object) -> str | None:
+    config = load_config(None, [f"enroll.{k}={v}" for k, v in settings.items()])
+    return check_photo(path, config.enroll, *checkers).reason
+
+
+@pytest.fixture(scope="module")
+def bad_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad")
+    selfie = cv2.imread(str(IDENTITY[0]))
+    files = {
+        "corrupt": root / "corrupt.jpg", "text": root / "notes.jpg", "tiny": root / "tiny.jpg",
+        "blurry": root / "blurry.jpg", "dark": root / "dark.jpg", "cut": root / "cut.jpg",
+    }
+    files["corrupt"].write_bytes(IDENTITY[0].read_bytes()[:200])
+    files["text"].write_text("these are my selfies\n")
+    cv2.imwrite(str(files["tiny"]), cv2.resize(selfie, (120, 150)))
+    cv2.imwrite(str(files["blurry"]), cv2.GaussianBlur(selfie, (0, 0), 6))
+    cv2.imwrite(str(files["dark"]), (selfie * 0.12).astype(np.uint8))
+    cv2.imwrite(str(files["cut"]), selfie[:, 150:])  # the left part of the face is outside the photo
+    return files
+
+
+@pytest.mark.parametrize(("photo", "reason"), [
+    ("images/no_face/lp-bmw.jpg", "no face"),
+    ("images/multi_face/obama_biden_two_people.jpg", "2 faces"),
+    ("images/multi_face/race_ccby.jpg", "faces (the largest"),
+    ("images/faces/meds-af-S419-01_40deg.jpg", "2 faces"),
+])
+def test_shared_photos_are_rejected_with_their_reason(photo: str, reason: str, checkers: tuple) -> None:
+    result = _check(asset(photo), checkers)
+    assert result is not None and reason in result, result
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("corrupt", "not an image"), ("text", "not an image"), ("tiny", "too small (120x150"),
+    ("blurry", "too blurry"), ("dark", "too dark"), ("cut", "cut off"),
+])
+def test_bad_files_are_rejected_with_their_reason(name: str, reason: str, bad_photos: dict[str, Path],
+                                                  checkers: tuple) -> None:
+    result = _check(bad_photos[name], checkers)
+    assert result is not None and reason in result, result
+
+
+def test_missing_file_and_small_face(tmp_path: Path, checkers: tuple) -> None:
+    assert _check(tmp_path / "nope.jpg", checkers) == "no such file"
+    result = _check(IDENTITY[0], checkers, min_face_px=400)
+    assert result is not None and "face too small" in result
+
+
+def test_good_selfies_pass_and_the_exif_rotated_one_aligns_like_its_twin(checkers: tuple) -> None:
+    config = load_config(None)
+    reports = [check_photo(p, config.enroll, *checkers) for p in IDENTITY]
+    assert [r.reason for r in reports] == [None] * 6
+    rotated = check_photo(asset("images/faces/meds-aa-S001-01-exif-rotation.jpg"), config.enroll, *checkers)
+    assert rotated.ok and rotated.image is not None and rotated.landmarks is not None
+    upright = reports[0]
+    assert upright.image is not None and upright.landmarks is not None
+    a = training_crop(upright.image, upright.landmarks, 128).astype(int)
+    b = training_crop(rotated.image, rotated.landmarks, 128).astype(int)
+    assert np.abs(a - b).mean() < 2.0  # the same crop: EXIF orientation was applied before aligning
+
+
+def test_duplicates_and_a_different_person_are_found(checkers: tuple, tmp_path: Path) -> None:
+    config = load_config(None)
+    copy = tmp_path / "copy-of-01.jpg"
+    cv2.imwrite(str(copy), cv2.resize(cv2.imread(str(IDENTITY[0])), (400, 500)))  # resized: not the same bytes
+    stranger = asset("images/identity/meds-aa-S008-01.jpg")
+    paths = [*IDENTITY, copy, stranger]
+    reports = [check_photo(p, config.enroll, *checkers) for p in paths]
+    check_set(reports, config.enroll, checkers[2].threshold)
+    reasons = {r.path.name: r.reason for r in reports}
+    assert reasons["copy-of-01.jpg"] == "a near duplicate of meds-aa-S001-01.jpg"
+    assert reasons["meds-aa-S008-01.jpg"] is not None and "different person" in reasons["meds-aa-S008-01.jpg"]
+    assert all(reasons[p.name] is None for p in IDENTITY)
+
+
+def test_folders_expand_to_their_images(tmp_path: Path) -> None:
+    for name in ("b.jpg", "a.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in expand_photos([str(tmp_path)])] == ["a.png", "b.jpg"]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LIVECAM_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def test_too_few_usable_photos_stop_with_what_to_retake_and_write_nothing(data_dir: Path, tmp_path: Path) -> None:
+    from livecam.enroll import enroll
+
+    bad = tmp_path / "blurry.jpg"
+    cv2.imwrite(str(bad), cv2.GaussianBlur(cv2.imread(str(IDENTITY[0])), (0, 0), 6))
+    with pytest.raises(LivecamError) as e:
+        enroll([*map(str, IDENTITY[1:4]), str(bad), str(asset("images/no_face/lp-bmw.jpg"))], "me",
+               load_config(None))
+    message = str(e.value)
+    assert "only 3 usable photo(s) of the 8 needed" in message
+    assert "blurry.jpg: too blurry" in message and "lp-bmw.jpg: no face found" in message
+    assert not data_dir.exists() or not any(data_dir.rglob("*"))
+
+
+def test_identity_names_and_deleting(data_dir: Path) -> None:
+    with pytest.raises(LivecamError, match="identity name"):
+        resolve_identity_lora("Bad Name!")
+    with pytest.raises(LivecamError, match="not enrolled"):
+        resolve_identity_lora("nobody")
+    folder = identities_dir() / "ann"
+    (folder / "photos").mkdir(parents=True)
+    (folder / "photos" / "a.jpg").write_bytes(b"x")
+    (folder / "identity.json").write_text(json.dumps({"name": "ann", "trigger": "ohwx"}))
+    (folder / "pytorch_lora_weights.safetensors").write_bytes(b"x")
+    assert [i.name for i in list_identities()] == ["ann"]
+    assert resolve_identity_lora("ann")[0] == folder / "pytorch_lora_weights.safetensors"
+    delete_identity("ann")
+    assert not folder.exists() and list_identities() == []
+    with pytest.raises(LivecamError, match="does not exist"):
+        delete_identity("ann")
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SDXL saved as a diffusers folder: what `models.base = DIR` points at."""
+    diffusers = pytest.importorskip("diffusers", reason="the diffusion extra is not installed")
+    from benchmarks.random_sdxl import tiny_components
+
+    c = tiny_components(0)
+    path = tmp_path_factory.mktemp("tiny") / "base"
+    diffusers.StableDiffusionXLPipeline(
+        vae=c["vae"], text_encoder=c["text_encoder"], text_encoder_2=c["text_encoder_2"], tokenizer=c["tokenizer"],
+        tokenizer_2=c["tokenizer_2"], unet=c["unet"], scheduler=c["scheduler"]).save_pretrained(path)
+    return path
+
+
+def test_enroll_then_run_with_the_identity(data_dir: Path, tiny_base: Path, short_face_video: Path,
+                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's command: six S001 selfies, tiny models, 20 steps; then the live camera uses it by name."""
+    from livecam.cli import main
+
+    sets = ["--set", f"models.base={tiny_base}", "--set", "models.device=cpu"]
+    code = main(["enroll", *map(str, IDENTITY), "--name", "s001", *sets, "--set", "enroll.steps=20",
+                 "--set", "enroll.min_photos=6", "--set", "enroll.resolution=64", "--set", "enroll.learning_rate=1e-3"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "use it with: livecam run --set models.identity=s001" in out
+    folder = identities_dir() / "s001"
+    meta = json.loads((folder / "identity.json").read_text())
+    assert meta["name"] == "s001" and meta["trigger"] == "ohwx" and meta["steps"] == 20
+    assert len(meta["photos"]) == 6 and all(len(p["sha256"]) == 64 for p in meta["photos"])
+    assert len(meta["centroid"]) > 100 and 0 < meta["threshold"] < 1 and meta["encoder"]
+    assert sorted(p.name for p in (folder / "photos").iterdir()) == [p.name for p in IDENTITY]
+    assert len(list((folder / "dataset").glob("*.png"))) == 6
+    assert not (folder / "checkpoints").exists()
+    assert not list(identities_dir().glob(".*"))  # no staging left behind
+
+    video_out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
+    assert main(["run", "--engine", "diffusion", "--input", str(short_face_video), "--output", str(video_out),
+                 "--no-pace", "--frames", "5", "--stats-json", str(stats), *sets, "--set", "models.identity=s001",
+                 "--set", "models.tiny_vae=",
+                 "--set", "models.controlnet=", "--set", "engine.size=64", "--set", "output.width=320",
+                 "--set", "output.height=180"]) == 0
+    assert video_out.is_file()
+    counts = json.loads(stats.read_text())["engine_counts"]
+    assert counts["generated"] + counts["similar_skips"] == 5
+    assert counts["likeness_checks"] == 1 and -1 <= counts["likeness_median"] <= 1  # scored with the reid encoder
+
+    assert main(["identities"]) == 0
+    assert "s001: 6 photos" in capsys.readouterr().out
+    assert main(["identities", "--delete", "s001"]) == 0
+    assert not folder.exists()
