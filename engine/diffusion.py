@@ -487,7 +487,11 @@ class DiffusionRenderer:
         if lora is None or scale == 0.0:
             return
         host = self._host
+        diffusers_log = logging.getLogger("diffusers")
+        level = diffusers_log.level
         try:
+            # An identity LoRA without text-encoder weights is normal: not worth diffusers' warning per encoder.
+            diffusers_log.setLevel(logging.ERROR)
             # load_lora_weights consumes (pops from) the dict it gets.
             host.load_lora_weights(dict(lora), adapter_name="identity")
         except Exception:
@@ -495,6 +499,8 @@ class DiffusionRenderer:
             host.unload_lora_weights()
             self._identity = None
             raise
+        finally:
+            diffusers_log.setLevel(level)
         modules = [m for m in (self.components.unet, self.components.text_encoder, self.components.text_encoder_2)
                    if m is not None]
         # Keep the original weights of every layer the adapter wraps, so that switching identity restores

@@ -208,3 +208,46 @@ def test_enroll_then_run_with_the_identity(data_dir: Path, tiny_base: Path, shor
     assert "s001: 6 photos" in capsys.readouterr().out
     assert main(["identities", "--delete", "s001"]) == 0
     assert not folder.exists()
+
+
+def test_an_interrupted_enrolment_resumes_to_the_same_identity(data_dir: Path, tiny_base: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during training keeps the staging folder (not listed as an identity); --resume finishes it
+    with the same weights an uninterrupted enrolment gives."""
+    from safetensors.torch import load_file
+
+    import models.lora_training
+    from livecam.enroll import enroll
+
+    config = load_config(None, [f"models.base={tiny_base}", "models.device=cpu", "enroll.min_photos=6",
+                                "enroll.steps=4", "enroll.checkpoint_every=2", "enroll.resolution=64"])
+    photos = [str(p) for p in IDENTITY]
+    enroll(photos, "whole", config, progress=False)
+    real = models.lora_training.train_identity_lora
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        def stop(step: int, loss: float) -> None:
+            if step == 3:
+                raise KeyboardInterrupt
+        return real(*args, **kwargs, on_step=stop)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(models.lora_training, "train_identity_lora", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        enroll(photos, "halves", config, progress=False)
+    assert (identities_dir() / ".halves.partial" / "checkpoints").is_dir()
+    assert [i.name for i in list_identities()] == ["whole"]
+    with pytest.raises(LivecamError, match="--resume"):
+        enroll(photos, "halves", config, progress=False)
+    monkeypatch.setattr(models.lora_training, "train_identity_lora", real)
+    result = enroll(photos, "halves", config, resume=True, progress=False)
+    a = load_file(identities_dir() / "whole" / "pytorch_lora_weights.safetensors")
+    b = load_file(result.identity.lora_path)
+    assert a.keys() == b.keys() and all(torch_equal(a[k], b[k]) for k in a)
+    assert not (identities_dir() / ".halves.partial").exists()
+
+
+def torch_equal(a: object, b: object) -> bool:
+    import torch
+
+    assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+    return bool(torch.equal(a, b))
