@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import os
 import platform
 import re
@@ -53,8 +54,27 @@ import numpy.typing as npt
 TARGET = {"fps_min": 60.0, "latency_ms_p95_max": 50.0, "speedup_min": 5.0}
 """The issue's target, on 512x512, 1 step, ControlNet + TAESD (TARGET_CASE)."""
 DTYPES = ("fp16", "bf16", "fp32")
-NO_CUDA = ("diffusion_gpu: a CUDA GPU is needed (torch.cuda.is_available() is False); "
-           "`python -m benchmarks.diffusion_gpu --tiny --device cpu` runs a smoke test on the CPU")
+def preflight(script: str, device_name: str, tiny: bool, modules: tuple[str, ...] = ("diffusers",)) -> Any:
+    """The torch.device a GPU benchmark may run on, or None after one line on stderr saying why not: no
+    torch, no CUDA (only --tiny runs on a CPU: full size there would take hours), or a missing package."""
+    try:
+        import torch
+    except ImportError:
+        print(f"{script}: PyTorch is not installed (see benchmarks/gpu_setup.md)", file=sys.stderr)
+        return None
+    device = torch.device(device_name)
+    if (device.type == "cuda" or not tiny) and not (device.type == "cuda" and torch.cuda.is_available()):
+        print(f"{script}: a CUDA GPU is needed (torch.cuda.is_available() is False); "
+              f"`python -m benchmarks.{script} --tiny --device cpu` runs a smoke test on the CPU", file=sys.stderr)
+        return None
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            print(f"{script}: {module} is not installed (pip install -e \".[diffusion]\"; see "
+                  "benchmarks/gpu_setup.md)", file=sys.stderr)
+            return None
+    return device
 
 
 @dataclass(frozen=True)
@@ -338,20 +358,8 @@ def baseline_steps(steps: int, strength: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        import torch
-    except ImportError:
-        print("diffusion_gpu: PyTorch is not installed (see benchmarks/gpu_setup.md)", file=sys.stderr)
-        return 2
-    device = torch.device(args.device)
-    # Full size on a CPU would take hours per config: only --tiny may run without CUDA.
-    if (device.type == "cuda" or not args.tiny) and not (device.type == "cuda" and torch.cuda.is_available()):
-        print(NO_CUDA, file=sys.stderr)
-        return 2
-    try:
-        import diffusers  # noqa: F401
-    except ImportError:
-        print("diffusion_gpu: diffusers is not installed (see benchmarks/gpu_setup.md)", file=sys.stderr)
+    device = preflight("diffusion_gpu", args.device, args.tiny)
+    if device is None:
         return 2
     with quiet_libraries():
         return run(args, device)

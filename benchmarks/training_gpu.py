@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,15 +45,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.diffusion_gpu import device_slug, machine, quiet_libraries, versions
+from benchmarks.diffusion_gpu import device_slug, machine, preflight, quiet_libraries, versions
 from models.training_settings import TrainingSettings
 
 TARGET_S = 300.0
 """The issue's target: a default enrolment of 10 selfies in at most five minutes on one H100."""
 PHOTOS = 10
 VARIANTS = ("livecam", "no_checkpointing", "baseline")
-NO_CUDA = ("training_gpu: a CUDA GPU is needed (torch.cuda.is_available() is False); "
-           "`python -m benchmarks.training_gpu --tiny --device cpu` runs a smoke test on the CPU")
 
 # The text towers of SDXL's encoders (openai/clip-vit-large-patch14 and laion CLIP-ViT-bigG-14, as in
 # stabilityai/stable-diffusion-xl-base-1.0's text_encoder(_2)/config.json). Token ids follow the tiny
@@ -205,22 +202,8 @@ def run_once(components: Any, variant: str, size: int, args: argparse.Namespace,
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        import torch
-    except ImportError:
-        print("training_gpu: PyTorch is not installed (see benchmarks/gpu_setup.md)", file=sys.stderr)
-        return 2
-    device = torch.device(args.device)
-    # Full size on a CPU would take hours: only --tiny may run without CUDA.
-    if (device.type == "cuda" or not args.tiny) and not (device.type == "cuda" and torch.cuda.is_available()):
-        print(NO_CUDA, file=sys.stderr)
-        return 2
-    try:
-        import diffusers  # noqa: F401
-        import peft  # noqa: F401
-    except ImportError:
-        print("training_gpu: diffusers and peft are needed (pip install -e \".[diffusion]\"; see "
-              "benchmarks/gpu_setup.md)", file=sys.stderr)
+    device = preflight("training_gpu", args.device, args.tiny, ("diffusers", "peft"))
+    if device is None:
         return 2
     with quiet_libraries():
         return run(args, device)
