@@ -104,12 +104,6 @@ def similarity_transform(src: npt.ArrayLike, dst: npt.ArrayLike) -> Affine:
     return matrix
 
 
-def transform_points(matrix: Affine, points: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """(K, 2) points mapped by a 2x3 affine matrix."""
-    p = np.asarray(points, dtype=np.float64)
-    return p @ matrix[:, :2].T + matrix[:, 2]
-
-
 def align_face(image: RGBImage, points5: FivePoints, reference: FivePoints, size: int) -> RGBImage:
     """The size x size crop of `image` (HxWx3 uint8) in which `points5` land on `reference` (pixels of
     that crop). Outside the image is black, as in insightface's `norm_crop`."""

@@ -21,8 +21,8 @@ from engine.alignment import (
     five_points,
     likeness,
     similarity_transform,
-    transform_points,
 )
+from engine.framing import transform_points
 from engine.types import FaceEncoder
 from models.face_encoder import (
     ARCFACE_THRESHOLD,
@@ -60,10 +60,10 @@ def test_similarity_transform_recovers_a_known_transform() -> None:
     rng = np.random.default_rng(0)
     src = rng.uniform(0, 500, size=(5, 2))
     known = _similarity(-33.0, 0.37, 12.5, -40.0)
-    recovered = similarity_transform(src, transform_points(known, src))
+    recovered = similarity_transform(src, transform_points(src, known))
     np.testing.assert_allclose(recovered, known, atol=1e-9)
     # A mirrored target is fitted with a rotation, never a reflection (that would flip the face).
-    mirrored = transform_points(known, src) * [-1, 1]
+    mirrored = transform_points(src, known) * [-1, 1]
     assert np.linalg.det(similarity_transform(src, mirrored)[:, :2]) > 0
     with pytest.raises(ValueError, match="coincide"):
         similarity_transform(np.ones((5, 2)), src)
