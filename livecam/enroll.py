@@ -142,19 +142,26 @@ def check_set(reports: list[PhotoReport], settings: EnrollSettings, threshold: f
     if len(usable) < 3:
         return  # too few to tell who the person is; the count check says what to do
     embeddings = np.stack([r.embedding for r in usable if r.embedding is not None])
+    # The person is the largest group of mutually matching photos: the photo that matches the most others
+    # anchors it (a plain centroid of everything is dragged toward the intruders when there are several).
+    pairs = embeddings @ embeddings.T
+    matches = (pairs >= threshold).sum(axis=1)
+    anchor = int(np.lexsort((pairs.mean(axis=1), matches))[-1])
+    core = np.flatnonzero(pairs[anchor] >= threshold)
     for i, report in enumerate(usable):
-        others = np.delete(embeddings, i, axis=0)
-        assert report.embedding is not None
-        report.similarity = cosine(report.embedding, centroid(others))
-    odd = [r for r in usable if r.similarity is not None and r.similarity < threshold]
-    if len(odd) * 2 >= len(usable):
-        for report in odd:
-            report.reason = (f"the photos show different people (this one's similarity to the rest is "
-                             f"{report.similarity:.2f}, same-person threshold {threshold:.2f})")
+        others = core[core != i]
+        report.similarity = cosine(embeddings[i], centroid(embeddings[others])) if len(others) else None
+    odd = [r for r in usable if r.similarity is None or r.similarity < threshold]
+    rival = max((int(matches[i]) for i in range(len(usable)) if i not in core), default=0)
+    if len(core) * 2 < len(usable) or rival >= len(core):  # no majority, or two people equally often
+        for report in usable:
+            report.reason = (f"no one person is in most of the photos ({len(core)} of {len(usable)} match each "
+                             f"other at the same-person threshold {threshold:.2f}): use photos of only you")
         return
     for report in odd:
-        report.reason = (f"a different person from the rest (similarity {report.similarity:.2f}, below the "
-                         f"same-person threshold {threshold:.2f})")
+        similarity = "" if report.similarity is None else f"similarity {report.similarity:.2f}, "
+        report.reason = (f"a different person from the rest ({similarity}below the same-person threshold "
+                         f"{threshold:.2f})")
 
 
 def summary_table(reports: list[PhotoReport]) -> str:

@@ -251,3 +251,11 @@ def torch_equal(a: object, b: object) -> bool:
 
     assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
     return bool(torch.equal(a, b))
+
+
+def test_photos_of_two_people_equally_often_are_refused(checkers: tuple) -> None:
+    config = load_config(None)
+    paths = [asset(f"images/identity/meds-aa-S00{p}-0{i}.jpg") for p in (6, 8) for i in (1, 2, 3)]
+    reports = [check_photo(p, config.enroll, *checkers) for p in paths]
+    check_set(reports, config.enroll, checkers[2].threshold)
+    assert all(r.reason is not None and "no one person is in most of the photos" in r.reason for r in reports)
