@@ -402,7 +402,7 @@ class DiffusionRenderer:
         self.needs_mask = studio.needs_mask
         self._sections: Sections = sections if sections is not None else NoSections()
         self._denoiser = Denoiser(components, settings, self._sections)
-        self._host = _host_pipeline(components)
+        self._host = host_pipeline(components)
         self._prompt = prompt
         self._identity: dict[str, torch.Tensor] | None = None
         self._identity_scale = settings.identity_scale
@@ -625,7 +625,7 @@ def paste_square(canvas: RGBImage, rendered: RGBImage, x0: int, y0: int, side: i
     return fr.paste_back(canvas, rendered, affine, feather)
 
 
-def _host_pipeline(c: DiffusionComponents) -> Any:
+def host_pipeline(c: DiffusionComponents) -> Any:
     """A diffusers pipeline around the components (nothing loaded): its prompt encoder and LoRA loader are
     the real, maintained code for both the SDXL and the SD 2.x families."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline

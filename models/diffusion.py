@@ -443,9 +443,9 @@ def _speed_lora(src: _Source, loader: _Loader, base: _Source) -> dict[str, torch
 
 def _fuse_speed_lora(components: DiffusionComponents, src: _Source, lora: dict[str, torch.Tensor]) -> None:
     """Fuse the speed LoRA into the UNet's weights once: no adapter layers are left to cost time per frame."""
-    from engine.diffusion import _host_pipeline
+    from engine.diffusion import host_pipeline
 
-    host = _host_pipeline(components)
+    host = host_pipeline(components)
     try:
         host.load_lora_weights(lora, adapter_name="speed")
     except (ValueError, KeyError, RuntimeError) as e:

@@ -170,7 +170,7 @@ def train_identity_lora(components: DiffusionComponents, examples: Sequence[tupl
     """
     import torch
 
-    from engine.diffusion import _host_pipeline
+    from engine.diffusion import host_pipeline
 
     t_start = time.perf_counter()
     out = Path(out_dir)
@@ -191,7 +191,7 @@ def train_identity_lora(components: DiffusionComponents, examples: Sequence[tupl
         shutil.rmtree(out / CHECKPOINTS)  # a fresh run's checkpoints must not mix with an older run's
     out.mkdir(parents=True, exist_ok=True)
 
-    host = _host_pipeline(components)
+    host = host_pipeline(components)
     trained = _trained_modules(components, settings)
     _check_no_adapters(trained)
     with _adapters(trained, settings, plan):
@@ -252,12 +252,12 @@ def evaluation_loss(components: DiffusionComponents, examples: Sequence[tuple[RG
     timesteps fixed by the seed (the timesteps spread evenly over the schedule), with `lora` (a LoRA file)
     loaded as an adapter or none. Lower means the model reproduces these photos better; comparable across
     runs with the same photos, settings and seed. The components are left as they were."""
-    from engine.diffusion import _host_pipeline
+    from engine.diffusion import host_pipeline
 
     resolution = training_resolution(components, settings)
     _check_examples(examples, resolution)
     plan = training_plan(settings, components)
-    host = _host_pipeline(components)
+    host = host_pipeline(components)
     _check_no_adapters(_trained_modules(components, settings, all_text_encoders=True))
     try:
         if lora is not None:

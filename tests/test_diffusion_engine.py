@@ -21,9 +21,9 @@ from engine.diffusion import (  # noqa: E402
     DiffusionComponents,
     DiffusionRenderer,
     DiffusionSettings,
-    _host_pipeline,
     encode_prompt,
     feather_mask,
+    host_pipeline,
     square_region,
     trailing_timesteps,
 )
@@ -122,7 +122,7 @@ def test_the_controlnet_condition_changes_the_output(shared: DiffusionComponents
     pose = np.zeros_like(crop)
     pose[20:40, 10:50] = (255, 0, 0)
     denoiser = Denoiser(shared, DiffusionSettings(size=SIZE))
-    denoiser.prepare(*encode_prompt(_host_pipeline(shared), PROMPT, shared.device))
+    denoiser.prepare(*encode_prompt(host_pipeline(shared), PROMPT, shared.device))
     with_pose, _ = denoiser(crop, pose)
     black, _ = denoiser(crop, np.zeros_like(crop))
     again, _ = denoiser(crop, pose)
@@ -140,7 +140,7 @@ def test_stream_batch_gives_the_sequential_result_one_frame_later(steps: int, sh
     rng = np.random.default_rng(1)
     crop = rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
     pose = rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
-    embeds = encode_prompt(_host_pipeline(shared), PROMPT, shared.device)
+    embeds = encode_prompt(host_pipeline(shared), PROMPT, shared.device)
     sequential = Denoiser(shared, DiffusionSettings(size=SIZE, steps=steps, stream_batch=False))
     stream = Denoiser(shared, DiffusionSettings(size=SIZE, steps=steps, stream_batch=True))
     sequential.prepare(*embeds)
@@ -345,7 +345,7 @@ def test_attention_runs_through_pytorch_sdpa(shared: DiffusionComponents) -> Non
                     reason="torch.compile takes minutes on a CPU; LIVECAM_SLOW_TESTS=1 runs it")
 def test_compiled_denoiser_gives_the_same_frames(shared: DiffusionComponents) -> None:
     crop = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
-    embeds = encode_prompt(_host_pipeline(shared), PROMPT, shared.device)
+    embeds = encode_prompt(host_pipeline(shared), PROMPT, shared.device)
     plain = Denoiser(shared, DiffusionSettings(size=SIZE))
     compiled = Denoiser(shared, DiffusionSettings(size=SIZE, compile=True))
     plain.prepare(*embeds)

@@ -24,7 +24,7 @@ import huggingface_hub.constants  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from benchmarks.random_sdxl import tiny_components, tiny_tokenizer  # noqa: E402
-from engine.diffusion import Denoiser, DiffusionComponents, _host_pipeline, encode_prompt  # noqa: E402
+from engine.diffusion import Denoiser, DiffusionComponents, encode_prompt, host_pipeline  # noqa: E402
 from models.diffusion import (  # noqa: E402
     hub_status,
     licence_warning,
@@ -100,7 +100,7 @@ def _assert_same(loaded: Any, original: Any) -> None:
 def _fused_unet(root: Path, lora: Any) -> dict[str, Any]:
     """The base UNet's weights after fusing `lora` (a file path or a state dict) the way the engine does."""
     c = _load(root)
-    host = _host_pipeline(c)
+    host = host_pipeline(c)
     host.load_lora_weights(lora if isinstance(lora, str) else dict(lora), adapter_name="identity")
     host.fuse_lora(lora_scale=1.0, adapter_names=["identity"])
     host.unload_lora_weights()
@@ -157,7 +157,7 @@ def test_loaded_components_render_through_the_engine(saved: tuple[Path, dict[str
     root, _ = saved
     comp = _load(root, controlnet=str(root / "controlnet"))
     denoiser = Denoiser(comp, DiffusionSettings(size=64, steps=1))
-    denoiser.prepare(*encode_prompt(_host_pipeline(comp), "a professional headshot", comp.device))
+    denoiser.prepare(*encode_prompt(host_pipeline(comp), "a professional headshot", comp.device))
     rng = np.random.default_rng(0)
     crop = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
     out, tag = denoiser(crop, np.zeros_like(crop), tag=7)
@@ -216,7 +216,7 @@ def test_loads_on_cuda_in_float16_and_renders(saved: tuple[Path, dict[str, Any]]
     from engine.diffusion import DiffusionSettings
 
     denoiser = Denoiser(comp, DiffusionSettings(size=64, steps=2))
-    denoiser.prepare(*encode_prompt(_host_pipeline(comp), "a professional headshot", comp.device))
+    denoiser.prepare(*encode_prompt(host_pipeline(comp), "a professional headshot", comp.device))
     crop = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     out, _ = denoiser(crop, np.zeros_like(crop))
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8

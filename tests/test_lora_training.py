@@ -169,9 +169,9 @@ class pipeline_loaded:
     """The LoRA file loaded by diffusers' `load_lora_weights` (as the engine does), unloaded on exit."""
 
     def __init__(self, comp: DiffusionComponents, path: Path) -> None:
-        from engine.diffusion import _host_pipeline
+        from engine.diffusion import host_pipeline
 
-        self.host = _host_pipeline(comp)
+        self.host = host_pipeline(comp)
         self.path = path
 
     def __enter__(self) -> list[str]:
