@@ -98,6 +98,31 @@ def _check_models(config: Config) -> bool:
     return good
 
 
+def _check_diffusion(config: Config, gpu: bool) -> None:
+    """Whether the diffusion engine could run, and which engine `auto` will pick; never a failure (the
+    studio engine always works)."""
+    if importlib.util.find_spec("diffusers") is None or importlib.util.find_spec("torch") is None:
+        _line(NOTE, "diffusion", "the diffusion extra is not installed (pip install -e \".[diffusion]\"): "
+                                 "`auto` uses the studio engine")
+        return
+    m = config.models
+    missing = []
+    for key in ("base", "controlnet", "tiny_vae"):
+        spec = getattr(m, key)
+        model = HUB_MODELS.get(spec)
+        if model is not None and hub_status(model) != "in cache":
+            missing.append(f"models.{key} = {spec} ({model.repo_id})")
+        elif model is None and spec and not Path(spec).expanduser().exists() and "/" not in spec:
+            missing.append(f"models.{key} = {spec}")
+    if missing:
+        _line(NOTE, "diffusion", f"not downloaded: {'; '.join(missing)}; `livecam run --engine diffusion` "
+                                 "fetches them (about 9 GB). Until then `auto` uses the studio engine")
+    elif not gpu:
+        _line(NOTE, "diffusion", "models here, but no CUDA GPU: `auto` uses the studio engine")
+    else:
+        _line(OK, "diffusion", f"ready: `auto` uses the diffusion engine ({m.base})")
+
+
 def _package_versions() -> str:
     parts = []
     for name in ("numpy", "opencv-contrib-python", "mediapipe", "pyvirtualcam"):
@@ -116,6 +141,7 @@ def run_doctor(config: Config) -> int:
     _check_display()
     usable, gpu = gpu_report()
     _line(OK if usable else NOTE, "GPU", gpu)
+    _check_diffusion(config, usable)
     if all(results):
         print("Everything `livecam run` needs is here.")
         return 0
