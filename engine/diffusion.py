@@ -414,6 +414,7 @@ class DiffusionRenderer:
         self._badge = badge_patch(self.output_size[1]) if settings.badge else None
         self._prepared = False
         self._disabled = False
+        self._disabled_at_ms = 0
         self._consecutive_failures = 0
         self._last: tuple[npt.NDArray[np.float32], RGBImage] | None = None
         self._skipped = 0
@@ -539,6 +540,13 @@ class DiffusionRenderer:
         if not self._prepared:
             raise RuntimeError("DiffusionRenderer.render: call prepare() first")
         canvas = self.studio.render(image, face, mask, timestamp_ms)
+        retry_ms = self.settings.retry_s * 1000
+        if self._disabled and retry_ms > 0 and timestamp_ms - self._disabled_at_ms >= retry_ms:
+            # Out of memory is often passing (another program let go of the GPU): try again, and one more
+            # failure switches back to the studio engine at once.
+            self._disabled = False
+            self._consecutive_failures = self.settings.max_failures - 1
+            log.info("trying the diffusion engine again")
         if self._disabled or face is None:
             self.counts["studio_frames"] += 1
             return canvas
@@ -554,9 +562,11 @@ class DiffusionRenderer:
                         type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             if self._consecutive_failures >= self.settings.max_failures:
                 self._disabled = True
+                self._disabled_at_ms = timestamp_ms
                 self._denoiser.reset()
-                log.error("diffusion failed on %d frames in a row: switching to the studio engine",
-                          self._consecutive_failures)
+                retry = f"; trying again in {self.settings.retry_s:g} s" if self.settings.retry_s > 0 else ""
+                log.error("diffusion failed on %d frames in a row: switching to the studio engine%s",
+                          self._consecutive_failures, retry)
             if isinstance(e, torch.OutOfMemoryError) and self.components.device.type == "cuda":
                 torch.cuda.empty_cache()
             return canvas

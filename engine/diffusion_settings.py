@@ -49,6 +49,8 @@ class DiffusionSettings:
     summary); 0 = never."""
     max_failures: int = 5
     """Failed frames in a row after which the studio engine takes over."""
+    retry_s: float = 60.0
+    """Then try the diffusion engine again after this many seconds (one failure switches back); 0 = never."""
 
     def __post_init__(self) -> None:
         check_range("size", self.size, 32, 2048)
@@ -66,3 +68,4 @@ class DiffusionSettings:
         check_range("feather", self.feather, 0.0, 0.4)
         check_range("likeness_every", self.likeness_every, 0, 100_000)
         check_range("max_failures", self.max_failures, 1, 1000)
+        check_range("retry_s", self.retry_s, 0.0, 86_400.0)

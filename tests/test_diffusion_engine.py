@@ -354,3 +354,30 @@ def test_compiled_denoiser_gives_the_same_frames(shared: DiffusionComponents) ->
     for _ in range(2):
         out, _ = compiled(crop, crop)
         np.testing.assert_allclose(out, expected, atol=1)
+
+
+def test_after_the_switch_to_studio_diffusion_is_tried_again(photo: tuple[np.ndarray, Face],
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    image, face = photo
+    comp = components()
+    r = renderer(comp, max_failures=2, retry_s=1.0)
+    failing = {"on": True}
+
+    def out_of_memory(*args: Any) -> None:
+        if failing["on"]:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    comp.unet.register_forward_pre_hook(out_of_memory)
+    with caplog.at_level(logging.INFO, logger="livecam.engine"):
+        r.render(image, face, None, 0)
+        r.render(image, face, None, 33)  # second failure in a row: switched to studio at t=33 ms
+        assert not r.active
+        r.render(image, face, None, 900)  # before retry_s: studio, nothing tried
+        assert r.counters()["failures"] == 2
+        r.render(image, face, None, 1100)  # tried again, failed once: straight back to studio
+        assert r.counters()["failures"] == 3 and not r.active
+        failing["on"] = False
+        r.render(image, face, None, 2200)  # tried again, works
+    assert r.active and r.counters()["generated"] == 1
+    assert sum("trying the diffusion engine again" in m for m in caplog.messages) == 2
+    assert any("trying again in 1 s" in m for m in caplog.messages)
