@@ -178,6 +178,14 @@ class Denoiser:
         self._prev_x0 = None
         self._prepared = True
 
+    def reseed(self, seed: int) -> None:
+        """New fixed noise from `seed` (a still's next candidate); the rest of `prepare` stands."""
+        if not self._prepared:
+            raise RuntimeError("Denoiser: call prepare() first")
+        self._generator = torch.Generator("cpu").manual_seed(seed)
+        self._noise = torch.randn(tuple(self._noise.shape), generator=self._generator).to(self.device, self.dtype)
+        self.reset()
+
     def reset(self) -> None:
         """Forget the frames in flight and the previous latent (a cut, a new style)."""
         self._in_flight = []
@@ -387,6 +395,63 @@ class _Shot:
     side: int
 
 
+class IdentityFuser:
+    """Fuses an identity LoRA into the components' weights (no per-step cost) and can restore them exactly:
+    the original weights of every layer the adapter touches are kept, since unfusing would subtract in fp16
+    and drift. Used by the live renderer and by stills."""
+
+    def __init__(self, components: DiffusionComponents, host: Any) -> None:
+        self._components = components
+        self._host = host
+        self._originals: dict[str, torch.Tensor] = {}
+
+    def _modules(self) -> list[Any]:
+        c = self._components
+        return [m for m in (c.unet, c.text_encoder, c.text_encoder_2) if m is not None]
+
+    def fuse(self, lora: dict[str, torch.Tensor] | None, scale: float) -> None:
+        """Restore the weights the previous identity changed, then fuse `lora` (a LoRA state dict; None: no
+        identity) at `scale`. A LoRA that does not fit the model raises and leaves the original weights."""
+        self.restore()
+        if lora is None or scale == 0.0:
+            return
+        host = self._host
+        diffusers_log = logging.getLogger("diffusers")
+        level = diffusers_log.level
+        try:
+            # An identity LoRA without text-encoder weights is normal: not worth diffusers' warning per encoder.
+            diffusers_log.setLevel(logging.ERROR)
+            # load_lora_weights consumes (pops from) the dict it gets.
+            host.load_lora_weights(dict(lora), adapter_name="identity")
+        except Exception:
+            # A LoRA that does not fit this model: leave no half-added adapter behind.
+            host.unload_lora_weights()
+            raise
+        finally:
+            diffusers_log.setLevel(level)
+        for owner, module in enumerate(self._modules()):
+            for name, sub in module.named_modules():
+                base = getattr(sub, "base_layer", None)
+                if base is not None and hasattr(base, "weight"):
+                    key = f"{owner}:{name}.base_layer.weight"
+                    self._originals[key] = base.weight.detach().to("cpu", copy=True)
+        host.fuse_lora(lora_scale=scale, adapter_names=["identity"])
+        host.unload_lora_weights()  # drops the adapter layers, keeps the fused weights: no per-step cost
+
+    def restore(self) -> None:
+        """The original weights back (nothing when no identity is fused)."""
+        if not self._originals:
+            return
+        modules = self._modules()
+        with torch.no_grad():
+            for key, weight in self._originals.items():
+                owner, name = key.split(":", 1)
+                # After unloading, "x.base_layer.weight" lives at "x.weight".
+                target = modules[int(owner)].get_parameter(name.replace(".base_layer.weight", ".weight"))
+                target.copy_(weight.to(target.device, target.dtype))
+        self._originals = {}
+
+
 class DiffusionRenderer:
     """A `Renderer`: the studio canvas with the head-and-shoulders square re-rendered by diffusion."""
 
@@ -409,7 +474,7 @@ class DiffusionRenderer:
         self._lock = threading.Lock()
         self._pending = _Pending(identity=identity, identity_scale=settings.identity_scale,
                                  identity_changed=identity is not None)
-        self._originals: dict[str, torch.Tensor] = {}
+        self._fuser = IdentityFuser(components, self._host)
         self._feather = feather_mask(settings.size, settings.feather)
         self._badge = badge_patch(self.output_size[1]) if settings.badge else None
         self._prepared = False
@@ -483,50 +548,9 @@ class DiffusionRenderer:
 
     def _fuse_identity(self, lora: dict[str, torch.Tensor] | None, scale: float) -> None:
         """Restore the weights the previous identity changed, then fuse `lora` at `scale`."""
-        self._restore_weights()
-        self._identity, self._identity_scale = lora, scale
-        if lora is None or scale == 0.0:
-            return
-        host = self._host
-        diffusers_log = logging.getLogger("diffusers")
-        level = diffusers_log.level
-        try:
-            # An identity LoRA without text-encoder weights is normal: not worth diffusers' warning per encoder.
-            diffusers_log.setLevel(logging.ERROR)
-            # load_lora_weights consumes (pops from) the dict it gets.
-            host.load_lora_weights(dict(lora), adapter_name="identity")
-        except Exception:
-            # A LoRA that does not fit this model: leave no half-added adapter behind, run without one.
-            host.unload_lora_weights()
-            self._identity = None
-            raise
-        finally:
-            diffusers_log.setLevel(level)
-        modules = [m for m in (self.components.unet, self.components.text_encoder, self.components.text_encoder_2)
-                   if m is not None]
-        # Keep the original weights of every layer the adapter wraps, so that switching identity restores
-        # them exactly (unfusing would subtract in fp16 and drift).
-        for owner, module in enumerate(modules):
-            for name, sub in module.named_modules():
-                base = getattr(sub, "base_layer", None)
-                if base is not None and hasattr(base, "weight"):
-                    key = f"{owner}:{name}.base_layer.weight"
-                    self._originals[key] = base.weight.detach().to("cpu", copy=True)
-        host.fuse_lora(lora_scale=scale, adapter_names=["identity"])
-        host.unload_lora_weights()  # drops the adapter layers, keeps the fused weights: no per-frame cost
-
-    def _restore_weights(self) -> None:
-        if not self._originals:
-            return
-        modules = [m for m in (self.components.unet, self.components.text_encoder, self.components.text_encoder_2)
-                   if m is not None]
-        with torch.no_grad():
-            for key, weight in self._originals.items():
-                owner, name = key.split(":", 1)
-                # After unloading, "x.base_layer.weight" lives at "x.weight".
-                target = modules[int(owner)].get_parameter(name.replace(".base_layer.weight", ".weight"))
-                target.copy_(weight.to(target.device, target.dtype))
-        self._originals = {}
+        self._identity, self._identity_scale = None, scale
+        self._fuser.fuse(lora, scale)
+        self._identity = lora
 
     def close(self) -> None:
         self.studio.close()

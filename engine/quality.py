@@ -67,3 +67,19 @@ def dhash(crop: RGBImage, bits: int = 8) -> int:
 
 def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
+
+
+# MediaPipe face-mesh eye contours: outer corner, two upper-lid points, inner corner, two lower-lid points.
+_EYES = ((33, 160, 158, 133, 153, 144), (362, 385, 387, 263, 373, 380))
+
+
+def eye_openness(landmarks: Landmarks) -> float:
+    """The eye aspect ratio (lid gap over eye width) of the less open eye: about 0.25-0.35 open, under 0.1
+    closed. Scale-free, so the same threshold holds for any face size."""
+    xy = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    ratios = []
+    for outer, up1, up2, inner, low2, low1 in _EYES:
+        width = float(np.linalg.norm(xy[outer] - xy[inner]))
+        gap = float(np.linalg.norm(xy[up1] - xy[low1]) + np.linalg.norm(xy[up2] - xy[low2])) / 2
+        ratios.append(gap / width if width > 0 else 0.0)
+    return min(ratios)

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.background import BackgroundSettings
+from engine.crops import DEFAULT_PLATFORMS, PlatformSpec
 from engine.diffusion_settings import DiffusionSettings
 from engine.framing import FramingSettings
+from engine.gate import GateSettings
 from engine.relight import RelightSettings
 from engine.skin import SkinSettings
 from engine.styles import DEFAULT_STYLES, StylePreset
@@ -198,6 +200,67 @@ class EnrollSettings(TrainingSettings):
 
 
 @dataclass(frozen=True)
+class StillSettings(GateSettings):
+    """`livecam still`: generation, the quality gate (inherited from engine/gate.py), files and signing."""
+
+    variants: int = 4
+    """Kept images wanted per style (--variants)."""
+    max_retries: int = 2
+    """A rejected candidate is generated again with a new seed up to this many times per variant."""
+    seed: int = 0
+    """First seed; a style's candidates take seed, seed+1, ... in order, each recorded in the report."""
+    size: int = 0
+    """Side of the generated square (multiple of 32); 0: the base model's native size (SDXL 1024, SDXL-Turbo
+    512)."""
+    steps: int = 4
+    """Denoising steps (live uses 1-2)."""
+    strength: float = 0.6
+    """img2img strength on the framed photo."""
+    face_height: float = 0.25
+    """Face height as a fraction of the kept square (room around it for every platform's crop)."""
+    eye_line: float = 0.42
+    max_size: int = 2048
+    """Largest side of a studio-engine still (it is cut from the photo at the photo's own resolution)."""
+    max_upscale: float = 1.5
+    """A platform crop is never enlarged more than this; beyond it the file is written smaller and the run
+    says so."""
+    platforms: str = "linkedin,resume,website,avatar,x,print"
+    """Crops made when --platforms is not given (names from [platforms.*]); empty: none."""
+    format: str = "jpeg"
+    """jpeg or png, for every file written."""
+    jpeg_quality: int = 95
+    contact_sheet: bool = True
+    c2pa_cert: str = ""
+    """PEM certificate chain (signer first) to sign a C2PA manifest into every file; empty: no C2PA."""
+    c2pa_key: str = ""
+    """The signer's PEM private key."""
+    c2pa_tsa_url: str = ""
+    """Time-stamp authority for the C2PA signature; empty: none (signing stays offline)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("variants", self.variants, 1, 64)
+        check_range("max_retries", self.max_retries, 0, 20)
+        check_range("seed", self.seed, 0, 2**31 - 1)
+        if self.size and (self.size % 32 or not 64 <= self.size <= 2048):
+            raise ValueError(f"size = {self.size}: must be 0 (native) or a multiple of 32 from 64 to 2048")
+        check_range("steps", self.steps, 1, 100)
+        check_range("strength", self.strength, 0.05, 1.0)
+        check_range("face_height", self.face_height, 0.05, 0.9)
+        check_range("eye_line", self.eye_line, 0.1, 0.9)
+        check_range("max_size", self.max_size, 256, 8192)
+        check_range("max_upscale", self.max_upscale, 1.0, 8.0)
+        check_choice("format", self.format, ("jpeg", "png"))
+        check_range("jpeg_quality", self.jpeg_quality, 50, 100)
+        if bool(self.c2pa_cert) != bool(self.c2pa_key):
+            raise ValueError("c2pa_cert and c2pa_key: set both (to sign C2PA manifests) or neither")
+
+    @property
+    def platform_names(self) -> list[str]:
+        return [p.strip() for p in self.platforms.split(",") if p.strip()]
+
+
+@dataclass(frozen=True)
 class Config:
     input: InputSettings = field(default_factory=InputSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
@@ -209,13 +272,19 @@ class Config:
     skin: SkinSettings = field(default_factory=SkinSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     enroll: EnrollSettings = field(default_factory=EnrollSettings)
+    still: StillSettings = field(default_factory=StillSettings)
     styles: dict[str, StylePreset] = field(default_factory=lambda: dict(DEFAULT_STYLES))
     """Style presets by name ([styles.NAME] tables: attire, lighting, background); the built-in ones can be
     changed and new ones added."""
+    platforms: dict[str, PlatformSpec] = field(default_factory=lambda: dict(DEFAULT_PLATFORMS))
+    """Platform crops for stills by name ([platforms.NAME] tables: width, height, min_width, ...)."""
 
     def __post_init__(self) -> None:
         if self.engine.style not in self.styles:
             raise ValueError(f"engine.style = {self.engine.style!r}: no such style; styles: {', '.join(self.styles)}")
+        unknown = [p for p in self.still.platform_names if p not in self.platforms]
+        if unknown:
+            raise ValueError(f"still.platforms: no platform {unknown[0]!r}; platforms: {', '.join(self.platforms)}")
 
 
 def default_config_path() -> Path | None:
@@ -279,7 +348,9 @@ def _build(tables: dict[str, Any], raw: dict[tuple[str, str], str], where: str) 
         if not isinstance(table, dict):
             raise LivecamError(f"{where}: {name} must be a table ([{name}])")
         if name == "styles":
-            built[name] = _build_styles(table, raw, where)
+            built[name] = _build_tables("styles", StylePreset, DEFAULT_STYLES, table, raw, where)
+        elif name == "platforms":
+            built[name] = _build_tables("platforms", PlatformSpec, DEFAULT_PLATFORMS, table, raw, where)
         else:
             built[name] = _build_section(name, hints[name], table, raw, where)
     try:
@@ -288,19 +359,23 @@ def _build(tables: dict[str, Any], raw: dict[tuple[str, str], str], where: str) 
         raise LivecamError(f"{where}: {e}") from None
 
 
-def _build_styles(table: dict[str, Any], raw: dict[tuple[str, str], str], where: str) -> dict[str, StylePreset]:
-    """[styles.NAME] tables over the built-in presets: a partial table changes only the keys it names."""
-    styles = dict(DEFAULT_STYLES)
-    for name, preset in table.items():
-        if not isinstance(preset, dict):
-            raise LivecamError(f"{where}: styles.{name} must be a table ([styles.{name}] with attire, lighting, "
-                               "background)")
-        merged = {**(dataclasses.asdict(styles[name]) if name in styles else {}), **preset}
-        missing = [f.name for f in dataclasses.fields(StylePreset) if f.name not in merged]
+def _build_tables(section: str, cls: type, defaults: dict[str, Any], table: dict[str, Any],
+                  raw: dict[tuple[str, str], str], where: str) -> dict[str, Any]:
+    """[SECTION.NAME] tables over the built-in entries (styles, platforms): a partial table changes only the
+    keys it names; a new entry needs every key without a default."""
+    entries = dict(defaults)
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    for name, entry in table.items():
+        if not isinstance(entry, dict):
+            raise LivecamError(f"{where}: {section}.{name} must be a table ([{section}.{name}] with "
+                               f"{', '.join(required)})")
+        merged = {**(dataclasses.asdict(entries[name]) if name in entries else {}), **entry}
+        missing = [key for key in required if key not in merged]
         if missing:
-            raise LivecamError(f"{where}: styles.{name} is a new style and needs {' and '.join(missing)} as well")
-        styles[name] = _build_section(f"styles.{name}", StylePreset, merged, raw, where)
-    return styles
+            raise LivecamError(f"{where}: {section}.{name} is new and needs {' and '.join(missing)} as well")
+        entries[name] = _build_section(f"{section}.{name}", cls, merged, raw, where)
+    return entries
 
 
 def _build_section(section: str, cls: type, table: dict[str, Any], raw: dict[tuple[str, str], str],

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.crops import DEFAULT_PLATFORMS, PlatformSpec
 from engine.styles import DEFAULT_STYLES, StylePreset
 from livecam.config import Config, load_config
 from livecam.errors import LivecamError
@@ -24,7 +25,12 @@ def test_shipped_config_lists_every_setting() -> None:
     for section in dataclasses.fields(Config):
         if section.name == "styles":
             assert set(tables["styles"]) == set(DEFAULT_STYLES)
-            assert all(set(t) == {"attire", "lighting", "background"} for t in tables["styles"].values())
+            assert all(set(t) == {"label", "attire", "lighting", "background"} for t in tables["styles"].values())
+            continue
+        if section.name == "platforms":
+            assert set(tables["platforms"]) == set(DEFAULT_PLATFORMS)
+            keys = {f.name for f in dataclasses.fields(PlatformSpec)}
+            assert all(set(t) == keys for t in tables["platforms"].values())
             continue
         keys = {f.name for f in dataclasses.fields(section.type if isinstance(section.type, type)
                                                    else type(getattr(Config(), section.name)))}

@@ -1,0 +1,70 @@
+"""Diffusion stills: one headshot candidate per seed, at the base model's full resolution.
+
+The same tensor core as the live engine (`Denoiser`), set up for quality instead of latency: the full VAE
+instead of the tiny one, more steps, no stream batch, and fresh noise from each candidate's seed, so any
+image can be made again from its recorded seed. The identity LoRA is fused once for the whole run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from engine.diffusion import Denoiser, DiffusionComponents, IdentityFuser, encode_prompt, host_pipeline
+from engine.diffusion_settings import DiffusionSettings
+from engine.types import RGBImage
+
+
+class StillGenerator:
+    """`generate(canvas, condition, seed)` -> a size x size candidate. Not thread-safe."""
+
+    def __init__(self, components: DiffusionComponents, settings: DiffusionSettings,
+                 identity: dict[str, torch.Tensor] | None = None) -> None:
+        if components.vae is None:
+            raise ValueError("components.vae: stills need the full VAE (load_full_vae=True), got None")
+        self.components = components
+        # The full VAE takes the tiny VAE's place in the Denoiser; stills are single images, never a stream.
+        full = dataclasses.replace(components, tiny_vae=components.vae)
+        self.settings = dataclasses.replace(settings, stream_batch=False, fixed_noise=True, latent_blend=0.0,
+                                            compile=False, cuda_graphs=False)
+        self._denoiser = Denoiser(full, self.settings)
+        self._host = host_pipeline(full)
+        self._fuser = IdentityFuser(full, self._host)
+        self._fuser.fuse(identity, settings.identity_scale)
+        self._prompt: str | None = None
+
+    @property
+    def size(self) -> int:
+        return self.settings.size
+
+    @property
+    def uses_controlnet(self) -> bool:
+        return self._denoiser.uses_controlnet
+
+    def set_prompt(self, prompt: str) -> None:
+        """Encode `prompt` and prepare the Denoiser's constants for it (once per style)."""
+        if prompt != self._prompt:
+            embeds, pooled = encode_prompt(self._host, prompt, self.components.device)
+            self._denoiser.prepare(embeds, pooled)
+            self._prompt = prompt
+
+    def generate(self, canvas: RGBImage, condition: RGBImage | None, seed: int) -> RGBImage:
+        """One candidate from `canvas` (size x size RGB uint8, the studio-framed photo) under the pose image
+        `condition` (same size; ignored without a ControlNet), with noise from `seed`."""
+        if self._prompt is None:
+            raise RuntimeError("StillGenerator: call set_prompt() first")
+        self._denoiser.reseed(seed)
+        out, _ = self._denoiser(canvas, condition)
+        return out
+
+    def close(self) -> None:
+        """Give the weights back as they were (the components may be shared with a live renderer)."""
+        self._fuser.restore()
+
+    def describe(self) -> dict[str, Any]:
+        s = self.settings
+        return {"size": s.size, "steps": s.steps, "strength": s.strength, "controlnet_scale": s.controlnet_scale,
+                "identity_scale": s.identity_scale, "timesteps": self._denoiser.timesteps
+                if self._prompt is not None else None}
