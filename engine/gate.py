@@ -41,7 +41,7 @@ class GateSettings:
     """Mean face brightness (0-1)."""
     max_clipped: float = 0.25
     """Largest fraction of the face crop that may be crushed to black or blown to white."""
-    min_eyes_open: float = 0.12
+    min_eyes_open: float = 0.10
     """Eye aspect ratio of the less open eye (about 0.25-0.35 open, under 0.1 closed)."""
 
     def __post_init__(self) -> None:

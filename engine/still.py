@@ -17,6 +17,17 @@ from engine.diffusion_settings import DiffusionSettings
 from engine.types import RGBImage
 
 
+def native_size(components: DiffusionComponents) -> int:
+    """The base model's own resolution: the UNet's sample size times the VAE's downsampling (SDXL 1024,
+    SDXL-Turbo 512)."""
+    vae = components.vae if components.vae is not None else components.tiny_vae
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    sample = components.unet.config.sample_size
+    if not isinstance(sample, int):
+        raise ValueError(f"the UNet's sample_size {sample!r} is not one number; set still.size")
+    return int(sample * factor)
+
+
 class StillGenerator:
     """`generate(canvas, condition, seed)` -> a size x size candidate. Not thread-safe."""
 
@@ -32,8 +43,8 @@ class StillGenerator:
         self._denoiser = Denoiser(full, self.settings)
         self._host = host_pipeline(full)
         self._fuser = IdentityFuser(full, self._host)
-        self._fuser.fuse(identity, settings.identity_scale)
         self._prompt: str | None = None
+        self.set_identity(identity)
 
     @property
     def size(self) -> int:
@@ -42,6 +53,12 @@ class StillGenerator:
     @property
     def uses_controlnet(self) -> bool:
         return self._denoiser.uses_controlnet
+
+    def set_identity(self, identity: dict[str, torch.Tensor] | None) -> None:
+        """Fuse `identity` (a LoRA state dict; None: none) in place of the current one, at the settings'
+        `identity_scale` (a batch switches person without reloading the model)."""
+        self._fuser.fuse(identity, self.settings.identity_scale)
+        self._prompt = None  # a LoRA with text-encoder weights changes the embeddings
 
     def set_prompt(self, prompt: str) -> None:
         """Encode `prompt` and prepare the Denoiser's constants for it (once per style)."""

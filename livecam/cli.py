@@ -1,4 +1,4 @@
-"""The `livecam` command: run, doctor, models, enroll, identities."""
+"""The `livecam` command: run, doctor, models, enroll, identities, still, styles."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from livecam import __version__
 from livecam.errors import LivecamError
@@ -66,6 +66,41 @@ def build_parser() -> argparse.ArgumentParser:
     identities = sub.add_parser("identities", help="list enrolled identities, or delete one")
     _config_args(identities)
     identities.add_argument("--delete", metavar="NAME", help="delete identity NAME with all its files")
+
+    still = sub.add_parser(
+        "still", help="export professional headshots from a photo (or the camera)",
+        description="Make headshots in the chosen styles, keep those that pass the quality gate (likeness, one "
+                    "face, size and position, sharpness, exposure, open eyes), crop them for each platform and "
+                    "label every file as AI-generated. Each run is a folder with the images, report.json and a "
+                    "contact sheet.")
+    _config_args(still)
+    still.add_argument("photo", nargs="?", type=Path, metavar="PHOTO",
+                       help="the photo to start from; without it, a frame from the camera (input.source)")
+    still.add_argument("--identity", default="", metavar="NAME", help="your enrolled identity (livecam identities)")
+    still.add_argument("--styles", metavar="A,B",
+                       help="style presets, comma-separated (livecam styles; default corporate; with --batch, for "
+                            "rows that name none)")
+    still.add_argument("--variants", type=int, metavar="N", help="images wanted per style (default still.variants)")
+    still.add_argument("--platforms", metavar="A,B",
+                       help="platform crops, comma-separated, or none (default still.platforms: "
+                            "linkedin,resume,website,avatar,x,print)")
+    still.add_argument("--out", type=Path, default=Path("headshots"), metavar="DIR",
+                       help="where run folders go (default ./headshots)")
+    still.add_argument("--name", default="", help="the run folder's name (default: photo name and time)")
+    still.add_argument("--engine", choices=("studio", "diffusion", "auto"), help="renderer (default: auto)")
+    still.add_argument("--seed", type=int, metavar="N", help="first seed (default still.seed)")
+    for axis in ("attire", "lighting", "background"):
+        still.add_argument(f"--{axis}", default="", metavar="STYLE|TEXT",
+                           help=f"take the {axis} from another style, or describe it")
+    still.add_argument("--batch", type=Path, metavar="CSV",
+                       help="a team: one row per person (name, identity, photo, styles); resumable")
+    still.add_argument("--brand", default="", metavar="STYLE", help="with --batch: the style everyone shares when "
+                       "their row names none")
+    still.add_argument("--ray", metavar="ADDRESS", help="with --batch: run one task per person on a Ray cluster "
+                       "(auto: a local Ray)")
+
+    styles = sub.add_parser("styles", help="list the style presets (and platform crops)")
+    _config_args(styles)
     return parser
 
 
@@ -140,12 +175,80 @@ def main(argv: list[str] | None = None) -> int:
             if not found:
                 print("  none yet: livecam enroll PHOTOS... --name NAME")
             return 0
+        if args.command == "styles":
+            _print_styles(_load(args, []))
+            return 0
+        if args.command == "still":
+            signal.signal(signal.SIGTERM, _stop_on_sigterm)
+            return _still(args)
     except LivecamError as e:
         print(f"livecam: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+def _print_styles(config: Config) -> None:
+    print("styles (livecam still --styles NAME; engine.style for the live camera; [styles.NAME] in config.toml):")
+    for name, style in config.styles.items():
+        brand = f", brand colour {style.color}" if style.color else ""
+        brand += f", brand background {style.background_image}" if style.background_image else ""
+        print(f"  {name}{f' ({style.label})' if style.label else ''}{brand}\n"
+              f"      attire: {style.attire}\n      lighting: {style.lighting}\n      background: {style.background}")
+    print("platforms (--platforms; [platforms.NAME]):")
+    for name, spec in config.platforms.items():
+        print(f"  {name}: {spec.width}x{spec.height}{f' at {spec.dpi} dpi' if spec.dpi else ''}"
+              f"{f', at least {spec.min_width} px wide' if spec.min_width else ''}: {spec.label}")
+
+
+def _split(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _still(args: argparse.Namespace) -> int:
+    extra = [f"engine.kind={args.engine}"] if args.engine else []
+    config = _load(args, extra)
+    from livecam.stills import StillRequest, export_stills
+
+    styles = _split(args.styles) or (() if args.batch is not None else ("corporate",))
+    request = StillRequest(photo=args.photo, styles=styles, identity=args.identity, variants=args.variants,
+                           platforms=_split(args.platforms), out=args.out, name=args.name, attire=args.attire,
+                           lighting=args.lighting, background=args.background, seed=args.seed)
+    if args.batch is not None:
+        from livecam.batch import run_batch
+
+        if args.photo is not None:
+            raise LivecamError("--batch takes the photos from the CSV; give no PHOTO with it")
+        summary = run_batch(args.batch, request, config, brand=args.brand, ray_address=args.ray)
+        print(summary.describe())
+        return 0 if not summary.failed else 1
+    if args.ray or args.brand:
+        raise LivecamError("--ray and --brand go with --batch")
+    run = export_stills(request, config)
+    print(describe_run(run))
+    return 0 if run.kept else 1
+
+
+def describe_run(run: Any) -> str:
+    """The end-of-run lines: where it is, what was kept, why the rest was rejected."""
+    summary = run.report["summary"]
+    lines = [f"{run.folder}: kept {summary['kept']} of {summary['tried']} candidates "
+             f"({run.report['engine']} engine, {run.report['seconds']:.0f} s)"]
+    for style, counts in summary["per_style"].items():
+        lines.append(f"  {style}: {counts['kept']} kept of {counts['tried']}")
+    if summary["rejections"]:
+        reasons = ", ".join(f"{check} {n}" for check, n in summary["rejections"].items())
+        lines.append(f"  rejected by: {reasons} (every reason is in report.json)")
+    notes = {c.get("note") for cand in run.report["candidates"] for c in cand.get("crops", []) if c.get("note")}
+    lines.extend(f"  note: {n}" for n in sorted(notes))
+    if not summary["kept"]:
+        lines.append("  no image passed the quality gate; see report.json for each candidate's figures")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

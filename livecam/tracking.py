@@ -147,21 +147,41 @@ class MediaPipeFaceTracker:
         self.close()
 
 
+class ImageFaceLandmarker:
+    """Faces in still images (IMAGE mode), one landmarker kept open for many images. Not thread-safe."""
+
+    def __init__(self, model_path: Path, max_faces: int = 4, min_detection_confidence: float = 0.5) -> None:
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(model_path)),
+            running_mode=vision.RunningMode.IMAGE,
+            num_faces=max_faces,
+            min_face_detection_confidence=min_detection_confidence,
+        )
+        with native_stderr_silenced():
+            self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        self._closed = False
+
+    def detect(self, image: RGBImage) -> list[Landmarks]:
+        """Every face in `image` (RGB uint8), largest first, landmarks in pixels."""
+        result = self._landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+        height, width = image.shape[:2]
+        faces = [_pixels(f, width, height) for f in result.face_landmarks]
+        return sorted(faces, key=lambda lm: -float(np.ptp(lm[:, 1])))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._landmarker.close()
+
+    def __enter__(self) -> ImageFaceLandmarker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def detect_faces(model_path: Path, image: RGBImage, max_faces: int = 4,
                  min_detection_confidence: float = 0.5) -> list[Landmarks]:
     """Every face in a still image (IMAGE mode), largest first, landmarks in pixels."""
-    options = vision.FaceLandmarkerOptions(
-        base_options=BaseOptions(model_asset_path=str(model_path)),
-        running_mode=vision.RunningMode.IMAGE,
-        num_faces=max_faces,
-        min_face_detection_confidence=min_detection_confidence,
-    )
-    with native_stderr_silenced():
-        landmarker = vision.FaceLandmarker.create_from_options(options)
-        try:
-            result = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=image))
-        finally:
-            landmarker.close()
-    height, width = image.shape[:2]
-    faces = [_pixels(f, width, height) for f in result.face_landmarks]
-    return sorted(faces, key=lambda lm: -float(np.ptp(lm[:, 1])))
+    with ImageFaceLandmarker(model_path, max_faces, min_detection_confidence) as landmarker:
+        return landmarker.detect(image)

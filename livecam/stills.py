@@ -1,0 +1,747 @@
+"""`livecam still`: professional headshots from a photo (or the camera's frame), kept only when they pass the
+quality gate, cropped for each platform and labelled as AI-made.
+
+One run, start to finish:
+
+1. The photo is read and checked: exactly one person-sized face (YuNet counts faces, MediaPipe finds the
+   landmarks), and with `--identity`, that it is that person (face encoder against the enrolled centroid).
+2. Per style, the studio engine frames the photo as a head-and-shoulders square with the style's backdrop and
+   relighting. The diffusion engine re-renders that square at the base model's full resolution (full VAE, the
+   pose ControlNet from the photo's landmarks, the identity LoRA), one candidate per recorded seed; without
+   one, the studio engine's square itself is the still, at the photo's own resolution, in lighting variants.
+3. Every candidate goes through the quality gate (`engine/gate.py`): a reject is made again with the next seed,
+   up to `still.max_retries` times per variant, and the report says why each was rejected.
+4. Each kept image is cropped for every platform (`engine/crops.py`), never enlarged past `still.max_upscale`
+   without saying so, and written with the disclosure (`livecam/provenance.py`), optionally C2PA-signed.
+5. `report.json` and `contact-sheet.jpg` complete the run folder.
+
+The run is built in a hidden staging folder beside the output and renamed into place only when complete: an
+error or Ctrl-C leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+import livecam
+from engine import background as bgmod
+from engine import framing as fr
+from engine import quality
+from engine.alignment import cosine
+from engine.crops import PlatformSpec, cut, plan_crop
+from engine.gate import Assessment, GateSettings, assess
+from engine.studio import StudioRenderer
+from engine.styles import StylePreset
+from engine.types import FaceEncoder, Landmarks, RGBImage
+from livecam.capture import read_image
+from livecam.config import Config, StillSettings
+from livecam.errors import LivecamError
+from livecam.identities import Identity, load_identity
+from livecam.provenance import COMPOSITE, GENERATED, Disclosure, sign_c2pa, write_image
+
+if TYPE_CHECKING:
+    from engine.diffusion import DiffusionComponents
+    from engine.still import StillGenerator
+    from livecam.tracking import ImageFaceLandmarker
+    from models.face_detector import YuNetDetector
+    from models.segmenter import MediaPipeSegmenter
+
+log = logging.getLogger("livecam")
+
+REPORT_FILE = "report.json"
+CONTACT_SHEET = "contact-sheet"
+STUDIO_MODEL = "MediaPipe face landmarker + selfie segmentation (livecam studio engine)"
+STUDIO_LICENCE = "Apache-2.0"
+# Studio-engine variants: the key light from either side at a few strengths (the photo itself does not change).
+_STUDIO_LIGHTS = (("left", 1.0), ("right", 1.0), ("left", 1.5), ("right", 1.5), ("left", 0.6), ("right", 0.6))
+
+ExtraCheck = Callable[[dict[str, Any]], str | None]
+"""An additional gate check: the candidate's report entry in, a reject reason (or None) out."""
+
+
+@dataclass(frozen=True)
+class StillRequest:
+    """What one run is asked to make."""
+
+    photo: Path | None
+    """The photo; None: a frame from the camera (`input.source`)."""
+    styles: tuple[str, ...] = ("corporate",)
+    identity: str = ""
+    """An enrolled identity's name; empty: likeness is measured against the photo's own face."""
+    variants: int | None = None
+    """Kept images wanted per style; None: `still.variants`."""
+    platforms: tuple[str, ...] | None = None
+    """Platform crops; None: `still.platforms`."""
+    out: Path = Path("headshots")
+    name: str = ""
+    """The run folder's name inside `out`; empty: the photo's name and the time."""
+    attire: str = ""
+    lighting: str = ""
+    background: str = ""
+    """Axis overrides: a style's name (take that axis from it) or a description."""
+    seed: int | None = None
+    """First seed; None: `still.seed`."""
+    brand: str = ""
+    """A style whose background (description, brand colour, picture) every style takes: a team's shared look."""
+
+
+@dataclass
+class StillRun:
+    folder: Path
+    report: dict[str, Any]
+
+    @property
+    def kept(self) -> int:
+        return int(self.report["summary"]["kept"])
+
+    @property
+    def tried(self) -> int:
+        return int(self.report["summary"]["tried"])
+
+
+@dataclass
+class Subject:
+    """The photo and who is in it."""
+
+    image: RGBImage
+    landmarks: Landmarks
+    reference: npt.NDArray[np.float32]
+    """The embedding likeness is measured against (the identity's centroid, or the photo's face)."""
+    reference_kind: str
+    source: dict[str, Any]
+
+
+@dataclass
+class Workbench:
+    """Everything loaded for stills, reused across runs (a batch loads it once)."""
+
+    config: Config
+    engine: str
+    landmarker: ImageFaceLandmarker
+    detector: YuNetDetector
+    segmenter: MediaPipeSegmenter
+    encoders: dict[str, FaceEncoder]
+    generator: StillGenerator | None = None
+    model: str = STUDIO_MODEL
+    licence: str = STUDIO_LICENCE
+    model_names: dict[str, str] = field(default_factory=dict)
+    _identity: str | None = None
+
+    def encoder(self, backend: str) -> FaceEncoder:
+        if backend not in self.encoders:
+            from livecam.live import face_encoder
+
+            self.encoders[backend] = face_encoder(self.config, backend)
+        return self.encoders[backend]
+
+    def use_identity(self, identity: Identity | None) -> None:
+        """Fuse `identity`'s LoRA into the generator (diffusion only; nothing when it is already in)."""
+        name = identity.name if identity is not None else ""
+        if self.generator is None or name == self._identity:
+            return
+        lora = None
+        if identity is not None:
+            from models.diffusion import load_lora
+            from models.store import ModelUnavailable
+
+            try:
+                lora = load_lora(identity.lora_path)
+            except ModelUnavailable as e:
+                raise LivecamError(f"identity {identity.name!r}: {e}") from None
+        try:
+            self.generator.set_identity(lora)
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise LivecamError(f"identity {name!r} does not fit the base model {self.config.models.base}: {e}") \
+                from None
+        self._identity = name
+
+    def close(self) -> None:
+        if self.generator is not None:
+            self.generator.close()
+        for encoder in self.encoders.values():
+            encoder.close()
+        self.segmenter.close()
+        self.landmarker.close()
+
+
+def open_workbench(config: Config, engine: str | None = None, components: DiffusionComponents | None = None
+                   ) -> Workbench:
+    """Load what stills need per `engine` (studio, diffusion or auto; None: `engine.kind`). LivecamError when
+    a model is missing (diffusion) or cannot be had. `components`: diffusion models already loaded (with the
+    full VAE), used instead of loading `models.*` (benchmarks, tests, a host that shares them)."""
+    from livecam.live import _diffusion_unavailable, face_encoder, resolve_model
+    from livecam.tracking import ImageFaceLandmarker
+    from models.face_detector import YuNetDetector
+    from models.registry import FACE_DETECTOR, FACE_LANDMARKER, SELFIE_SEGMENTER
+    from models.segmenter import MediaPipeSegmenter
+
+    kind = engine or config.engine.kind
+    landmarker = ImageFaceLandmarker(resolve_model(config, FACE_LANDMARKER), max_faces=4)
+    bench = Workbench(config, "studio", landmarker, YuNetDetector(resolve_model(config, FACE_DETECTOR)),
+                      MediaPipeSegmenter(resolve_model(config, SELFIE_SEGMENTER)), {})
+    try:
+        bench.encoders[config.models.face_encoder] = face_encoder(config)
+        if kind == "auto":
+            reason = _diffusion_unavailable(config)
+            if reason is None:
+                try:
+                    _load_generator(bench, download=False)
+                except LivecamError as e:
+                    reason = str(e)
+            if reason is not None:
+                log.info("engine auto: the studio engine (%s)", reason)
+        elif kind == "diffusion":
+            _load_generator(bench, download=config.models.download, components=components)
+    except BaseException:
+        bench.close()
+        raise
+    return bench
+
+
+def _load_generator(bench: Workbench, download: bool, components: DiffusionComponents | None = None) -> None:
+    try:
+        from engine.still import StillGenerator, native_size
+        from models.diffusion import licence_warning
+    except ImportError as e:
+        raise LivecamError(f"the diffusion engine needs the diffusion extra ({e.name} is missing): "
+                           "pip install -e \".[diffusion]\"") from None
+    from livecam.live import diffusion_components
+
+    config = bench.config
+    m, s = config.models, config.still
+    if components is None:
+        log.info("loading the diffusion models (%s) with the full VAE...", m.base)
+        components = diffusion_components(config, controlnet=m.controlnet, tiny_vae=m.tiny_vae, vae=m.vae,
+                                          download=download, load_full_vae=True)
+    size = s.size or native_size(components)
+    settings = dataclasses.replace(config.engine.diffusion, size=size, steps=s.steps, strength=s.strength)
+    bench.generator = StillGenerator(components, settings)
+    bench.engine = "diffusion"
+    bench.model_names = dict(components.names)
+    bench.model = " + ".join(components.names.get(k, "") for k in ("base", "controlnet", "vae", "speed_lora")
+                             if components.names.get(k))
+    bench.licence = _licences(config)
+    warning = licence_warning(m.base)
+    if warning:
+        log.warning("%s", warning)
+
+
+def _licences(config: Config) -> str:
+    """The licences of the configured diffusion models, from the registry ("see its model card" otherwise)."""
+    from models.registry import HUB_MODELS
+
+    parts = []
+    for key in ("base", "controlnet", "vae", "speed_lora"):
+        spec = getattr(config.models, key)
+        if not spec:
+            continue
+        entry = HUB_MODELS.get(spec) or next((h for h in HUB_MODELS.values() if h.repo_id == spec), None)
+        parts.append(f"{key}: {entry.licence}" if entry else f"{key}: see the model card of {spec}")
+    return "; ".join(parts)
+
+
+# --- the subject -----------------------------------------------------------------------------------------------
+
+def count_people(bench: Workbench, image: RGBImage) -> int:
+    """Person-sized faces: YuNet's faces at least 30% of the largest one's height (a face on a poster or far in
+    the background does not count)."""
+    detected = bench.detector.detect(image)
+    if not detected:
+        return 0
+    largest = detected[0].box[3]
+    return sum(1 for f in detected if f.box[3] >= 0.3 * largest)
+
+
+def load_subject(bench: Workbench, image: RGBImage, what: str, identity: Identity | None) -> Subject:
+    """Check the photo (`what` names it in errors): one face, big enough, and the identity's when one is given."""
+    people = count_people(bench, image)
+    faces = bench.landmarker.detect(image)
+    if people > 1 or (len(faces) > 1 and fr.face_height_px(faces[1]) >= 0.3 * fr.face_height_px(faces[0])):
+        raise LivecamError(f"{what}: {max(people, len(faces))} faces; use a photo with only you in it")
+    if not faces:
+        raise LivecamError(f"{what}: no face found; use a photo of your face, looking at the camera")
+    landmarks = faces[0]
+    face_px = fr.face_height_px(landmarks)
+    if face_px < 64:
+        raise LivecamError(f"{what}: the face is too small ({face_px:.0f} px from forehead to chin; at least 64)")
+    if identity is not None:
+        backend = str(identity.metadata.get("encoder", bench.config.models.face_encoder))
+        encoder = bench.encoder(backend)
+        if "centroid" not in identity.metadata:
+            raise LivecamError(f"identity {identity.name!r} has no face centroid; enrol it again")
+        reference = np.asarray(identity.metadata["centroid"], dtype=np.float32)
+        score = cosine(encoder.embed(image, landmarks), reference)
+        if score < encoder.threshold:
+            raise LivecamError(f"{what} does not look like identity {identity.name!r} (likeness {score:.2f}, "
+                               f"same-person threshold {encoder.threshold:.2f}): use a photo of {identity.name}")
+        kind = f"identity {identity.name} (centroid of its enrolment photos)"
+    else:
+        reference = bench.encoder(bench.config.models.face_encoder).embed(image, landmarks)
+        kind = "the face in the photo"
+    return Subject(image, landmarks, reference, kind, {})
+
+
+def read_photo(path: Path) -> tuple[RGBImage, dict[str, Any]]:
+    if not path.is_file():
+        raise LivecamError(f"photo {path}: no such file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise LivecamError(f"photo {path} cannot be read ({e.strerror or e})") from None
+    try:
+        image = read_image(path)
+    except LivecamError:
+        raise LivecamError(f"photo {path}: not an image (it cannot be decoded; is the file complete?)") from None
+    return image, {"file": str(path), "sha256": hashlib.sha256(data).hexdigest(), "size": list(image.shape[1::-1])}
+
+
+def grab_frame(bench: Workbench, frames: int = 30) -> tuple[RGBImage, dict[str, Any]]:
+    """The camera's (`input.source`) sharpest frame with exactly one face among its first `frames` (the
+    first ones are skipped while the camera settles its exposure)."""
+    from livecam.capture import open_reader
+
+    c = bench.config.input
+    reader = open_reader(c.source, width=c.width, height=c.height, fps=c.fps, loop=False, reconnect_s=0)
+    best: tuple[float, RGBImage] | None = None
+    try:
+        for index in range(frames):
+            image = reader.read()
+            if image is None:
+                break
+            if index < min(5, frames // 3):
+                continue
+            faces = bench.landmarker.detect(image)
+            if len(faces) == 1:
+                sharp = quality.sharpness(quality.face_crop(image, faces[0]))
+                if best is None or sharp > best[0]:
+                    best = (sharp, image)
+    finally:
+        reader.close()
+    if best is None:
+        raise LivecamError(f"no frame from the camera ({c.source}) showed exactly one face; look at the camera "
+                           "and try again, or pass a photo")
+    return best[1], {"file": None, "camera": c.source, "size": list(best[1].shape[1::-1])}
+
+
+# --- rendering -------------------------------------------------------------------------------------------------
+
+def resolve_style(config: Config, name: str, attire: str = "", lighting: str = "", background: str = "",
+                  brand: str = "") -> StylePreset:
+    """Style `name` with axis overrides, each a style's name (take that axis from it) or a description, and
+    the background of the `brand` style."""
+    for style in (name, brand):
+        if style and style not in config.styles:
+            raise LivecamError(f"unknown style {style!r}; styles: {', '.join(config.styles)} (livecam styles)")
+    if brand:
+        b = config.styles[brand]
+        base = dataclasses.replace(config.styles[name], background=b.background, color=b.color,
+                                   background_image=b.background_image)
+        return base.with_axes(_axis(config, attire, "attire"), _axis(config, lighting, "lighting"))
+
+    return config.styles[name].with_axes(_axis(config, attire, "attire"), _axis(config, lighting, "lighting"),
+                                         _axis(config, background, "background"))
+
+
+def _axis(config: Config, value: str, key: str) -> str | None:
+    if not value:
+        return None
+    return str(getattr(config.styles[value], key)) if value in config.styles else value
+
+
+def _backdrop(config: Config, style: StylePreset) -> tuple[bgmod.BackgroundSettings, RGBImage | None]:
+    """The studio background settings for `style`: its brand picture or colour, else [background]."""
+    bg = config.background
+    if style.background_image:
+        path = Path(style.background_image).expanduser()
+        if not path.is_file():
+            raise LivecamError(f"style background_image {style.background_image!r}: no such file")
+        return dataclasses.replace(bg, enabled=True, mode="image"), read_image(path)
+    if style.color:
+        return dataclasses.replace(bg, enabled=True, mode="color", color=style.color), None
+    if bg.enabled and bg.mode == "image":
+        path = Path(bg.image).expanduser()
+        if not path.is_file():
+            raise LivecamError(f"background.image = {bg.image!r}: no such file")
+        return bg, read_image(path)
+    return bg, None
+
+
+def studio_square(bench: Workbench, subject: Subject, style: StylePreset, side: int | None,
+                  light: tuple[str, float] | None = None) -> tuple[RGBImage, Landmarks, npt.NDArray[np.float64]]:
+    """The photo framed as a head-and-shoulders square with the style's backdrop, relit: (square, landmarks in
+    it, affine photo -> square). `side`: its size; None: the photo's own resolution (up to `still.max_size`)."""
+    config, s = bench.config, bench.config.still
+    image = subject.image
+    frame_size = (image.shape[1], image.shape[0])
+    framing = dataclasses.replace(config.framing, enabled=True, face_height=s.face_height, eye_line=s.eye_line,
+                                  follow_s=0.0, max_zoom=8.0)
+    if side is None:  # the box at 1:1 scale, so that no photo pixel is enlarged
+        box = fr.target_box(subject.landmarks, frame_size, (1, 1), framing)
+        side = max(64, min(int(box.height), s.max_size))
+    background, picture = _backdrop(config, style)
+    relight = config.relight
+    if light is not None:
+        relight = dataclasses.replace(relight, enabled=True, key_light=light[0],
+                                      key_strength=min(1.0, relight.key_strength * light[1]))
+    studio = StudioRenderer((side, side), framing, background, dataclasses.replace(relight, adapt_s=0.0),
+                            config.skin, background_image=picture)
+    studio.prepare()
+    mask = bench.segmenter.segment(image, 0) if studio.needs_mask else None
+    from engine.types import Face
+
+    square = studio.render(image, Face(subject.landmarks, frame_size), mask, 0)
+    assert studio.last_box is not None
+    affine = fr.box_to_affine(studio.last_box, (side, side))
+    landmarks = subject.landmarks.copy()
+    landmarks[:, :2] = fr.transform_points(subject.landmarks[:, :2], affine)
+    studio.close()
+    return square, landmarks, affine
+
+
+def _brand_backdrop(bench: Workbench, image: RGBImage, style: StylePreset) -> RGBImage:
+    """The style's exact brand colour or picture put back behind the person of a generated image (the model
+    only approximates it)."""
+    background, picture = _backdrop(bench.config, style)
+    size = (image.shape[1], image.shape[0])
+    backdrop = bgmod.cover_resize(picture, size) if picture is not None else bgmod.solid(size, background.color)
+    mask = bench.segmenter.segment(image, 0)
+    alpha = bgmod.alpha_u8(bgmod.refine_mask(mask, background.feather_px, None, 0.0))
+    return bgmod.composite(image, backdrop, alpha)
+
+
+def measure(bench: Workbench, image: RGBImage, subject: Subject, settings: GateSettings) -> tuple[Assessment,
+                                                                                             Landmarks | None]:
+    """The quality gate on one candidate; also returns the landmarks found in it (for the crops)."""
+    faces = bench.landmarker.detect(image)
+    landmarks = faces[0] if faces else None
+    large = [f for f in faces if landmarks is not None and fr.face_height_px(f) >= 0.3 * fr.face_height_px(landmarks)]
+    people = max(count_people(bench, image), len(large))
+    encoder = bench.encoder(_reference_backend(bench, subject))
+    score = cosine(encoder.embed(image, landmarks), subject.reference) if landmarks is not None else None
+    return assess(image, people, landmarks, score, encoder.threshold, settings), landmarks
+
+
+def _reference_backend(bench: Workbench, subject: Subject) -> str:
+    return str(subject.source.get("encoder", bench.config.models.face_encoder))
+
+
+# --- files -----------------------------------------------------------------------------------------------------
+
+def contact_sheet(entries: Sequence[tuple[RGBImage, str, str]], thumb: int = 320) -> RGBImage:
+    """Thumbnails with two caption lines each, four to a row, on white."""
+    columns = max(1, min(4, len(entries)))
+    rows = max(1, -(-len(entries) // columns))
+    pad, caption = 12, 44
+    sheet = np.full((pad + rows * (thumb + caption + pad), pad + columns * (thumb + pad), 3), 255, np.uint8)
+    for i, (image, line1, line2) in enumerate(entries):
+        r, c = divmod(i, columns)
+        x, y = pad + c * (thumb + pad), pad + r * (thumb + caption + pad)
+        h, w = image.shape[:2]
+        scale = thumb / max(h, w)
+        small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        sheet[y:y + small.shape[0], x:x + small.shape[1]] = small
+        for k, text in enumerate((line1, line2)):
+            cv2.putText(sheet, text, (x + 2, y + thumb + 18 + 20 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (30, 30, 30), 1,
+                        cv2.LINE_AA)
+    if not entries:
+        cv2.putText(sheet, "no image passed the quality gate", (pad, pad + 40), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                    (30, 30, 30), 1, cv2.LINE_AA)
+    return sheet
+
+
+class _Writer:
+    """Writes a run's files into the staging folder, remembering them for the report and for signing."""
+
+    def __init__(self, folder: Path, settings: StillSettings) -> None:
+        self.folder = folder
+        self.settings = settings
+        self.files: list[tuple[str, Disclosure]] = []
+        self.ext = ".jpg" if settings.format == "jpeg" else ".png"
+
+    def image(self, stem: str, image: RGBImage, disclosure: Disclosure, dpi: int = 0) -> str:
+        name = stem + self.ext
+        try:
+            write_image(self.folder / name, image, disclosure, quality=self.settings.jpeg_quality, dpi=dpi or None)
+        except OSError as e:
+            raise LivecamError(f"cannot write {self.folder / name}: {e.strerror or e}") from None
+        self.files.append((name, disclosure))
+        return name
+
+    def sign(self) -> None:
+        s = self.settings
+        if not s.c2pa_cert:
+            return
+        for name, disclosure in self.files:
+            sign_c2pa(self.folder / name, disclosure, Path(s.c2pa_cert).expanduser(), Path(s.c2pa_key).expanduser(),
+                      tsa_url=s.c2pa_tsa_url)
+
+
+def _staging(out: Path, name: str) -> tuple[Path, Path]:
+    """(staging folder, final folder) for run `name` in `out`; LivecamError when `out` cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LivecamError(f"cannot create the output directory {out}: {e.strerror or e}") from None
+    final = out / name
+    n = 2
+    while final.exists():
+        final = out / f"{name}-{n}"
+        n += 1
+    staging = out / f".{final.name}.partial"
+    try:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+    except OSError as e:
+        raise LivecamError(f"cannot write to the output directory {out}: {e.strerror or e}") from None
+    return staging, final
+
+
+def _run_name(request: StillRequest, source: dict[str, Any]) -> str:
+    if request.name:
+        if "/" in request.name or request.name.startswith("."):
+            raise LivecamError(f"run name {request.name!r}: a plain folder name, not a path")
+        return request.name
+    stem = Path(source["file"]).stem if source.get("file") else "camera"
+    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+
+def check_request(config: Config, request: StillRequest) -> tuple[list[StylePreset], list[tuple[str, PlatformSpec]]]:
+    """Styles and platforms resolved, or LivecamError naming the unknown one (before anything is loaded)."""
+    if not request.styles:
+        raise LivecamError("no style given: --styles corporate,healthcare,... (livecam styles lists them)")
+    styles = [resolve_style(config, name, request.attire, request.lighting, request.background, request.brand)
+              for name in request.styles]
+    names = list(request.platforms) if request.platforms is not None else config.still.platform_names
+    unknown = [p for p in names if p not in config.platforms]
+    if unknown:
+        raise LivecamError(f"unknown platform {unknown[0]!r}; platforms: {', '.join(config.platforms)}")
+    if request.variants is not None and not 1 <= request.variants <= 64:
+        raise LivecamError(f"--variants {request.variants}: must be 1 to 64")
+    return styles, [(p, config.platforms[p]) for p in names]
+
+
+def export_stills(request: StillRequest, config: Config, bench: Workbench | None = None, progress: bool = True,
+                  extra_check: ExtraCheck | None = None) -> StillRun:
+    """Make the run `request` asks for; returns its folder and report. Raises LivecamError (nothing written).
+
+    `bench`: loaded models to reuse (a batch); None: loaded here and closed at the end. `extra_check`: one more
+    gate check (a team's own rule, or a test forcing a reject).
+    """
+    styles, platforms = check_request(config, request)
+    identity = load_identity(request.identity) if request.identity else None
+    own = bench is None
+    bench = bench if bench is not None else open_workbench(config)
+    try:
+        return _export(request, config, bench, styles, platforms, identity, progress, extra_check)
+    finally:
+        if own:
+            bench.close()
+
+
+def _export(request: StillRequest, config: Config, bench: Workbench, styles: list[StylePreset],
+            platforms: list[tuple[str, PlatformSpec]], identity: Identity | None, progress: bool,
+            extra_check: ExtraCheck | None) -> StillRun:
+    s = config.still
+    started = time.perf_counter()
+    if request.photo is not None:
+        image, source = read_photo(request.photo)
+        what = f"photo {request.photo}"
+    else:
+        image, source = grab_frame(bench)
+        what = f"the camera's frame ({config.input.source})"
+    subject = load_subject(bench, image, what, identity)
+    if identity is not None:
+        subject.source["encoder"] = str(identity.metadata.get("encoder", config.models.face_encoder))
+    subject.source.update(source)
+    bench.use_identity(identity)
+    variants = request.variants or s.variants
+    first_seed = s.seed if request.seed is None else request.seed
+    generator = bench.generator
+    engine = bench.engine
+    subject_words = identity.subject if identity is not None and config.engine.subject == "a person" \
+        else config.engine.subject
+    staging, final = _staging(request.out, _run_name(request, source))
+    writer = _Writer(staging, s)
+    candidates: list[dict[str, Any]] = []
+    sheet: list[tuple[RGBImage, str, str]] = []
+    bar = _progress(len(styles) * variants, progress)
+    try:
+        for style_name, style in zip(request.styles, styles, strict=True):
+            seed = first_seed
+            base_square = base_marks = affine = None
+            if generator is not None:
+                base_square, base_marks, affine = studio_square(bench, subject, style, generator.size)
+                generator.set_prompt(style.prompt(subject_words))
+            for variant in range(1, variants + 1):
+                attempts = 1 + (s.max_retries if generator is not None else 0)
+                for attempt in range(1, attempts + 1):
+                    entry: dict[str, Any] = {"style": style_name, "variant": variant, "attempt": attempt}
+                    if generator is not None:
+                        assert base_square is not None and base_marks is not None and affine is not None
+                        condition = None
+                        if generator.uses_controlnet:
+                            from engine.pose import draw_pose
+
+                            condition = draw_pose(subject.landmarks, affine, (generator.size, generator.size))
+                        candidate = generator.generate(base_square, condition, seed)
+                        if style.brand_backdrop:
+                            candidate = _brand_backdrop(bench, candidate, style)
+                        entry["seed"] = seed
+                        seed += 1
+                    else:
+                        light = _STUDIO_LIGHTS[(variant - 1) % len(_STUDIO_LIGHTS)]
+                        candidate, _, _ = studio_square(bench, subject, style, None, light)
+                        entry["seed"] = None
+                        entry["lighting"] = {"key_light": light[0], "key_strength_factor": light[1]}
+                    assessment, landmarks = measure(bench, candidate, subject, s)
+                    entry.update(figures=assessment.figures, failed=list(assessment.failed),
+                                 reasons=list(assessment.reasons), size=list(candidate.shape[1::-1]))
+                    extra = extra_check(entry) if extra_check is not None else None
+                    if extra:
+                        entry["failed"].append("extra")
+                        entry["reasons"].append(extra)
+                    entry["kept"] = not entry["reasons"]
+                    candidates.append(entry)
+                    if entry["kept"]:
+                        _write_kept(writer, entry, candidate, landmarks, platforms, style_name, engine, bench,
+                                    identity, s)
+                        sheet.append((candidate, _caption(entry), _scores(entry["figures"])))
+                        break
+                    log.debug("rejected %s v%d attempt %d: %s", style_name, variant, attempt,
+                              "; ".join(entry["reasons"]))
+                bar.update(1)
+                bar.set_postfix(kept=sum(c["kept"] for c in candidates), tried=len(candidates))
+        bar.close()
+        disclosure = _disclosure(bench, "", None, None, identity, engine, "contact-sheet")
+        sheet_file = writer.image(CONTACT_SHEET, contact_sheet(sheet), disclosure) if s.contact_sheet else None
+        writer.sign()
+        report = _report(request, config, bench, subject, styles, candidates, writer, sheet_file, identity,
+                         time.perf_counter() - started, final.name)
+        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        os.rename(staging, final)
+    except BaseException:
+        bar.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return StillRun(final, report)
+
+
+def _caption(entry: dict[str, Any]) -> str:
+    seed = f" seed {entry['seed']}" if entry.get("seed") is not None else ""
+    return f"{entry['style']} v{entry['variant']}{seed}"
+
+
+def _scores(figures: dict[str, Any]) -> str:
+    likeness = "-" if figures.get("likeness") is None else f"{figures['likeness']:.2f}"
+    return f"likeness {likeness}  sharp {figures.get('sharpness', 0):.0f}"
+
+
+def _write_kept(writer: _Writer, entry: dict[str, Any], image: RGBImage, landmarks: Landmarks | None,
+                platforms: list[tuple[str, PlatformSpec]], style: str, engine: str, bench: Workbench,
+                identity: Identity | None, s: StillSettings) -> None:
+    stem = f"{style}-v{entry['variant']}"
+    likeness = entry["figures"]["likeness"]
+    entry["file"] = writer.image(stem, image, _disclosure(bench, style, entry["seed"], likeness, identity, engine, ""))
+    entry["crops"] = []
+    size = (image.shape[1], image.shape[0])
+    for name, spec in platforms:
+        if landmarks is None:  # possible only when the gate does not enforce one_face
+            entry["crops"].append({"platform": name, "file": None, "note": "not written: no face to centre on"})
+            continue
+        plan = plan_crop(size, landmarks, spec, s.max_upscale)
+        crop: dict[str, Any] = {"platform": name, "width": plan.out_width, "height": plan.out_height,
+                                "scale": round(plan.scale, 4), "limited": plan.limited, "shrunk": plan.shrunk,
+                                "box": [round(v, 1) for v in plan.box]}
+        if plan.out_width < spec.min_width:
+            crop.update(file=None, note=f"not written: {plan.out_width} px wide, below {name}'s minimum "
+                                        f"{spec.min_width} px (the kept image is {size[0]}x{size[1]})")
+            log.warning("%s %s: %s", stem, name, crop["note"])
+        else:
+            if plan.limited:
+                crop["note"] = (f"written at {plan.out_width}x{plan.out_height} instead of {spec.width}x{spec.height}: "
+                                f"that needs {spec.width / plan.width:.2f}x enlargement, above still.max_upscale "
+                                f"{s.max_upscale}")
+                log.warning("%s %s: %s", stem, name, crop["note"])
+            disclosure = _disclosure(bench, style, entry["seed"], likeness, identity, engine, name)
+            crop["file"] = writer.image(f"{stem}-{name}", cut(image, plan), disclosure, dpi=spec.dpi)
+        entry["crops"].append(crop)
+
+
+def _disclosure(bench: Workbench, style: str, seed: int | None, likeness: float | None, identity: Identity | None,
+                engine: str, platform: str) -> Disclosure:
+    return Disclosure(source_type=GENERATED if engine == "diffusion" else COMPOSITE, engine=engine, model=bench.model,
+                      licence=bench.licence, style=style, seed=seed, likeness=likeness,
+                      identity=identity.name if identity is not None else "", platform=platform)
+
+
+def _report(request: StillRequest, config: Config, bench: Workbench, subject: Subject, styles: list[StylePreset],
+            candidates: list[dict[str, Any]], writer: _Writer, sheet_file: str | None, identity: Identity | None,
+            seconds: float, name: str) -> dict[str, Any]:
+    kept = [c for c in candidates if c["kept"]]
+    rejections: Counter[str] = Counter(f for c in candidates for f in c["failed"])
+    per_style = {n: {"tried": sum(c["style"] == n for c in candidates), "kept": sum(c["style"] == n for c in kept)}
+                 for n in request.styles}
+    generation = bench.generator.describe() if bench.generator is not None else {"photo_resolution": True}
+    return {
+        "livecam": livecam.__version__,
+        "run": name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(seconds, 2),
+        "photo": {k: v for k, v in subject.source.items() if k != "encoder"},
+        "identity": identity.name if identity is not None else None,
+        "likeness_reference": subject.reference_kind,
+        "engine": bench.engine,
+        "model": bench.model,
+        "models": bench.model_names,
+        "licence": bench.licence,
+        "disclosure": GENERATED if bench.engine == "diffusion" else COMPOSITE,
+        "c2pa": bool(config.still.c2pa_cert),
+        "generation": generation,
+        "gate": {k: getattr(config.still, k) for k in (f.name for f in dataclasses.fields(GateSettings))},
+        "styles": {n: {**dataclasses.asdict(st), "prompt": st.prompt()} for n, st in zip(request.styles, styles,
+                                                                                         strict=True)},
+        "summary": {"tried": len(candidates), "kept": len(kept), "rejected": len(candidates) - len(kept),
+                    "rejections": dict(rejections), "per_style": per_style, "variants_wanted": request.variants
+                    or config.still.variants},
+        "candidates": candidates,
+        "contact_sheet": sheet_file,
+        "files": sorted(f for f, _ in writer.files),
+    }
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="headshots", unit="variant", leave=False)
+
