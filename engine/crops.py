@@ -81,6 +81,8 @@ class CropPlan:
     """True when the asked size would have needed more upscaling than allowed: written smaller."""
     shrunk: bool
     """True when the image had too little room around the face: the face is larger than asked."""
+    moved: bool = False
+    """True when the box was moved to stay inside the image: the face is off its asked place."""
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -110,15 +112,16 @@ def plan_crop(image_size: tuple[int, int], landmarks: Landmarks, spec: PlatformS
         shrunk = True
     x0 = float(eyes[0]) - width / 2
     y0 = float(eyes[1]) - spec.eye_line * height
-    x0 = min(max(x0, 0.0), iw - width)
-    y0 = min(max(y0, 0.0), ih - height)
+    fitted_x, fitted_y = min(max(x0, 0.0), iw - width), min(max(y0, 0.0), ih - height)
+    moved = abs(fitted_x - x0) > 0.5 or abs(fitted_y - y0) > 0.5
+    x0, y0 = fitted_x, fitted_y
     scale = spec.width / width
     limited = scale > max_upscale + 1e-9
     if limited:
         scale = max_upscale
     out_w = spec.width if not limited else max(1, int(width * scale))
     out_h = spec.height if not limited else max(1, round(out_w / aspect))
-    return CropPlan(x0, y0, width, height, out_w, out_h, scale, limited, shrunk)
+    return CropPlan(x0, y0, width, height, out_w, out_h, scale, limited, shrunk, moved)
 
 
 def cut(image: RGBImage, plan: CropPlan) -> RGBImage:

@@ -250,7 +250,7 @@ def _run_ray(people: list[Person], base: StillRequest, config: Config, brand: st
         actors = max(1, min(gpus, len(people))) if gpus else 1
         worker = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1)(_StillWorker)
         log.info("ray: %d actor(s) on %s", actors, f"{gpus} GPU(s)" if gpus else "CPU")
-        pool = ActorPool([worker.remote(config) for _ in range(actors)])  # type: ignore[attr-defined]
+        pool = ActorPool([worker.remote(config) for _ in range(actors)])
         bar = _bar(len(people), progress)
         try:
             for person, error, files in pool.map_unordered(lambda a, p: a.run.remote(p, base, brand), people):

@@ -310,12 +310,12 @@ def read_photo(path: Path) -> tuple[RGBImage, dict[str, Any]]:
     return image, {"file": str(path), "sha256": hashlib.sha256(data).hexdigest(), "size": list(image.shape[1::-1])}
 
 
-def grab_frame(bench: Workbench, frames: int = 30) -> tuple[RGBImage, dict[str, Any]]:
+def grab_frame(bench: Workbench, config: Config, frames: int = 30) -> tuple[RGBImage, dict[str, Any]]:
     """The camera's (`input.source`) sharpest frame with exactly one face among its first `frames` (the
     first ones are skipped while the camera settles its exposure)."""
     from livecam.capture import open_reader
 
-    c = bench.config.input
+    c = config.input
     reader = open_reader(c.source, width=c.width, height=c.height, fps=c.fps, loop=False, reconnect_s=0)
     best: tuple[float, RGBImage] | None = None
     try:
@@ -381,24 +381,33 @@ def _backdrop(config: Config, style: StylePreset) -> tuple[bgmod.BackgroundSetti
     return bg, None
 
 
-def studio_square(bench: Workbench, subject: Subject, style: StylePreset, side: int | None,
-                  light: tuple[str, float] | None = None) -> tuple[RGBImage, Landmarks, npt.NDArray[np.float64]]:
+def studio_square(bench: Workbench, config: Config, subject: Subject, style: StylePreset, side: int | None,
+                  light: tuple[str, float] | None = None, whole: bool = False
+                  ) -> tuple[RGBImage, Landmarks, npt.NDArray[np.float64]]:
     """The photo framed as a head-and-shoulders square with the style's backdrop, relit: (square, landmarks in
-    it, affine photo -> square). `side`: its size; None: the photo's own resolution (up to `still.max_size`)."""
-    config, s = bench.config, bench.config.still
+    it, affine photo -> square). `side`: its size; None: the photo's own resolution (up to `still.max_size`).
+    `whole`: the whole photo edited the same way instead of a square (at most `still.max_size` on its long
+    side), which gives the platform crops every pixel and all the room the photo has."""
+    s = config.still
     image = subject.image
     frame_size = (image.shape[1], image.shape[0])
-    framing = dataclasses.replace(config.framing, enabled=True, face_height=s.face_height, eye_line=s.eye_line,
-                                  follow_s=0.0, max_zoom=8.0)
-    if side is None:  # the box at 1:1 scale, so that no photo pixel is enlarged
-        box = fr.target_box(subject.landmarks, frame_size, (1, 1), framing)
-        side = max(64, min(int(box.height), s.max_size))
+    framing = dataclasses.replace(config.framing, enabled=not whole, face_height=s.face_height,
+                                  eye_line=s.eye_line, follow_s=0.0, max_zoom=8.0)
+    size: tuple[int, int]
+    if whole:
+        scale = min(1.0, s.max_size / max(frame_size))
+        size = (max(16, round(frame_size[0] * scale)), max(16, round(frame_size[1] * scale)))
+    else:
+        if side is None:  # the box at 1:1 scale, so that no photo pixel is enlarged
+            box = fr.target_box(subject.landmarks, frame_size, (1, 1), framing)
+            side = max(64, min(int(box.height), s.max_size))
+        size = (side, side)
     background, picture = _backdrop(config, style)
     relight = config.relight
     if light is not None:
         relight = dataclasses.replace(relight, enabled=True, key_light=light[0],
                                       key_strength=min(1.0, relight.key_strength * light[1]))
-    studio = StudioRenderer((side, side), framing, background, dataclasses.replace(relight, adapt_s=0.0),
+    studio = StudioRenderer(size, framing, background, dataclasses.replace(relight, adapt_s=0.0),
                             config.skin, background_image=picture)
     studio.prepare()
     mask = bench.segmenter.segment(image, 0) if studio.needs_mask else None
@@ -406,17 +415,17 @@ def studio_square(bench: Workbench, subject: Subject, style: StylePreset, side: 
 
     square = studio.render(image, Face(subject.landmarks, frame_size), mask, 0)
     assert studio.last_box is not None
-    affine = fr.box_to_affine(studio.last_box, (side, side))
+    affine = fr.box_to_affine(studio.last_box, size)
     landmarks = subject.landmarks.copy()
     landmarks[:, :2] = fr.transform_points(subject.landmarks[:, :2], affine)
     studio.close()
     return square, landmarks, affine
 
 
-def _brand_backdrop(bench: Workbench, image: RGBImage, style: StylePreset) -> RGBImage:
+def _brand_backdrop(bench: Workbench, config: Config, image: RGBImage, style: StylePreset) -> RGBImage:
     """The style's exact brand colour or picture put back behind the person of a generated image (the model
     only approximates it)."""
-    background, picture = _backdrop(bench.config, style)
+    background, picture = _backdrop(config, style)
     size = (image.shape[1], image.shape[0])
     backdrop = bgmod.cover_resize(picture, size) if picture is not None else bgmod.solid(size, background.color)
     mask = bench.segmenter.segment(image, 0)
@@ -565,7 +574,7 @@ def _export(request: StillRequest, config: Config, bench: Workbench, styles: lis
         image, source = read_photo(request.photo)
         what = f"photo {request.photo}"
     else:
-        image, source = grab_frame(bench)
+        image, source = grab_frame(bench, config)
         what = f"the camera's frame ({config.input.source})"
     subject = load_subject(bench, image, what, identity)
     if identity is not None:
@@ -588,12 +597,13 @@ def _export(request: StillRequest, config: Config, bench: Workbench, styles: lis
             seed = first_seed
             base_square = base_marks = affine = None
             if generator is not None:
-                base_square, base_marks, affine = studio_square(bench, subject, style, generator.size)
+                base_square, base_marks, affine = studio_square(bench, config, subject, style, generator.size)
                 generator.set_prompt(style.prompt(subject_words))
             for variant in range(1, variants + 1):
                 attempts = 1 + (s.max_retries if generator is not None else 0)
                 for attempt in range(1, attempts + 1):
                     entry: dict[str, Any] = {"style": style_name, "variant": variant, "attempt": attempt}
+                    crop_source = None
                     if generator is not None:
                         assert base_square is not None and base_marks is not None and affine is not None
                         condition = None
@@ -603,12 +613,13 @@ def _export(request: StillRequest, config: Config, bench: Workbench, styles: lis
                             condition = draw_pose(subject.landmarks, affine, (generator.size, generator.size))
                         candidate = generator.generate(base_square, condition, seed)
                         if style.brand_backdrop:
-                            candidate = _brand_backdrop(bench, candidate, style)
+                            candidate = _brand_backdrop(bench, config, candidate, style)
                         entry["seed"] = seed
                         seed += 1
                     else:
                         light = _STUDIO_LIGHTS[(variant - 1) % len(_STUDIO_LIGHTS)]
-                        candidate, _, _ = studio_square(bench, subject, style, None, light)
+                        candidate, _, _ = studio_square(bench, config, subject, style, None, light)
+                        crop_source = studio_square(bench, config, subject, style, None, light, whole=True)[:2]
                         entry["seed"] = None
                         entry["lighting"] = {"key_light": light[0], "key_strength_factor": light[1]}
                     assessment, landmarks = measure(bench, candidate, subject, s)
@@ -621,8 +632,8 @@ def _export(request: StillRequest, config: Config, bench: Workbench, styles: lis
                     entry["kept"] = not entry["reasons"]
                     candidates.append(entry)
                     if entry["kept"]:
-                        _write_kept(writer, entry, candidate, landmarks, platforms, style_name, engine, bench,
-                                    identity, s)
+                        _write_kept(writer, entry, candidate, crop_source or (candidate, landmarks), platforms,
+                                    style_name, engine, bench, identity, s)
                         sheet.append((candidate, _caption(entry), _scores(entry["figures"])))
                         break
                     log.debug("rejected %s v%d attempt %d: %s", style_name, variant, attempt,
@@ -654,13 +665,17 @@ def _scores(figures: dict[str, Any]) -> str:
     return f"likeness {likeness}  sharp {figures.get('sharpness', 0):.0f}"
 
 
-def _write_kept(writer: _Writer, entry: dict[str, Any], image: RGBImage, landmarks: Landmarks | None,
-                platforms: list[tuple[str, PlatformSpec]], style: str, engine: str, bench: Workbench,
-                identity: Identity | None, s: StillSettings) -> None:
+def _write_kept(writer: _Writer, entry: dict[str, Any], master: RGBImage,
+                crop_source: tuple[RGBImage, Landmarks | None], platforms: list[tuple[str, PlatformSpec]], style: str,
+                engine: str, bench: Workbench, identity: Identity | None, s: StillSettings) -> None:
+    """The kept image and its platform crops, cut from `crop_source` (image, landmarks): the kept image itself,
+    or for the studio engine the whole edited photo."""
     stem = f"{style}-v{entry['variant']}"
     likeness = entry["figures"]["likeness"]
-    entry["file"] = writer.image(stem, image, _disclosure(bench, style, entry["seed"], likeness, identity, engine, ""))
+    entry["file"] = writer.image(stem, master, _disclosure(bench, style, entry["seed"], likeness, identity, engine,
+                                                           ""))
     entry["crops"] = []
+    image, landmarks = crop_source
     size = (image.shape[1], image.shape[0])
     for name, spec in platforms:
         if landmarks is None:  # possible only when the gate does not enforce one_face
@@ -669,10 +684,11 @@ def _write_kept(writer: _Writer, entry: dict[str, Any], image: RGBImage, landmar
         plan = plan_crop(size, landmarks, spec, s.max_upscale)
         crop: dict[str, Any] = {"platform": name, "width": plan.out_width, "height": plan.out_height,
                                 "scale": round(plan.scale, 4), "limited": plan.limited, "shrunk": plan.shrunk,
+                                "moved": plan.moved,
                                 "box": [round(v, 1) for v in plan.box]}
         if plan.out_width < spec.min_width:
             crop.update(file=None, note=f"not written: {plan.out_width} px wide, below {name}'s minimum "
-                                        f"{spec.min_width} px (the kept image is {size[0]}x{size[1]})")
+                                        f"{spec.min_width} px (cut from {size[0]}x{size[1]} pixels)")
             log.warning("%s %s: %s", stem, name, crop["note"])
         else:
             if plan.limited:

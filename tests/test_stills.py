@@ -1,0 +1,403 @@
+"""`livecam still`: studio-engine stills from the real photos (sizes, crops, centred faces, metadata read
+back), diffusion stills with tiny random models (the gate on every candidate, regeneration after a reject, a
+report consistent with the files), identities, the camera frame, and bad input leaving nothing behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks.random_sdxl import tiny_components
+from engine import framing as fr
+from engine.alignment import centroid
+from engine.crops import DEFAULT_PLATFORMS
+from engine.diffusion import DiffusionComponents
+from livecam.capture import read_image
+from livecam.cli import main
+from livecam.config import Config, load_config
+from livecam.errors import LivecamError
+from livecam.provenance import COMPOSITE, GENERATED, read_disclosure
+from livecam.stills import REPORT_FILE, StillRequest, Workbench, export_stills, open_workbench
+from livecam.tracking import detect_faces
+from tests.conftest import asset
+
+pytest.importorskip("openvino", reason="the identity extra is not installed")
+
+OBAMA = "images/faces/obama_official_2012.jpg"
+S001 = [f"images/identity/meds-aa-S001-0{i}.jpg" for i in range(1, 7)]
+
+
+def studio_config(*overrides: str) -> Config:
+    return load_config(None, ["engine.kind=studio", *overrides])
+
+
+@pytest.fixture(scope="module")
+def studio_bench(model_dir: Path) -> Any:
+    bench = open_workbench(studio_config())
+    yield bench
+    bench.close()
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def _report(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / REPORT_FILE).read_text())
+
+
+def _assert_consistent(folder: Path, report: dict[str, Any]) -> None:
+    """Every file the report names is there, and every file there is named by the report."""
+    named = {REPORT_FILE, *report["files"]}
+    assert _files(folder) == named
+    for cand in report["candidates"]:
+        if cand["kept"]:
+            assert cand["file"] in named and not cand["reasons"]
+            assert all(c["file"] is None or c["file"] in named for c in cand["crops"])
+        else:
+            assert cand["reasons"] and cand["failed"] and "file" not in cand
+    summary = report["summary"]
+    assert summary["tried"] == len(report["candidates"])
+    assert summary["kept"] == sum(c["kept"] for c in report["candidates"])
+
+
+# --- studio engine, real photos ----------------------------------------------------------------------------------
+
+def _padded(tmp_path: Path) -> Path:
+    """The official portrait with room around it (a wider shot): every platform can place the face as asked."""
+    image = read_image(asset(OBAMA))
+    padded = cv2.copyMakeBorder(image[:, :, ::-1], 500, 300, 450, 450, cv2.BORDER_REPLICATE)
+    path = tmp_path / "wide.png"
+    cv2.imwrite(str(path), padded)
+    return path
+
+
+@pytest.mark.parametrize("photo", [OBAMA, S001[0], "wide"])
+def test_studio_stills_have_every_platform_crop_face_centred_and_disclosed(tmp_path: Path, photo: str,
+                                                                            studio_bench: Workbench,
+                                                                            landmarker_path: Path) -> None:
+    config = studio_config()
+    path = _padded(tmp_path) if photo == "wide" else asset(photo)
+    run = export_stills(StillRequest(path, ("corporate",), variants=2, out=tmp_path / "out"), config,
+                        bench=studio_bench, progress=False)
+    report = run.report
+    assert run.kept == 2 and run.tried == 2 and report["engine"] == "studio"
+    _assert_consistent(run.folder, report)
+    source = read_image(path)
+    placed: list[str] = []
+    for cand in report["candidates"]:
+        master = read_image(run.folder / cand["file"])
+        # At the photo's own resolution: a square no larger than the photo's short side, never enlarged.
+        assert master.shape[0] == master.shape[1] <= min(source.shape[:2])
+        assert cand["figures"]["likeness"] > 0.9  # the photo itself, edited
+        assert {c["platform"] for c in cand["crops"]} == set(DEFAULT_PLATFORMS)
+        for crop in cand["crops"]:
+            spec = DEFAULT_PLATFORMS[crop["platform"]]
+            if crop["file"] is None:  # too few pixels for the platform's minimum: said, not written
+                assert crop["width"] < spec.min_width and "minimum" in crop["note"]
+                continue
+            image = read_image(run.folder / crop["file"])
+            assert image.shape[1::-1] == (crop["width"], crop["height"])
+            if crop["limited"]:
+                assert (crop["width"], crop["height"]) != (spec.width, spec.height)
+                assert "max_upscale" in crop["note"] and crop["scale"] == pytest.approx(1.5)
+            else:
+                assert (crop["width"], crop["height"]) == (spec.width, spec.height)
+            assert abs(crop["width"] / crop["height"] - spec.width / spec.height) < 0.01
+            faces = detect_faces(landmarker_path, image)
+            assert len(faces) == 1, crop["platform"]
+            eyes = faces[0][list(fr.EYE_CORNERS), :2].mean(axis=0)
+            if not crop["shrunk"] and not crop["moved"]:  # else the photo had no room: the face is off its place
+                assert abs(eyes[0] / image.shape[1] - 0.5) < 0.03, crop["platform"]  # centred
+                assert abs(eyes[1] / image.shape[0] - spec.eye_line) < 0.03, crop["platform"]
+                height = fr.face_height_px(faces[0]) / image.shape[0]
+                assert abs(height - spec.face_height) < 0.03, crop["platform"]
+                placed.append(crop["platform"])
+            else:
+                assert abs(eyes[0] / image.shape[1] - 0.5) < 0.15, crop["platform"]
+            meta = read_disclosure(run.folder / crop["file"])
+            assert meta["DigitalSourceType"] == COMPOSITE
+            assert meta["livecam:platform"] == crop["platform"] and meta["livecam:style"] == "corporate"
+        # Read back independently of livecam: Pillow finds the XMP packet in the JPEG.
+        with Image.open(run.folder / cand["file"]) as im:
+            xmp = im.info["xmp"]
+        xmp_text = xmp.decode() if isinstance(xmp, bytes) else xmp
+        assert "compositeWithTrainedAlgorithmicMedia" in xmp_text
+        assert f"{cand['figures']['likeness']:.4f}" in xmp_text
+    if photo == "wide":  # room around the head: the face lands exactly where each platform asks
+        assert set(placed) == set(DEFAULT_PLATFORMS)
+    # The print crop carries its print resolution.
+    prints = [c for c in report["candidates"][0]["crops"] if c["platform"] == "print" and c["file"]]
+    if prints:
+        with Image.open(run.folder / prints[0]["file"]) as im:
+            assert round(im.info["dpi"][0]) == 300
+    assert report["contact_sheet"] == "contact-sheet.jpg"
+
+
+def test_png_stills_carry_text_chunks(tmp_path: Path, studio_bench: Workbench) -> None:
+    config = studio_config("still.format=png")
+    run = export_stills(StillRequest(asset(OBAMA), ("healthcare",), variants=1, platforms=("linkedin",),
+                                     out=tmp_path), config, bench=studio_bench, progress=False)
+    cand = run.report["candidates"][0]
+    assert cand["file"] == "healthcare-v1.png" and cand["crops"][0]["file"] == "healthcare-v1-linkedin.png"
+    with Image.open(run.folder / cand["crops"][0]["file"]) as im:
+        text = dict(im.text)  # type: ignore[attr-defined]
+    assert text["DigitalSourceType"] == COMPOSITE
+    assert text["livecam:style"] == "healthcare" and text["livecam:platform"] == "linkedin"
+    assert "XML:com.adobe.xmp" in text
+
+
+def test_brand_colour_and_axes(tmp_path: Path, studio_bench: Workbench) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[engine]\nkind = "studio"\n[styles.acme]\nattire = "navy polo"\nlighting = "soft"\n'
+                    'background = "deep blue"\ncolor = "#1f4e79"\n')
+    config = load_config(path)
+    run = export_stills(StillRequest(asset(OBAMA), ("corporate",), variants=1, platforms=(), out=tmp_path / "o",
+                                     brand="acme", attire="legal"), config, bench=studio_bench, progress=False)
+    style = run.report["styles"]["corporate"]
+    assert style["color"] == "#1f4e79" and style["background"] == "deep blue"
+    assert style["attire"] == config.styles["legal"].attire
+    master = read_image(run.folder / run.report["candidates"][0]["file"])
+    corner = master[:40, :40].reshape(-1, 3).mean(axis=0)
+    assert np.abs(corner - [0x1F, 0x4E, 0x79]).max() < 12  # the brand colour behind the person
+
+
+def test_a_frame_from_the_camera_when_no_photo_is_given(tmp_path: Path, studio_bench: Workbench,
+                                                        short_face_video: Path) -> None:
+    config = studio_config(f"input.source={short_face_video}", "still.checks=one_face,likeness")
+    run = export_stills(StillRequest(None, ("corporate",), variants=1, platforms=("x",), out=tmp_path), config,
+                        bench=studio_bench, progress=False)
+    assert run.report["photo"]["camera"] == str(short_face_video) and run.folder.name.startswith("camera-")
+    assert run.tried == 1
+
+
+# --- the gate and identities ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def enrolled(tmp_path_factory: pytest.TempPathFactory, studio_bench: Workbench) -> Path:
+    """Identity s001 as `livecam enroll` writes it: metadata with the re-id centroid of its photos, a LoRA."""
+    data = tmp_path_factory.mktemp("data")
+    folder = data / "identities" / "s001"
+    folder.mkdir(parents=True)
+    encoder = studio_bench.encoder("reid")
+    embeddings = []
+    for name in S001:
+        image = read_image(asset(name))
+        embeddings.append(encoder.embed(image, studio_bench.landmarker.detect(image)[0]))
+    meta = {"name": "s001", "trigger": "ohwx", "class_word": "person", "encoder": "reid",
+            "centroid": [float(v) for v in centroid(np.stack(embeddings))], "photos": []}
+    (folder / "identity.json").write_text(json.dumps(meta))
+    _tiny_lora(folder / "pytorch_lora_weights.safetensors")
+    return data
+
+
+def _tiny_lora(file: Path) -> None:
+    import diffusers
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    unet = tiny_components(0)["unet"]
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                init_lora_weights=False))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    diffusers.StableDiffusionXLPipeline.save_lora_weights(file.parent, unet_lora_layers=layers,
+                                                          weight_name=file.name)
+
+
+def test_identity_likeness_is_measured_against_the_enrolled_centroid(tmp_path: Path, enrolled: Path,
+                                                                     studio_bench: Workbench,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVECAM_DATA_DIR", str(enrolled))
+    config = studio_config("still.max_face=0.8")  # these mugshots fill the frame: a close-up
+    run = export_stills(StillRequest(asset(S001[2]), ("corporate",), identity="s001", variants=1, platforms=(),
+                                     out=tmp_path), config, bench=studio_bench, progress=False)
+    assert run.report["identity"] == "s001" and "centroid" in run.report["likeness_reference"]
+    likeness = run.report["candidates"][0]["figures"]["likeness"]
+    assert 0.37 < likeness < 0.99  # the same person, but not this very photo
+    assert read_disclosure(run.folder / "corporate-v1.jpg")["livecam:identity"] == "s001"
+    # Somebody else's photo for this identity: a clear error before anything is made.
+    with pytest.raises(LivecamError, match="does not look like identity 's001'"):
+        export_stills(StillRequest(asset("images/identity/meds-aa-S008-01.jpg"), ("corporate",), identity="s001",
+                                   out=tmp_path / "other"), config, bench=studio_bench, progress=False)
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
+
+
+def test_a_forced_reject_is_reported_with_its_reason(tmp_path: Path, studio_bench: Workbench) -> None:
+    config = studio_config("still.min_sharpness=100000")
+    run = export_stills(StillRequest(asset(OBAMA), ("corporate",), variants=2, out=tmp_path), config,
+                        bench=studio_bench, progress=False)
+    assert run.kept == 0 and run.tried == 2  # a studio still is the photo: a new try would be the same
+    assert run.report["summary"]["rejections"] == {"sharpness": 2}
+    assert all("blurred" in c["reasons"][0] for c in run.report["candidates"])
+    _assert_consistent(run.folder, run.report)
+    assert main(["still", str(asset(OBAMA)), "--engine", "studio", "--out", str(tmp_path / "cli"),
+                 "--set", "still.min_sharpness=100000", "--variants", "1"]) == 1
+
+
+# --- bad input --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("photo", "message"), [
+    ("images/no_face/lp-bmw.jpg", "no face found"),
+    ("images/multi_face/obama_biden_two_people.jpg", "2 faces"),
+    ("images/faces/meds-af-S419-01_40deg.jpg", "2 faces"),
+])
+def test_a_photo_without_exactly_one_face_is_refused(tmp_path: Path, photo: str, message: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["still", str(asset(photo)), "--engine", "studio", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and Path(photo).name in err and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())  # nothing half-written
+
+
+def test_bad_input_gets_a_clear_error_and_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVECAM_DATA_DIR", str(tmp_path / "data"))
+    corrupt = tmp_path / "broken.jpg"
+    corrupt.write_bytes(asset(OBAMA).read_bytes()[:300])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = tmp_path / "out"
+    cases = [
+        ([str(corrupt)], "broken.jpg: not an image"),
+        ([str(tmp_path / "missing.jpg")], "missing.jpg: no such file"),
+        ([str(asset(OBAMA)), "--styles", "corporate,pirate"], "unknown style 'pirate'"),
+        ([str(asset(OBAMA)), "--platforms", "myspace"], "unknown platform 'myspace'"),
+        ([str(asset(OBAMA)), "--identity", "nobody"], "identity 'nobody' is not enrolled"),
+        ([str(asset(OBAMA)), "--variants", "0"], "--variants 0"),
+    ]
+    for args, message in cases:
+        assert main(["still", *args, "--engine", "studio", "--out", str(out)]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (args, err)
+        assert not out.exists() or not any(out.iterdir()), args
+    unwritable = blocker / "headshots"
+    assert main(["still", str(asset(OBAMA)), "--engine", "studio", "--out", str(unwritable)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the output directory" in err and str(unwritable) in err
+
+
+def test_a_failure_midway_removes_the_partial_folder(tmp_path: Path, studio_bench: Workbench,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import livecam.stills as stills
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise LivecamError("disk full (simulated)")
+
+    monkeypatch.setattr(stills._Writer, "sign", broken)  # after every image is written
+    with pytest.raises(LivecamError, match="disk full"):
+        export_stills(StillRequest(asset(OBAMA), ("corporate",), variants=1, out=tmp_path), studio_config(),
+                      bench=studio_bench, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_styles_command_lists_presets_and_platforms(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["styles"]) == 0
+    out = capsys.readouterr().out
+    for name in ("corporate", "creative", "healthcare", "real_estate", "technology", "legal", "education",
+                 "linkedin", "print"):
+        assert name in out
+
+
+# --- diffusion engine, tiny random models -----------------------------------------------------------------------
+
+def tiny_still_components() -> DiffusionComponents:
+    c = tiny_components(0)
+    return DiffusionComponents(unet=c["unet"], tiny_vae=c["tiny_vae"], text_encoder=c["text_encoder"],
+                               tokenizer=c["tokenizer"], scheduler=c["scheduler"], device=torch.device("cpu"),
+                               dtype=torch.float32, controlnet=c["controlnet"], text_encoder_2=c["text_encoder_2"],
+                               tokenizer_2=c["tokenizer_2"], vae=c["vae"], names={"base": "tiny-random-sdxl"})
+
+
+@pytest.fixture(scope="module")
+def diffusion_bench(model_dir: Path) -> Any:
+    config = load_config(None, ["still.size=128", "still.steps=2"])
+    bench = open_workbench(config, "diffusion", components=tiny_still_components())
+    yield bench
+    bench.close()
+
+
+def test_diffusion_stills_gate_every_candidate_and_regenerate_after_a_reject(tmp_path: Path,
+                                                                              diffusion_bench: Workbench) -> None:
+    # Tiny random models paint noise, not faces: the gate enforces only what noise can pass here, and an extra
+    # check forces the first attempt of every variant to be rejected.
+    config = load_config(None, ["still.size=128", "still.steps=2", "still.checks=exposure", "still.seed=7",
+                                "still.max_retries=2", "still.min_sharpness=0"])
+    seen: list[dict[str, Any]] = []
+
+    def first_attempt_fails(entry: dict[str, Any]) -> str | None:
+        seen.append(entry)
+        return "forced reject (test)" if entry["attempt"] == 1 else None
+
+    run = export_stills(StillRequest(asset(OBAMA), ("corporate", "technology"), variants=2, platforms=("linkedin",),
+                                     out=tmp_path), config, bench=diffusion_bench, progress=False,
+                        extra_check=first_attempt_fails)
+    report = run.report
+    assert report["engine"] == "diffusion" and report["disclosure"] == GENERATED
+    assert run.tried == 8 and run.kept == 4 and len(seen) == 8  # the gate ran on every candidate
+    _assert_consistent(run.folder, report)
+    for style in ("corporate", "technology"):
+        cands = [c for c in report["candidates"] if c["style"] == style]
+        assert [c["seed"] for c in cands] == [7, 8, 9, 10]  # a new seed for each try, recorded
+        assert [(c["variant"], c["attempt"], c["kept"]) for c in cands] == [
+            (1, 1, False), (1, 2, True), (2, 1, False), (2, 2, True)]
+        for cand in cands:
+            assert set(cand["figures"]) >= {"likeness", "faces", "sharpness", "brightness", "eyes_open"}
+            assert cand["size"] == [128, 128]
+        assert cands[0]["reasons"] == ["forced reject (test)"]
+    kept = [c for c in report["candidates"] if c["kept"]]
+    meta = read_disclosure(run.folder / kept[0]["file"])
+    assert meta["DigitalSourceType"] == GENERATED and meta["livecam:seed"] == str(kept[0]["seed"])
+    assert "tiny-random-sdxl" in meta["livecam:model"]
+    assert report["generation"]["steps"] == 2 and report["generation"]["size"] == 128
+    # No face in noise: the crop is not written, and the report says why.
+    assert kept[0]["crops"][0] == {"platform": "linkedin", "file": None, "note": "not written: no face to centre on"}
+
+
+def test_diffusion_stills_full_gate_rejects_noise_and_says_why(tmp_path: Path, diffusion_bench: Workbench) -> None:
+    config = load_config(None, ["still.size=128", "still.steps=2", "still.max_retries=1"])
+    run = export_stills(StillRequest(asset(OBAMA), ("corporate",), variants=2, out=tmp_path), config,
+                        bench=diffusion_bench, progress=False)
+    assert run.tried == 4 and run.kept == 0
+    assert run.report["summary"]["rejections"]["one_face"] == 4
+    assert all("no face found" in c["reasons"] for c in run.report["candidates"])
+    _assert_consistent(run.folder, run.report)
+
+
+def test_a_recorded_seed_regenerates_the_same_image(diffusion_bench: Workbench) -> None:
+    generator = diffusion_bench.generator
+    assert generator is not None
+    generator.set_prompt("professional headshot photo of a person")
+    canvas = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    condition = np.zeros_like(canvas)
+    first = generator.generate(canvas, condition, 42)
+    other = generator.generate(canvas, condition, 43)
+    again = generator.generate(canvas, condition, 42)
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
+def test_diffusion_stills_with_the_identity_lora(tmp_path: Path, enrolled: Path, diffusion_bench: Workbench,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVECAM_DATA_DIR", str(enrolled))
+    generator = diffusion_bench.generator
+    assert generator is not None
+    config = load_config(None, ["still.size=128", "still.steps=2", "still.checks=", "still.min_sharpness=0"])
+    canvas = np.full((128, 128, 3), 128, np.uint8)
+    generator.set_prompt("x")
+    without = generator.generate(canvas, np.zeros_like(canvas), 0)
+    run = export_stills(StillRequest(asset(S001[0]), ("corporate",), identity="s001", variants=1, platforms=(),
+                                     out=tmp_path), config, bench=diffusion_bench, progress=False)
+    assert run.kept == 1 and run.report["identity"] == "s001"
+    generator.set_prompt("x")
+    with_lora = generator.generate(canvas, np.zeros_like(canvas), 0)
+    assert not np.array_equal(without, with_lora)  # the identity is fused into the weights
+    diffusion_bench.use_identity(None)
+    generator.set_prompt("x")
+    assert np.array_equal(generator.generate(canvas, np.zeros_like(canvas), 0), without)  # and given back
