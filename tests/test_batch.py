@@ -1,0 +1,81 @@
+"""`livecam still --batch`: a team CSV with a bad row, resuming, and the same job on a local Ray instance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from livecam.batch import BATCH_FILE, read_people, run_batch
+from livecam.cli import main
+from livecam.config import load_config
+from livecam.errors import LivecamError
+from livecam.stills import REPORT_FILE, StillRequest
+from tests.conftest import asset
+
+pytest.importorskip("openvino", reason="the identity extra is not installed")
+
+
+def _team_csv(folder: Path) -> Path:
+    """Three people, one of whom gave a photo of a car."""
+    csv = folder / "people.csv"
+    csv.write_text("name,identity,photo,styles\n"
+                   f"ann,,{asset('images/faces/obama_official_2012.jpg')},corporate\n"
+                   f"bob,,{asset('images/no_face/lp-bmw.jpg')},\n"
+                   f"cy,,{asset('images/faces/biden_official_portrait.jpg')},corporate;technology\n")
+    return csv
+
+
+def test_a_batch_reports_the_bad_row_completes_the_others_and_resumes(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    csv, out = _team_csv(tmp_path), tmp_path / "team"
+    args = ["still", "--batch", str(csv), "--out", str(out), "--engine", "studio", "--variants", "1",
+            "--platforms", "linkedin", "--brand", "corporate"]
+    assert main(args) == 1  # one row failed
+    printed = capsys.readouterr().out
+    assert "2 done, 0 already done earlier, 1 failed" in printed
+    assert "line 3 (bob)" in printed and "no face found" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["ann", "batch.json", "cy"]
+    cy = json.loads((out / "cy" / REPORT_FILE).read_text())
+    assert cy["summary"]["per_style"] == {"corporate": {"tried": 1, "kept": 1}, "technology": {"tried": 1, "kept": 1}}
+    state = json.loads((out / BATCH_FILE).read_text())
+    assert state["done"] == ["ann", "cy"] and state["failed"][0]["line"] == 3
+    stamp = (out / "ann" / REPORT_FILE).stat().st_mtime_ns
+
+    # Run again: the finished people are not redone; the bad row is tried again and reported again.
+    assert main(args) == 1
+    printed = capsys.readouterr().out
+    assert "0 done, 2 already done earlier, 1 failed" in printed
+    assert (out / "ann" / REPORT_FILE).stat().st_mtime_ns == stamp
+
+
+def test_bad_batch_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(LivecamError, match="no such file"):
+        read_people(tmp_path / "none.csv", (), "")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("who,picture\nann,a.jpg\n")
+    with pytest.raises(LivecamError, match="header with the columns"):
+        read_people(bad, (), "")
+    rows = tmp_path / "rows.csv"
+    rows.write_text("name,photo\nann,a.jpg\nann,b.jpg\nx y,c.jpg\ndee,\n\n")
+    people, failed = read_people(rows, (), "")
+    assert [p.name for p in people] == ["ann"] and people[0].photo == tmp_path / "a.jpg"
+    assert [(line, why.split(":")[0]) for line, _, why in failed] == [
+        (3, "name 'ann' appears twice"), (4, "name 'x y'"), (5, "no photo")]
+    with pytest.raises(LivecamError, match="--brand 'acme'"):
+        run_batch(rows, StillRequest(None, out=tmp_path / "o"), load_config(None), brand="acme")
+
+
+def test_the_same_batch_on_a_local_ray_instance(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the cluster extra is not installed")
+    csv, out = _team_csv(tmp_path), tmp_path / "team"
+    config = load_config(None, ["engine.kind=studio"])
+    request = StillRequest(None, (), variants=1, platforms=("x",), out=out)
+    summary = run_batch(csv, request, config, ray_address="local", progress=False)
+    assert sorted(summary.done) == ["ann", "cy"] and [f[:2] for f in summary.failed] == [(3, "bob")]
+    for name in ("ann", "cy"):
+        report = json.loads((out / name / REPORT_FILE).read_text())
+        assert report["summary"]["kept"] >= 1
+        assert {p.name for p in (out / name).iterdir()} == {REPORT_FILE, *report["files"]}
+    assert not list(out.glob(".*.partial"))
