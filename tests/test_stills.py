@@ -401,3 +401,21 @@ def test_diffusion_stills_with_the_identity_lora(tmp_path: Path, enrolled: Path,
     diffusion_bench.use_identity(None)
     generator.set_prompt("x")
     assert np.array_equal(generator.generate(canvas, np.zeros_like(canvas), 0), without)  # and given back
+
+
+def test_c2pa_signed_stills_with_a_test_certificate(tmp_path: Path, studio_bench: Workbench) -> None:
+    pytest.importorskip("c2pa", reason="the provenance extra is not installed")
+    from livecam.provenance import read_c2pa
+    from tests.test_provenance import _certificates
+
+    (tmp_path / "certs").mkdir()
+    chain, key = _certificates(tmp_path / "certs")
+    config = studio_config(f"still.c2pa_cert={chain}", f"still.c2pa_key={key}")
+    run = export_stills(StillRequest(asset(OBAMA), ("corporate",), variants=1, platforms=("linkedin",),
+                                     out=tmp_path / "out"), config, bench=studio_bench, progress=False)
+    assert run.report["c2pa"] is True
+    for name in run.report["files"]:
+        store = read_c2pa(run.folder / name)
+        assert store is not None, name
+        assert COMPOSITE in json.dumps(store)
+        assert read_disclosure(run.folder / name)["DigitalSourceType"] == COMPOSITE  # the XMP survives signing
