@@ -141,3 +141,22 @@ def test_missing_weights_offline_is_one_clear_line(tmp_path: Path, short_face_vi
     assert len(errors) == 1, result.stderr
     assert "models.base" in errors[0] and "stabilityai/sdxl-turbo" in errors[0]
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_still_with_the_diffusion_engine_from_saved_models(tiny_dirs: dict[str, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`livecam still --engine diffusion` through the real loaders (full VAE included), tiny models on disk."""
+    import json
+
+    from tests.conftest import asset
+
+    args = ["still", str(asset("images/faces/obama_official_2012.jpg")), "--engine", "diffusion", "--out",
+            str(tmp_path), "--name", "run", "--styles", "corporate", "--variants", "1", "--platforms", "none"]
+    for item in [*_settings(tiny_dirs), "still.size=128", "still.steps=2", "still.max_retries=1"]:
+        args += ["--set", item]
+    assert main(args) == 1  # tiny random models paint noise: the gate rejects it, and says why
+    out = capsys.readouterr().out
+    assert "kept 0 of 2 candidates (diffusion engine" in out and "one_face 2" in out
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert str(tiny_dirs["base"]) in report["model"] and str(tiny_dirs["vae"]) in report["model"]
+    assert [c["seed"] for c in report["candidates"]] == [0, 1]
