@@ -1,0 +1,61 @@
+"""The stills benchmark runs a whole export (`export_stills`) and the plain pipeline on tiny models and writes
+its JSON; speed is the benchmark's business, not this test's.
+
+Skipped where the diffusion extra is not installed (`pip install -e ".[diffusion]"`); CI installs it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="the diffusion extra is not installed")
+pytest.importorskip("diffusers", reason="the diffusion extra is not installed")
+
+from benchmarks import stills_gpu  # noqa: E402
+
+
+def test_stills_benchmark_tiny_runs_livecam_and_the_baseline_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "x.json"
+    threads = torch.get_num_threads()
+    argv = ["--tiny", "--device", "cpu", "--steps", "1", "--out", str(out)]
+    assert stills_gpu.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert {"benchmark", "device", "models", "approximations", "machine", "versions", "dtype", "settings",
+            "livecam", "baseline", "gate_and_files_overhead_s", "target"} <= set(result)
+    assert result["device"].startswith("CPU") and result["dtype"] == "fp32"
+    versions = result["versions"]
+    assert versions["torch"] and versions["diffusers"] and versions["transformers"] and versions["mediapipe"]
+    s = result["settings"]
+    assert s["torch_threads"] == 1 and torch.get_num_threads() == threads  # one thread while it ran, then back
+    assert s["tiny"] is True and s["size"] == 128 and s["steps"] == 1 and s["checks"] == "" and s["max_retries"] == 0
+    expected = len(s["styles"]) * s["variants"]
+    assert expected == 4
+    live, base = result["livecam"], result["baseline"]
+    assert live["candidates"] == live["kept"] == base["candidates"] == expected
+    assert live["seconds"] > 0 and base["seconds"] > 0
+    assert live["per_candidate_s"] > 0 and base["per_candidate_s"] > 0
+    assert live["generate_s"]["median"] > 0 and live["gate_s"]["median"] > 0 and base["call_s"]["median"] > 0
+    # Both run the same real steps, and the gate worked on a real face (the framed photo).
+    assert live["unet_calls_per_candidate"] == base["unet_calls_per_candidate"] == 1
+    assert live["outputs_finite"] is True and base["outputs_finite"] is True
+    assert live["faces_found_by_gate"] == expected and live["files"] == expected + 1  # + the contact sheet
+    assert set(live["phases_s"]) == {"prompt", "subject", "framing", "generate", "gate", "files", "other"}
+    assert live["phases_s"]["generate"] > 0 and live["phases_s"]["gate"] > 0
+    target = result["target"]
+    assert target["limit_s"] == 60 and target["measured_s"] == live["seconds"] and target["met"] is None
+
+
+def test_sdxl_text_encoders_have_the_published_sizes() -> None:
+    encoder, encoder_2 = stills_gpu.sdxl_text_encoders("meta", torch.float16, seed=0)
+
+    def count(module: Any) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    # CLIP ViT-L/14's and OpenCLIP bigG/14's text towers, as in SDXL's text_encoder(_2)/config.json.
+    assert count(encoder) == 123_060_480 and count(encoder_2) == 694_659_840
+    assert encoder.config.hidden_size + encoder_2.config.hidden_size == 2048  # the UNet's cross_attention_dim
+    assert encoder_2.config.projection_dim == 1280 and encoder.dtype == torch.float16
