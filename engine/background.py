@@ -31,6 +31,8 @@ class BackgroundSettings:
     """One of "studio", "blur", "color", "image"."""
     color: str = "#2b3a4a"
     """Backdrop colour for mode "color", hex #rrggbb."""
+    tint: str = ""
+    """Colour of mode "studio"'s lit backdrop (#rrggbb, its brightest point); empty: neutral grey."""
     image: str = ""
     """Path of the backdrop image for mode "image"; the app loads it and hands the array to the renderer."""
     blur_sigma: float = 12.0
@@ -46,6 +48,8 @@ class BackgroundSettings:
         check_choice("mode", self.mode, MODES)
         if not isinstance(self.color, str) or not _HEX_COLOR.fullmatch(self.color):
             raise ValueError(f"color = {self.color!r}: must be a hex colour like '#2b3a4a'")
+        if not isinstance(self.tint, str) or (self.tint and not _HEX_COLOR.fullmatch(self.tint)):
+            raise ValueError(f"tint = {self.tint!r}: must be a hex colour like '#3e6b6b', or empty")
         if not isinstance(self.image, str):
             raise ValueError(f"image = {self.image!r}: must be a path string")
         if self.mode == "image" and not self.image:
@@ -55,8 +59,9 @@ class BackgroundSettings:
         check_range("mask_smoothing", self.mask_smoothing, 0.0, 0.95)
 
 
-def studio_backdrop(size: tuple[int, int]) -> RGBImage:
-    """A grey studio backdrop of `size` (width, height): RGB uint8 HxWx3.
+def studio_backdrop(size: tuple[int, int], tint: str = "") -> RGBImage:
+    """A studio backdrop of `size` (width, height): RGB uint8 HxWx3; grey, or `tint` (#rrggbb) at its
+    brightest point.
 
     A soft pool of light behind where the head sits, falling off to a darker vignette, a little lighter
     at the top than the floor; a faint fixed dither keeps the smooth gradient from banding.
@@ -69,9 +74,14 @@ def studio_backdrop(size: tuple[int, int]) -> RGBImage:
     pool = np.exp(-(dx * dx + dy * dy * 1.6) / (2 * 0.48**2))
     vertical = 1.0 - 0.18 * (y / height)
     level = (0.20 + 0.34 * pool) * vertical
-    # Slightly cool greys read as "studio paper" rather than dirty beige.
-    tint = np.array([0.97, 1.0, 1.03], dtype=np.float32)
-    rgb = level[..., None] * tint * 255.0
+    if tint:
+        if not _HEX_COLOR.fullmatch(tint):
+            raise ValueError(f"tint = {tint!r}: must be a hex colour like '#3e6b6b'")
+        colour = np.array([int(tint[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.float32)
+        rgb = level[..., None] / 0.54 * colour
+    else:
+        # Slightly cool greys read as "studio paper" rather than dirty beige.
+        rgb = level[..., None] * np.array([0.97, 1.0, 1.03], dtype=np.float32) * 255.0
     # Triangular dither of +-1 LSB, fixed seed: deterministic output, no visible contour lines.
     rng = np.random.default_rng(0)
     shape = (height, width, 1)

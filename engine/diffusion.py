@@ -32,6 +32,7 @@ import torch
 
 from engine import framing as fr
 from engine.alignment import likeness
+from engine.background import BackgroundSettings
 from engine.diffusion_settings import DiffusionSettings
 from engine.pose import draw_pose
 from engine.studio import StudioRenderer
@@ -511,6 +512,10 @@ class DiffusionRenderer:
         """Use `prompt` from the next frame on (thread-safe; the camera keeps running)."""
         with self._lock:
             self._pending.prompt = prompt
+
+    def set_look(self, background: BackgroundSettings, background_image: RGBImage | None = None) -> None:
+        """The studio canvas's backdrop from the next frame on (thread-safe; see `StudioRenderer.set_look`)."""
+        self.studio.set_look(background, background_image)
 
     def set_identity(self, lora: dict[str, torch.Tensor] | None, scale: float = 1.0) -> None:
         """Fuse `lora` (a LoRA state dict, from `models/`; None = no identity) at `scale` from the next frame

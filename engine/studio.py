@@ -4,6 +4,7 @@ background, all plain OpenCV so that one 1280x720 frame takes a few milliseconds
 from __future__ import annotations
 
 import math
+import threading
 from typing import cast
 
 import cv2
@@ -61,6 +62,8 @@ class StudioRenderer:
         self._background_image = background_image
         self._sections: Sections = sections if sections is not None else NoSections()
         self._prepared = False
+        self._look_lock = threading.Lock()
+        self._pending_look: tuple[BackgroundSettings, RGBImage | None] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -83,17 +86,38 @@ class StudioRenderer:
         """The crop box (source pixels) used for the latest frame."""
         return self._box
 
+    def set_look(self, background: BackgroundSettings, background_image: RGBImage | None = None) -> None:
+        """Use `background` (and its picture, for mode "image") from the next frame on. Thread-safe: a control
+        thread calls it while the render thread runs; the backdrop is rebuilt on the render thread."""
+        if background.enabled and background.mode == "image":
+            if background_image is None:
+                raise ValueError("background_image: mode 'image' needs the loaded image array, got None")
+            _check_rgb("background_image", background_image)
+        with self._look_lock:
+            self._pending_look = (background, background_image)
+
+    def _apply_look(self) -> None:
+        with self._look_lock:
+            pending, self._pending_look = self._pending_look, None
+        if pending is not None:
+            self._background, self._background_image = pending
+            self._build_backdrop()
+
     def prepare(self) -> None:
         """Build what does not change per frame: the backdrop canvas and the identity tone table."""
         self._reset()
+        self._build_backdrop()
+        self._prepared = True
+
+    def _build_backdrop(self) -> None:
+        self._backdrop = None
         bg = self._background
         if bg.enabled and bg.mode == "studio":
-            self._backdrop = bgmod.studio_backdrop(self.output_size)
+            self._backdrop = bgmod.studio_backdrop(self.output_size, bg.tint)
         elif bg.enabled and bg.mode == "color":
             self._backdrop = bgmod.solid(self.output_size, bg.color)
         elif bg.enabled and bg.mode == "image" and self._background_image is not None:
             self._backdrop = bgmod.cover_resize(self._background_image, self.output_size)
-        self._prepared = True
 
     def counters(self) -> dict[str, float]:
         return {}
@@ -107,6 +131,7 @@ class StudioRenderer:
         """One output canvas (output_size, RGB uint8) from a source frame, its face and person mask."""
         if not self._prepared:
             raise RuntimeError("StudioRenderer.render: call prepare() first")
+        self._apply_look()
         _check_rgb("image", image)
         ih, iw = image.shape[:2]
         landmarks = None

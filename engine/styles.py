@@ -30,14 +30,19 @@ class StylePreset:
     """Brand background picture (a file) behind the person; empty: none. Wins over `color`."""
     label: str = ""
     """Who the style is for, shown by `livecam styles`."""
+    backdrop: str = ""
+    """The studio engine's stand-in for `background` (it cannot paint one): the colour of its lit backdrop,
+    #rrggbb; empty: neutral grey."""
 
     def __post_init__(self) -> None:
         for name in ("attire", "lighting", "background"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"{name} = {value!r}: must be a non-empty description")
-        if self.color and not _HEX_COLOR.fullmatch(self.color):
-            raise ValueError(f"color = {self.color!r}: must be a hex colour like '#1f4e79', or empty")
+        for name in ("color", "backdrop"):
+            value = getattr(self, name)
+            if value and not _HEX_COLOR.fullmatch(value):
+                raise ValueError(f"{name} = {value!r}: must be a hex colour like '#1f4e79', or empty")
 
     @property
     def brand_backdrop(self) -> bool:
@@ -69,35 +74,41 @@ DEFAULT_STYLES: dict[str, StylePreset] = {
         attire="dark unstructured blazer over a plain crew-neck top",
         lighting="warm directional light with gentle shadows",
         background="muted teal seamless paper backdrop",
+        backdrop="#4f8a86",
     ),
     "healthcare": StylePreset(
         label="healthcare",
         attire="clean white coat over a light blue collared shirt",
         lighting="bright soft diffused light",
         background="plain light grey-blue backdrop",
+        backdrop="#b9c9da",
     ),
     "real_estate": StylePreset(
         label="real estate",
         attire="navy blazer over an open-collar light shirt",
         lighting="bright natural window light",
         background="softly blurred modern bright interior",
+        backdrop="#d8d2c6",
     ),
     "technology": StylePreset(
         label="technology",
         attire="fitted dark crew-neck sweater",
         lighting="cool soft key light with a gentle edge light",
         background="dark charcoal studio backdrop",
+        backdrop="#3a3d42",
     ),
     "legal": StylePreset(
         label="legal",
         attire="charcoal suit, white shirt and a dark silk tie",
         lighting="classic Rembrandt portrait lighting",
         background="softly blurred wood-panelled office",
+        backdrop="#6b4f3a",
     ),
     "education": StylePreset(
         label="education",
         attire="knit cardigan over a collared shirt",
         lighting="warm soft daylight",
         background="softly blurred bookshelf",
+        backdrop="#8a7358",
     ),
 }

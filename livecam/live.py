@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from engine.diffusion_settings import DiffusionSettings
 from engine.studio import StudioRenderer
-from engine.types import FaceEncoder, Renderer, RGBImage, Sections
-from livecam.capture import FrameSource, open_reader, read_image
+from engine.types import FaceEncoder, Renderer, Sections
+from livecam.capture import FrameSource, open_reader
 from livecam.config import Config
 from livecam.errors import LivecamError
 from livecam.identities import Identity, resolve_identity_lora
@@ -152,15 +152,12 @@ def face_encoder(config: Config, backend: str | None = None) -> FaceEncoder:
 
 def build_studio(config: Config, sections: Sections) -> StudioRenderer:
     """The studio renderer for `config`, not yet prepared."""
-    background_image: RGBImage | None = None
-    if config.background.enabled and config.background.mode == "image":
-        path = Path(config.background.image).expanduser()
-        if not path.is_file():
-            raise LivecamError(f"background.image = {config.background.image!r}: no such file")
-        background_image = read_image(path)
+    from livecam.stills import _background_picture, style_background
+
+    background = style_background(config.background, config.styles[config.engine.style])
     size = (config.output.width, config.output.height)
-    return StudioRenderer(size, config.framing, config.background, config.relight, config.skin,
-                          background_image=background_image, sections=sections)
+    return StudioRenderer(size, config.framing, background, config.relight, config.skin,
+                          background_image=_background_picture(background), sections=sections)
 
 
 def run_live(config: Config, max_frames: int | None = None, stats_json: Path | None = None) -> dict[str, Any]:

@@ -96,6 +96,8 @@ class StillRequest:
     """Axis overrides: a style's name (take that axis from it) or a description."""
     seed: int | None = None
     """First seed; None: `still.seed`."""
+    frame: RGBImage | None = field(default=None, repr=False, compare=False)
+    """A frame already in memory (the live camera's current frame), used instead of `photo`."""
     brand: str = ""
     """A style whose background (description, brand colour, picture) every style takes: a team's shared look."""
 
@@ -373,12 +375,23 @@ def _backdrop(config: Config, style: StylePreset) -> tuple[bgmod.BackgroundSetti
         return dataclasses.replace(bg, enabled=True, mode="image"), read_image(path)
     if style.color:
         return dataclasses.replace(bg, enabled=True, mode="color", color=style.color), None
-    if bg.enabled and bg.mode == "image":
-        path = Path(bg.image).expanduser()
-        if not path.is_file():
-            raise LivecamError(f"background.image = {bg.image!r}: no such file")
-        return bg, read_image(path)
-    return bg, None
+    return style_background(bg, style), _background_picture(bg)
+
+
+def style_background(bg: bgmod.BackgroundSettings, style: StylePreset) -> bgmod.BackgroundSettings:
+    """[background] with the style's studio backdrop colour (unless background.tint is set)."""
+    if bg.mode == "studio" and style.backdrop and not bg.tint:
+        return dataclasses.replace(bg, tint=style.backdrop)
+    return bg
+
+
+def _background_picture(bg: bgmod.BackgroundSettings) -> RGBImage | None:
+    if not (bg.enabled and bg.mode == "image"):
+        return None
+    path = Path(bg.image).expanduser()
+    if not path.is_file():
+        raise LivecamError(f"background.image = {bg.image!r}: no such file")
+    return read_image(path)
 
 
 def studio_square(bench: Workbench, config: Config, subject: Subject, style: StylePreset, side: int | None,
@@ -526,7 +539,7 @@ def _run_name(request: StillRequest, source: dict[str, Any]) -> str:
         if "/" in request.name or request.name.startswith("."):
             raise LivecamError(f"run name {request.name!r}: a plain folder name, not a path")
         return request.name
-    stem = Path(source["file"]).stem if source.get("file") else "camera"
+    stem = Path(source["file"]).stem if source.get("file") else "live" if source.get("live") else "camera"
     return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -570,7 +583,10 @@ def _export(request: StillRequest, config: Config, bench: Workbench, styles: lis
             extra_check: ExtraCheck | None) -> StillRun:
     s = config.still
     started = time.perf_counter()
-    if request.photo is not None:
+    if request.frame is not None:
+        image, what = np.ascontiguousarray(request.frame), "the live frame"
+        source = {"file": None, "live": True, "size": list(image.shape[1::-1])}
+    elif request.photo is not None:
         image, source = read_photo(request.photo)
         what = f"photo {request.photo}"
     else:
