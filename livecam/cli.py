@@ -1,4 +1,4 @@
-"""The `livecam` command: run, doctor, models, enroll, identities, still, styles."""
+"""The `livecam` command: run, serve, doctor, models, enroll, identities, still, styles."""
 
 from __future__ import annotations
 
@@ -99,6 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
     still.add_argument("--ray", metavar="ADDRESS", help="with --batch: run one task per person on a Ray cluster "
                        "(auto: a local Ray)")
 
+    serve = sub.add_parser(
+        "serve", help="serve the studio page and a WebRTC stream for webinar viewers",
+        description="Run the live camera and serve it over HTTP: the studio page (live controls, headshot export) "
+                    "at /, a WebRTC stream that any number of viewers share at /view. Off 127.0.0.1 every URL "
+                    "needs the access token it prints.")
+    _config_args(serve)
+    serve.add_argument("--input", metavar="SOURCE", help="camera index, video file or folder of images")
+    serve.add_argument("--output", metavar="TARGET",
+                       help="also send the frames to virtualcam, preview or a video file (default: the web only)")
+    serve.add_argument("--engine", choices=("studio", "diffusion", "auto"), help="renderer (default: auto)")
+    serve.add_argument("--frames", type=int, metavar="N", help="stop after N input frames")
+    serve.add_argument("--host", metavar="ADDRESS",
+                       help="address to listen on (default serve.host: 127.0.0.1; 0.0.0.0 = every interface)")
+    serve.add_argument("--port", type=int, metavar="N", help="TCP port (default serve.port: 8000)")
+    serve.add_argument("--token", metavar="TOKEN",
+                       help="access token (default serve.token; empty: none on 127.0.0.1, else a random one)")
+
     styles = sub.add_parser("styles", help="list the style presets (and platform crops)")
     _config_args(styles)
     return parser
@@ -140,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, _stop_on_sigterm)
             run_live(config, max_frames=args.frames, stats_json=args.stats_json)
             return 0
+        if args.command == "serve":
+            return _serve(args)
         if args.command == "doctor":
             from livecam.doctor import run_doctor
 
@@ -187,6 +206,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.frames is not None and args.frames < 1:
+        raise LivecamError(f"--frames {args.frames}: must be 1 or more")
+    extra = []
+    if args.input is not None:
+        extra.append(f"input.source={args.input}")
+    if args.engine is not None:
+        extra.append(f"engine.kind={args.engine}")
+    config = _load(args, extra)
+    try:
+        from livecam.serve import run_serve
+    except ImportError as e:
+        raise LivecamError(f"livecam serve needs the serve extra ({e.name} is missing): "
+                           "pip install -e \".[serve]\"") from None
+    run_serve(config, host=args.host, port=args.port, token=args.token, output=args.output,
+              max_frames=args.frames)
+    return 0
 
 
 def _print_styles(config: Config) -> None:

@@ -260,6 +260,54 @@ class StillSettings(GateSettings):
         return [p.strip() for p in self.platforms.split(",") if p.strip()]
 
 
+_ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """`livecam serve`: the web server with the studio page and the WebRTC stream for viewers."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on (--host); 127.0.0.1 = this computer only, 0.0.0.0 = every network interface."""
+    port: int = 8000
+    """TCP port (--port); 0 = any free port."""
+    token: str = ""
+    """Access token every request must carry (--token); empty: none on a loopback address, else a random one
+    made at start and printed in the URLs."""
+    max_body_kb: int = 64
+    """Largest request body accepted, in KiB (an SDP offer is 2-10 KiB)."""
+    ice_servers: str = ""
+    """STUN/TURN URLs for viewers outside the LAN, comma-separated (stun:HOST:PORT, turn:HOST:PORT); empty:
+    none (host candidates only)."""
+    ice_username: str = ""
+    ice_credential: str = ""
+    """TURN username and credential, for the turn:/turns: URLs in ice_servers."""
+    export_dir: str = ""
+    """Where the page's exports go; empty: <data dir>/exports ($LIVECAM_DATA_DIR, else the user data dir)."""
+    export_variants: int = 2
+    """Kept images per style when the page's export asks for no number (1..8)."""
+
+    def __post_init__(self) -> None:
+        if not self.host.strip() or any(c.isspace() for c in self.host):
+            raise ValueError(f"host = {self.host!r}: must be an address or host name, e.g. 127.0.0.1 or 0.0.0.0")
+        check_range("port", self.port, 0, 65535)
+        if self.token and (len(self.token) < 16 or not set(self.token) <= _TOKEN_CHARS):
+            raise ValueError("token: must be at least 16 characters of A-Z a-z 0-9 - _ . ~ (or empty: generated "
+                             "when needed)")
+        check_range("max_body_kb", self.max_body_kb, 1, 10_240)
+        for url in self.ice_server_urls:
+            if not url.startswith(_ICE_SCHEMES) or any(c.isspace() for c in url):
+                raise ValueError(f"ice_servers: {url!r} is not a STUN/TURN URL ({', '.join(_ICE_SCHEMES)}...)")
+        if bool(self.ice_username) != bool(self.ice_credential):
+            raise ValueError("ice_username and ice_credential: set both (for a TURN server) or neither")
+        check_range("export_variants", self.export_variants, 1, 8)
+
+    @property
+    def ice_server_urls(self) -> list[str]:
+        return [u.strip() for u in self.ice_servers.split(",") if u.strip()]
+
+
 @dataclass(frozen=True)
 class Config:
     input: InputSettings = field(default_factory=InputSettings)
@@ -273,6 +321,7 @@ class Config:
     models: ModelSettings = field(default_factory=ModelSettings)
     enroll: EnrollSettings = field(default_factory=EnrollSettings)
     still: StillSettings = field(default_factory=StillSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     styles: dict[str, StylePreset] = field(default_factory=lambda: dict(DEFAULT_STYLES))
     """Style presets by name ([styles.NAME] tables: attire, lighting, background); the built-in ones can be
     changed and new ones added."""

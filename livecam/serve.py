@@ -1,0 +1,475 @@
+"""`livecam serve`: the studio page, its JSON API and the WebRTC stream for webinar viewers (aiohttp + aiortc).
+
+    GET  /                      the studio page (livecam/web/studio.html)
+    GET  /view                  the viewer page (livecam/web/viewer.html)
+    GET  /static/NAME           a file directly in livecam/web/
+    GET  /api/state             the live settings and their choices
+    POST /api/settings          change rendering, style, identity, background
+    GET  /api/stats             fps, latency, frames, viewers
+    POST /api/offer             a viewer's SDP offer -> the answer (its own peer connection)
+    POST /api/export            headshots from the current frame
+    GET  /exports/RUN/FILE      an exported file (only from the export folder)
+
+Security: with a token (always, off a loopback address) every request must carry it, as
+`Authorization: Bearer TOKEN` or `?token=TOKEN`; a page opened with the token gets it as a strict same-site,
+HttpOnly cookie as well, so the page's own stylesheet, script and download links load (the cookie is taken for
+GET requests only, never for a request that changes something). Without a token (loopback only) the Host
+header must name this computer (against DNS rebinding), and a cross-origin POST is refused. Every error is JSON
+`{"error": "..."}`; no traceback is ever sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import ipaddress
+import json
+import logging
+import re
+import secrets
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from livecam.config import Config, ServeSettings
+from livecam.errors import LivecamError
+from livecam.frame import Frame
+from livecam.identities import identities_dir
+from livecam.provenance import read_disclosure
+from livecam.session import LiveSession
+from livecam.webrtc import LatestFrameTrack, OfferError, Viewers, ice_servers
+
+log = logging.getLogger("livecam")
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+NAME = re.compile(r"[A-Za-z0-9_.-]+")
+"""A file or folder name the server accepts in a URL: no slash, no other characters."""
+EXPORT_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".json": "application/json"}
+MAX_EXPORT_VARIANTS = 8
+COOKIE = "livecam_token"
+SETTINGS_TYPES: dict[str, type] = {"rendering": bool, "style": str, "identity": str, "background": str}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ApiError(Exception):
+    """An error answered as JSON {"error": message} with `status` (raised by handlers and checks)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def error(status: int, message: str, **headers: str) -> ApiError:
+    return ApiError(status, message, headers)
+
+
+@dataclasses.dataclass
+class _Server:
+    """What the handlers share: the session, the settings, and (once started) the track and the viewers."""
+
+    session: LiveSession
+    settings: ServeSettings
+    web_dir: Path
+    track: LatestFrameTrack | None = None
+    viewers: Viewers | None = None
+    listener: Callable[[Frame], None] | None = None
+
+    @property
+    def token(self) -> str:
+        return self.settings.token
+
+
+SERVER = web.AppKey("livecam_server", _Server)
+
+
+def make_app(session: LiveSession, settings: ServeSettings, web_dir: Path = WEB_DIR) -> web.Application:
+    """The web app for `session`. `settings.token` non-empty: every request needs it (see the module doc).
+
+    Start it on a running event loop (web.run_app, AppRunner); the WebRTC track is made at start-up and the
+    peer connections are closed at shutdown. The session itself is the caller's to close.
+    """
+    app = web.Application(middlewares=[_errors, _guard], client_max_size=settings.max_body_kb * 1024)
+    app[SERVER] = _Server(session, settings, web_dir)
+    app.router.add_get("/", functools.partial(_page, name="studio.html"))
+    app.router.add_get("/view", functools.partial(_page, name="viewer.html"))
+    app.router.add_get("/static/{name}", _static)
+    app.router.add_get("/api/state", _state)
+    app.router.add_post("/api/settings", _settings)
+    app.router.add_get("/api/stats", _stats)
+    app.router.add_post("/api/offer", _offer)
+    app.router.add_post("/api/export", _export)
+    app.router.add_get("/exports/{run}/{file}", _download)
+    app.on_startup.append(_start)
+    app.on_shutdown.append(_shutdown)
+    app.on_response_prepare.append(_headers)
+    return app
+
+
+# --- start and stop --------------------------------------------------------------------------------------------
+
+async def _start(app: web.Application) -> None:
+    server = app[SERVER]
+    track = LatestFrameTrack()
+    s = server.settings
+    server.track = track
+    server.viewers = Viewers(track, ice_servers(s.ice_server_urls, s.ice_username, s.ice_credential))
+
+    def publish(frame: Frame) -> None:
+        track.publish(frame.image)
+
+    server.listener = publish
+    server.session.add_listener(publish)
+
+
+async def _shutdown(app: web.Application) -> None:
+    server = app[SERVER]
+    if server.listener is not None:
+        server.session.remove_listener(server.listener)
+    if server.viewers is not None:
+        await server.viewers.close()
+    if server.track is not None:
+        server.track.stop()
+    server.session.viewers = 0
+
+
+# --- middlewares -----------------------------------------------------------------------------------------------
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as JSON {"error": ...}; an unexpected exception is logged here and never shown."""
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return web.json_response({"error": e.message}, status=e.status, headers=e.headers)
+    except web.HTTPException as e:  # aiohttp's own: no route (404), wrong method (405), body too large (413)
+        if e.status < 400:
+            raise
+        message = e.text if e.status == 413 and e.text else e.reason
+        headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "www-authenticate")}
+        return web.json_response({"error": message or "error"}, status=e.status, headers=headers)
+    except Exception:
+        log.exception("error in %s %s", request.method, request.path)
+        return web.json_response({"error": "internal server error (the server's log has the details)"}, status=500)
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The token, the Host and Origin checks, and the body size, before any handler runs."""
+    server = request.app[SERVER]
+    if server.token:
+        given = _given_token(request)
+        if given is None or not secrets.compare_digest(given.encode(), server.token.encode()):
+            message = ("this server needs its access token: open the URL it printed (with ?token=...), or send "
+                       "'Authorization: Bearer TOKEN'") if given is None else "wrong access token"
+            raise error(401, message, **{"WWW-Authenticate": 'Bearer realm="livecam"'})
+    else:
+        # No token means a loopback bind: only a browser on this computer that asked for it by name.
+        host = urlsplit(f"//{request.host}").hostname or ""
+        if not is_loopback(host):
+            raise error(403, f"host {request.host!r} refused: this server answers to localhost only")
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        origin = request.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
+            raise error(403, f"cross-origin request from {origin} refused")
+    max_bytes = server.settings.max_body_kb * 1024
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise error(413, f"request body of {request.content_length} bytes is over the limit of {max_bytes} "
+                         "(serve.max_body_kb)")
+    response = await handler(request)
+    if server.token and request.query.get("token") and request.path in ("/", "/view"):
+        # The page's stylesheet, script and download links cannot carry a header: the cookie carries the
+        # token for them (GET only; SameSite=Strict keeps other sites' pages from sending it).
+        response.set_cookie(COOKIE, server.token, httponly=True, samesite="Strict", path="/")
+    return response
+
+
+def _given_token(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else ""
+    if "token" in request.query:
+        return request.query["token"]
+    if request.method in ("GET", "HEAD") and COOKIE in request.cookies:
+        return request.cookies[COOKIE]
+    return None
+
+
+async def _headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")  # the token is in the page's URL
+    response.headers.setdefault("Cache-Control", "no-store")
+
+
+# --- pages and static files ------------------------------------------------------------------------------------
+
+async def _page(request: web.Request, name: str) -> web.StreamResponse:
+    return _web_file(request.app[SERVER].web_dir, name)
+
+
+async def _static(request: web.Request) -> web.StreamResponse:
+    return _web_file(request.app[SERVER].web_dir, request.match_info["name"])
+
+
+def _web_file(folder: Path, name: str) -> web.FileResponse:
+    """A file directly in `folder` (no subfolder, no hidden file, no link out of it), or 404."""
+    if not NAME.fullmatch(name) or name.startswith("."):
+        raise error(404, f"no such file: {name}")
+    root = folder.resolve()
+    path = folder / name
+    try:
+        resolved = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise error(404, f"no such file: {name}") from None
+    if resolved.parent != root or not resolved.is_file():
+        raise error(404, f"no such file: {name}")
+    return web.FileResponse(resolved)
+
+
+# --- the API ---------------------------------------------------------------------------------------------------
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except json.JSONDecodeError as e:
+        raise error(400, f"the body is not JSON: {e}") from None
+    except UnicodeDecodeError:
+        raise error(400, "the body is not UTF-8 text") from None
+    if not isinstance(body, dict):
+        raise error(400, "the body must be a JSON object")
+    return body
+
+
+async def _state(request: web.Request) -> web.Response:
+    return web.json_response(_state_of(request.app[SERVER]))
+
+
+def _state_of(server: _Server) -> dict[str, Any]:
+    ice: list[dict[str, str]] = []
+    s = server.settings
+    for url in s.ice_server_urls:
+        entry = {"urls": url}
+        if url.startswith(("turn:", "turns:")) and s.ice_username:
+            entry.update(username=s.ice_username, credential=s.ice_credential)
+        ice.append(entry)
+    return {**server.session.state(), "ice_servers": ice, "viewer_url": "/view"}
+
+
+async def _settings(request: web.Request) -> web.Response:
+    server = request.app[SERVER]
+    body = await _json_object(request)
+    for key, value in body.items():
+        kind = SETTINGS_TYPES.get(key)
+        if kind is None:
+            raise error(400, f"unknown setting {key!r}; settings: {', '.join(SETTINGS_TYPES)}")
+        if not isinstance(value, kind):
+            raise error(400, f"{key}: must be {'true or false' if kind is bool else 'a string'}, got {value!r}")
+    loop = asyncio.get_running_loop()
+    try:
+        # An identity's LoRA is loaded from disk (diffusion): not on the event loop.
+        await loop.run_in_executor(None, functools.partial(server.session.update, **body))
+    except LivecamError as e:
+        raise error(400, str(e)) from None
+    return web.json_response(_state_of(server))
+
+
+async def _stats(request: web.Request) -> web.Response:
+    server = request.app[SERVER]
+    _count_viewers(server)
+    return web.json_response(server.session.stats())
+
+
+def _count_viewers(server: _Server) -> None:
+    if server.viewers is not None:
+        server.session.viewers = server.viewers.connected
+
+
+async def _offer(request: web.Request) -> web.Response:
+    server = request.app[SERVER]
+    body = await _json_object(request)
+    sdp, kind = body.get("sdp"), body.get("type")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise error(400, "sdp: must be the offer's SDP text")
+    if not isinstance(kind, str):
+        raise error(400, "type: must be 'offer'")
+    if server.viewers is None:
+        raise error(503, "the server is starting")
+    try:
+        answer = await server.viewers.answer(sdp, kind)
+    except OfferError as e:
+        raise error(e.status, str(e)) from None
+    _count_viewers(server)
+    return web.json_response({"sdp": answer.sdp, "type": answer.type})
+
+
+async def _export(request: web.Request) -> web.Response:
+    server = request.app[SERVER]
+    session = server.session
+    body = await _json_object(request)
+    unknown = [k for k in body if k not in ("styles", "variants")]
+    if unknown:
+        raise error(400, f"unknown key {unknown[0]!r}; keys: styles, variants")
+    styles = body.get("styles")
+    if styles is not None:
+        if not isinstance(styles, list) or not all(isinstance(s, str) for s in styles):
+            raise error(400, "styles: must be a list of style names")
+        bad = [s for s in styles if s not in session.config.styles]
+        if bad:
+            raise error(400, f"styles: no style {bad[0]!r}; styles: {', '.join(session.config.styles)}")
+    variants = body.get("variants")
+    if variants is not None and (isinstance(variants, bool) or not isinstance(variants, int)
+                                 or not 1 <= variants <= MAX_EXPORT_VARIANTS):
+        raise error(400, f"variants: must be a whole number from 1 to {MAX_EXPORT_VARIANTS}, got {variants!r}")
+    loop = asyncio.get_running_loop()
+    try:
+        run = await loop.run_in_executor(None, session.export, styles or None, variants)
+    except LivecamError as e:
+        raise error(422, str(e)) from None
+    return web.json_response(_describe_run(run.folder, run.report))
+
+
+def _describe_run(folder: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """The export's answer: the kept images with their download URLs and disclosure fields."""
+    run = folder.name
+    images = []
+    for entry in report["candidates"]:
+        if not entry.get("kept") or not entry.get("file"):
+            continue
+        images.append({
+            "file": entry["file"],
+            "url": f"/exports/{run}/{entry['file']}",
+            "style": entry["style"],
+            "variant": entry["variant"],
+            "likeness": entry["figures"].get("likeness"),
+            "disclosure": read_disclosure(folder / entry["file"]),
+            "crops": [{"platform": c["platform"], "file": c["file"], "url": f"/exports/{run}/{c['file']}"}
+                      for c in entry.get("crops", []) if c.get("file")],
+        })
+    sheet = report.get("contact_sheet")
+    return {
+        "run": run,
+        "kept": report["summary"]["kept"],
+        "tried": report["summary"]["tried"],
+        "seconds": report["seconds"],
+        "images": images,
+        "report_url": f"/exports/{run}/report.json",
+        "contact_sheet_url": f"/exports/{run}/{sheet}" if sheet else None,
+    }
+
+
+async def _download(request: web.Request) -> web.StreamResponse:
+    """An exported file: names checked, the resolved path inside the export folder (no link out of it) and
+    outside the identities folder, images as attachments."""
+    server = request.app[SERVER]
+    run, name = request.match_info["run"], request.match_info["file"]
+    for part in (run, name):
+        if not NAME.fullmatch(part) or part.startswith("."):
+            raise error(404, "no such export file")
+    suffix = Path(name).suffix.lower()
+    if suffix not in EXPORT_SUFFIXES:
+        raise error(404, "no such export file")
+    root = server.session.export_dir.resolve()
+    try:
+        resolved = (root / run / name).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise error(404, "no such export file") from None
+    private = identities_dir().resolve()
+    if resolved.parent.parent != root or resolved.is_relative_to(private) or not resolved.is_file():
+        raise error(403, "refused: not an exported file")
+    headers = {"Content-Type": EXPORT_SUFFIXES[suffix]}
+    if suffix != ".json":
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return web.FileResponse(resolved, headers=headers)
+
+
+# --- livecam serve ---------------------------------------------------------------------------------------------
+
+def urls(host: str, port: int, token: str) -> tuple[str, str]:
+    """(studio page URL, viewer URL) for the printed start-up lines."""
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    query = f"?token={token}" if token else ""
+    return f"http://{shown}:{port}/{query}", f"http://{shown}:{port}/view{query}"
+
+
+def serve_settings(config: Config, host: str | None = None, port: int | None = None,
+                   token: str | None = None) -> ServeSettings:
+    """[serve] with the command line's --host/--port/--token, and a random token when one is needed (a
+    non-loopback bind with none configured)."""
+    s = config.serve
+    try:
+        s = dataclasses.replace(s, host=s.host if host is None else host, port=s.port if port is None else port,
+                                token=s.token if token is None else token)
+    except ValueError as e:
+        raise LivecamError(f"serve.{e}") from None
+    if not s.token and not is_loopback(s.host):
+        s = dataclasses.replace(s, token=secrets.token_urlsafe(24))
+    return s
+
+
+def run_serve(config: Config, host: str | None = None, port: int | None = None, *, token: str | None = None,
+              output: str | None = None, max_frames: int | None = None) -> None:
+    """Run the live camera and serve it until Ctrl-C/SIGTERM, the input's end or `max_frames` frames.
+    `output`: also send every frame there (virtualcam, preview, a video file)."""
+    settings = serve_settings(config, host, port, token)
+    session = LiveSession(config, output=output, max_frames=max_frames)
+    session.start()
+    try:
+        asyncio.run(_serve(session, settings))
+    finally:
+        session.close()
+    if session.error is not None and not isinstance(session.error, KeyboardInterrupt):
+        raise session.error
+
+
+async def _serve(session: LiveSession, settings: ServeSettings) -> None:
+    app = make_app(session, settings)
+    runner = web.AppRunner(app, access_log=None)  # an access log would record the tokens in URLs
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise LivecamError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e} "
+                           "(--host/--port, serve.host/serve.port)") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # NotImplementedError on Windows, RuntimeError off the main thread: Ctrl-C still stops it there.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    port = settings.port
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            port = int(address[1])
+            break
+    studio, viewer = urls(settings.host, port, settings.token)
+    print(f"studio page: {studio}\nviewer: {viewer}", flush=True)
+    if settings.token:
+        log.info("anyone with these URLs can watch and control the camera: share the viewer URL only")
+    try:
+        while not stop.is_set() and not session.wait(0):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+    finally:
+        await runner.cleanup()

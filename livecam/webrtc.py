@@ -1,0 +1,192 @@
+"""WebRTC: the one shared video track of rendered frames, and the viewers' peer connections.
+
+The render thread `publish`es each frame into `LatestFrameTrack`, a latest-value slot: `recv()` waits (an
+asyncio.Event set from the render thread through `loop.call_soon_threadsafe`, no polling) and returns only the
+newest frame, never a backlog. `Viewers` gives every viewer its own RTCPeerConnection sending a
+`MediaRelay(buffered=False)` subscription of that track: the relay reads the track once per frame and hands
+the frame to each viewer's encoder, and a viewer whose encoder is still busy simply misses frames, so a slow or
+stalled viewer never slows the others or the render loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import logging
+import threading
+import time
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, MediaStreamError, MediaStreamTrack, VideoStreamTrack
+from av import VideoFrame
+
+from engine.types import RGBImage
+
+log = logging.getLogger("livecam")
+
+MAX_VIEWERS = 200
+"""Peer connections accepted at once; more would only starve every viewer of the CPU their encoders need
+(see README, "Serve": each viewer's encoder costs CPU time on every frame)."""
+
+
+class OfferError(ValueError):
+    """A viewer's offer cannot be answered (bad SDP, no video in it, too many viewers)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class LatestFrameTrack(VideoStreamTrack):
+    """A video track whose `recv()` returns the newest published frame (RGB uint8 HxWx3), waiting for one
+    newer than the last it returned. Create it on the event loop's thread; `publish` from any thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._event_loop = asyncio.get_running_loop()
+        self._new = asyncio.Event()
+        self._lock = threading.Lock()
+        self._image: RGBImage | None = None
+        self._t0: float | None = None
+        self._last_pts = -1
+        self.published = 0
+        """Frames handed in by the render thread."""
+        self.sent = 0
+        """Frames `recv()` returned (taken by the relay for the viewers)."""
+
+    def publish(self, image: RGBImage) -> None:
+        """Make `image` the newest frame (any thread; it is not copied, so do not modify it afterwards)."""
+        with self._lock:
+            self._image = image
+            self.published += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        # RuntimeError: the event loop is closed, the server has shut down and nobody is waiting.
+        with contextlib.suppress(RuntimeError):
+            self._event_loop.call_soon_threadsafe(self._new.set)
+
+    async def recv(self) -> VideoFrame:
+        """The newest frame as an av.VideoFrame, pts from `next_timestamp()`; MediaStreamError once stopped."""
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            await self._new.wait()
+            self._new.clear()
+            with self._lock:
+                image, self._image = self._image, None
+            if image is not None:
+                break
+        pts, time_base = await self.next_timestamp()
+        frame = VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = pts
+        frame.time_base = time_base
+        self.sent += 1
+        return frame
+
+    async def next_timestamp(self) -> tuple[int, fractions.Fraction]:
+        """The track clock (90 kHz) at this moment, strictly increasing.
+
+        The base class paces a fixed 30 fps by sleeping; frames here come when the render loop makes them
+        (its rate varies), so the timestamp is the real time since the first frame and nothing sleeps.
+        """
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        pts = max(self._last_pts + 1, int((now - self._t0) * VIDEO_CLOCK_RATE))
+        self._last_pts = pts
+        return pts, VIDEO_TIME_BASE
+
+    def stop(self) -> None:
+        super().stop()
+        self._wake()  # a waiting recv() then raises MediaStreamError, which ends the relay's reader
+
+
+def ice_servers(urls: list[str], username: str = "", credential: str = "") -> list[RTCIceServer]:
+    """RTCIceServer entries for STUN/TURN `urls`; the credentials go with the TURN ones."""
+    servers = []
+    for url in urls:
+        if url.startswith(("turn:", "turns:")) and username:
+            servers.append(RTCIceServer(urls=url, username=username, credential=credential))
+        else:
+            servers.append(RTCIceServer(urls=url))
+    return servers
+
+
+class Viewers:
+    """The viewers' peer connections, each sending its own relay subscription of `track`.
+
+    A connection whose state turns "failed" or "closed" is closed and dropped (with its subscription);
+    `close()` closes them all (server shutdown). Use on the event loop's thread only.
+    """
+
+    def __init__(self, track: MediaStreamTrack, ice: list[RTCIceServer] | None = None,
+                 max_viewers: int = MAX_VIEWERS) -> None:
+        self.track = track
+        self._ice = list(ice or [])
+        self._relay = MediaRelay()
+        self._pcs: dict[RTCPeerConnection, MediaStreamTrack | None] = {}
+        self._max = max_viewers
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._pcs)
+
+    @property
+    def connected(self) -> int:
+        """Peer connections that are up (ICE and DTLS done)."""
+        return sum(pc.connectionState == "connected" for pc in self._pcs)
+
+    async def answer(self, sdp: str, kind: str) -> RTCSessionDescription:
+        """Answer a viewer's offer with a new peer connection that sends the shared track. OfferError (400)
+        for an offer that is not one or has no video; OfferError(503) when `max_viewers` are connected."""
+        if self._closed:
+            raise OfferError("the server is shutting down", 503)
+        if kind != "offer":
+            raise OfferError(f"type {kind!r}: must be 'offer'")
+        if len(self._pcs) >= self._max:
+            raise OfferError(f"too many viewers ({self._max}); try again later", 503)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice) if self._ice else None)
+        self._pcs[pc] = None
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            log.debug("viewer %x: %s", id(pc), pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                await self._drop(pc)
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            if not any(t.kind == "video" for t in pc.getTransceivers()):
+                raise OfferError("the offer has no video: add a recvonly video transceiver")
+            proxy = self._relay.subscribe(self.track, buffered=False)
+            self._pcs[pc] = proxy
+            pc.addTrack(proxy)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except OfferError:
+            await self._drop(pc)
+            raise
+        except Exception as e:  # aiortc's SDP parser raises many kinds for malformed input; all are the viewer's
+            await self._drop(pc)
+            raise OfferError(f"bad offer: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'invalid SDP'}"
+                             ) from None
+        local = pc.localDescription
+        assert local is not None
+        return local
+
+    async def _drop(self, pc: RTCPeerConnection) -> None:
+        if pc not in self._pcs:
+            return
+        proxy = self._pcs.pop(pc)
+        if proxy is not None:
+            proxy.stop()  # unsubscribes it from the relay
+        await pc.close()
+
+    async def close(self) -> None:
+        """Close every peer connection."""
+        self._closed = True
+        await asyncio.gather(*(self._drop(pc) for pc in list(self._pcs)), return_exceptions=True)
