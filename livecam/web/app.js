@@ -66,7 +66,7 @@ const livecam = (() => {
 
   function showState(state) {
     $("rendering").checked = state.rendering;
-    fill($("style"), state.styles.map((s) => ({ value: s.name, text: s.label ? `${s.name} (${s.label})` : s.name })), state.style);
+    fill($("style"), state.styles.map((s) => ({ value: s.name, text: s.label && s.label !== s.name ? `${s.name} (${s.label})` : s.name })), state.style);
     fill($("identity"), [{ value: "", text: "none" }, ...state.identities.map((i) => ({ value: i.name, text: i.name }))], state.identity);
     fill($("background"), state.backgrounds.map((b) => ({ value: b, text: b })), state.background);
     $("viewer-link").href = withToken(state.viewer_url || "view");
