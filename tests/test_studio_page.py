@@ -87,7 +87,9 @@ PIXELS_JS = """() => {
   g.drawImage(v, 0, 0);
   const all = g.getImageData(0, 0, c.width, c.height).data;
   let sum = 0, sq = 0, n = 0;
-  for (let i = 0; i < all.length; i += 16) { const y = (all[i] + all[i + 1] + all[i + 2]) / 3; sum += y; sq += y * y; n++; }
+  for (let i = 0; i < all.length; i += 16) {
+    const y = (all[i] + all[i + 1] + all[i + 2]) / 3; sum += y; sq += y * y; n++;
+  }
   const mean = sum / n;
   const corner = g.getImageData(4, 4, 24, 24).data;
   const rgb = [0, 0, 0];
@@ -116,8 +118,8 @@ def test_the_studio_page_plays_switches_style_and_exports(server: str, tmp_path:
             assert page.input_value("#style") == "corporate"
             page.select_option("#style", "healthcare")
             page.wait_for_function(
-                f"() => {{ const p = ({PIXELS_JS})(); const a = {first['corner']};"
-                " return p && Math.abs(p.corner[0] - a[0]) + Math.abs(p.corner[1] - a[1]) + Math.abs(p.corner[2] - a[2]) > 40; }",
+                f"() => {{ const p = ({PIXELS_JS})(); const a = {first['corner']}; return p &&"
+                " Math.abs(p.corner[0] - a[0]) + Math.abs(p.corner[1] - a[1]) + Math.abs(p.corner[2] - a[2]) > 40; }",
                 timeout=30_000)
             after = page.evaluate(PIXELS_JS)
             assert after["corner"][2] > after["corner"][0]  # bluish now
