@@ -11,19 +11,24 @@
     GET  /exports/RUN/FILE      an exported file (only from the export folder)
 
 Security: with a token (always, off a loopback address) every request must carry it, as
-`Authorization: Bearer TOKEN` or `?token=TOKEN`; a page opened with the token gets it as a strict same-site,
-HttpOnly cookie as well, so the page's own stylesheet, script and download links load (the cookie is taken for
-GET requests only, never for a request that changes something). Without a token (loopback only) the Host
-header must name this computer (against DNS rebinding), and a cross-origin POST is refused. Every error is JSON
+`Authorization: Bearer TOKEN` or `?token=TOKEN`. A viewer token derived from it (`viewer_token`, printed in the
+viewer URL) opens only the viewer page, the static files, /api/state and /api/offer, so the audience's link
+cannot change the camera or export. A page opened with a token gets that token as a strict same-site, HttpOnly
+cookie as well, so the page's own stylesheet and script load (the cookie is taken for GET requests only, never
+for a request that changes something). Without a token (loopback only) the Host header must name this computer
+(against DNS rebinding), and a cross-origin POST is refused. Every error is JSON
 `{"error": "..."}`; no traceback is ever sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import functools
+import hashlib
+import hmac
 import ipaddress
 import json
 import logging
@@ -177,10 +182,14 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     server = request.app[SERVER]
     if server.token:
         given = _given_token(request)
-        if given is None or not secrets.compare_digest(given.encode(), server.token.encode()):
-            message = ("this server needs its access token: open the URL it printed (with ?token=...), or send "
-                       "'Authorization: Bearer TOKEN'") if given is None else "wrong access token"
-            raise error(401, message, **{"WWW-Authenticate": 'Bearer realm="livecam"'})
+        if given is None:
+            raise error(401, "this server needs its access token: open the URL it printed (with ?token=...), or "
+                             "send 'Authorization: Bearer TOKEN'", **{"WWW-Authenticate": 'Bearer realm="livecam"'})
+        full = secrets.compare_digest(given.encode(), server.token.encode())
+        viewer = secrets.compare_digest(given.encode(), viewer_token(server.token).encode())
+        if not full and not (viewer and _viewer_may(request)):
+            raise error(401, "wrong access token" if not viewer else "the viewer token gives the viewer page only",
+                        **{"WWW-Authenticate": 'Bearer realm="livecam"'})
     else:
         # No token means a loopback bind: only a browser on this computer that asked for it by name.
         host = urlsplit(f"//{request.host}").hostname or ""
@@ -195,11 +204,26 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise error(413, f"request body of {request.content_length} bytes is over the limit of {max_bytes} "
                          "(serve.max_body_kb)")
     response = await handler(request)
-    if server.token and request.query.get("token") and request.path in ("/", "/view"):
-        # The page's stylesheet, script and download links cannot carry a header: the cookie carries the
-        # token for them (GET only; SameSite=Strict keeps other sites' pages from sending it).
-        response.set_cookie(COOKIE, server.token, httponly=True, samesite="Strict", path="/")
+    page_token = request.query.get("token", "")
+    if server.token and page_token and request.path in ("/", "/view") and response.status == 200:
+        # The page's stylesheet, script and download links cannot carry a header: the cookie carries the token
+        # the page was opened with (the viewer's, on the viewer page) for them (GET only; SameSite=Strict keeps
+        # other sites' pages from sending it).
+        response.set_cookie(COOKIE, page_token, httponly=True, samesite="Strict", path="/")
     return response
+
+
+def viewer_token(token: str) -> str:
+    """The viewer token derived from `token`: it opens the viewer page and its stream, nothing else."""
+    digest = hmac.new(token.encode(), b"livecam viewer", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")[:32]
+
+
+def _viewer_may(request: web.Request) -> bool:
+    """What a viewer token opens: the viewer page, the static files, the state (for the ICE servers), an offer."""
+    if request.method in ("GET", "HEAD"):
+        return request.path == "/view" or request.path.startswith("/static/") or request.path == "/api/state"
+    return request.method == "POST" and request.path == "/api/offer"
 
 
 def _given_token(request: web.Request) -> str | None:
@@ -272,7 +296,8 @@ def _state_of(server: _Server) -> dict[str, Any]:
         if url.startswith(("turn:", "turns:")) and s.ice_username:
             entry.update(username=s.ice_username, credential=s.ice_credential)
         ice.append(entry)
-    return {**server.session.state(), "ice_servers": ice, "viewer_url": "/view"}
+    share = f"/view?token={viewer_token(s.token)}" if s.token else "/view"
+    return {**server.session.state(), "ice_servers": ice, "viewer_url": "/view", "viewer_share_url": share}
 
 
 async def _settings(request: web.Request) -> web.Response:
@@ -464,9 +489,12 @@ async def _serve(session: LiveSession, settings: ServeSettings) -> None:
             port = int(address[1])
             break
     studio, viewer = urls(settings.host, port, settings.token)
+    if settings.token:
+        viewer = urls(settings.host, port, viewer_token(settings.token))[1]
     print(f"studio page: {studio}\nviewer: {viewer}", flush=True)
     if settings.token:
-        log.info("anyone with these URLs can watch and control the camera: share the viewer URL only")
+        log.info("the studio URL controls the camera and its exports: keep it to yourself; the viewer URL only "
+                 "watches")
     try:
         while not stop.is_set() and not session.wait(0):
             with contextlib.suppress(TimeoutError):
