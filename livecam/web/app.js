@@ -69,7 +69,8 @@ const livecam = (() => {
     fill($("style"), state.styles.map((s) => ({ value: s.name, text: s.label && s.label !== s.name ? `${s.name} (${s.label})` : s.name })), state.style);
     fill($("identity"), [{ value: "", text: "none" }, ...state.identities.map((i) => ({ value: i.name, text: i.name }))], state.identity);
     fill($("background"), state.backgrounds.map((b) => ({ value: b, text: b })), state.background);
-    $("viewer-link").href = withToken(state.viewer_url || "view");
+    // The audience link carries the viewer-only token (it can watch, not control or download).
+    $("viewer-link").href = state.viewer_share_url || withToken(state.viewer_url || "view");
   }
 
   async function change(key, value) {
