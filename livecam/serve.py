@@ -48,7 +48,7 @@ from livecam.frame import Frame
 from livecam.identities import identities_dir
 from livecam.provenance import read_disclosure
 from livecam.session import LiveSession
-from livecam.webrtc import LatestFrameTrack, OfferError, Viewers, ice_servers
+from livecam.webrtc import LatestFrameTrack, OfferError, Viewers, encoder_executor, ice_servers
 
 log = logging.getLogger("livecam")
 
@@ -467,6 +467,9 @@ def run_serve(config: Config, host: str | None = None, port: int | None = None, 
 
 
 async def _serve(session: LiveSession, settings: ServeSettings) -> None:
+    # The viewers' encoders run on the default executor: at a lower priority, so that where the CPU is short
+    # the viewers lose frames, not the camera (the render loop and the virtual camera).
+    asyncio.get_running_loop().set_default_executor(encoder_executor())
     app = make_app(session, settings)
     runner = web.AppRunner(app, access_log=None)  # an access log would record the tokens in URLs
     await runner.setup()

@@ -14,8 +14,11 @@ import asyncio
 import contextlib
 import fractions
 import logging
+import os
+import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 import cv2
@@ -125,6 +128,23 @@ class LatestFrameTrack(VideoStreamTrack):
         self._wake()  # a waiting recv() then raises MediaStreamError, which ends the relay's reader
 
 
+ENCODER_NICE = 10
+"""How much lower the CPU priority of the event loop's worker threads (the viewers' encoders) is than the render
+loop's, on Linux: where the CPU is short, viewers lose frames before the camera does."""
+
+
+def _lower_priority() -> None:
+    if sys.platform.startswith("linux"):  # per thread there; elsewhere it would lower the whole process
+        with contextlib.suppress(OSError):  # not permitted: keep the normal priority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ENCODER_NICE)
+
+
+def encoder_executor() -> ThreadPoolExecutor:
+    """A thread pool for the event loop's default executor, whose threads run at a lower CPU priority than the
+    render loop's (Linux). aiortc encodes each viewer's frames there; the server's exports run there too."""
+    return ThreadPoolExecutor(thread_name_prefix="livecam-encode", initializer=_lower_priority)
+
+
 def ice_servers(urls: list[str], username: str = "", credential: str = "") -> list[RTCIceServer]:
     """RTCIceServer entries for STUN/TURN `urls`; the credentials go with the TURN ones."""
     servers = []
@@ -154,6 +174,10 @@ class Viewers:
 
     def __len__(self) -> int:
         return len(self._pcs)
+
+    def connections(self) -> list[RTCPeerConnection]:
+        """The viewers' peer connections now (for their statistics)."""
+        return list(self._pcs)
 
     @property
     def connected(self) -> int:
