@@ -25,7 +25,8 @@ def test_shipped_config_lists_every_setting() -> None:
     for section in dataclasses.fields(Config):
         if section.name == "styles":
             assert set(tables["styles"]) == set(DEFAULT_STYLES)
-            assert all(set(t) == {"label", "attire", "lighting", "background", "backdrop"} for t in tables["styles"].values())
+            keys = {"label", "attire", "lighting", "background", "backdrop"}
+            assert all(set(t) == keys for t in tables["styles"].values())
             continue
         if section.name == "platforms":
             assert set(tables["platforms"]) == set(DEFAULT_PLATFORMS)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import cv2
 import numpy as np
 import pytest
 
@@ -473,11 +474,12 @@ def test_letterbox_fits_and_centres() -> None:
     assert tall[:50].max() == 0 and tall[50:130].min() == 9 and tall[130:].max() == 0
 
 
-def test_cli_serve_prints_the_urls_and_stops_after_frames(short_face_video: Path, tmp_path: Path) -> None:
+def test_cli_serve_prints_the_urls_fans_out_and_stops_after_frames(short_face_video: Path, tmp_path: Path) -> None:
+    fanout = tmp_path / "also.mp4"
     result = subprocess.run(
         [sys.executable, "-m", "livecam", "serve", "--input", str(short_face_video), "--engine", "studio",
          "--host", "0.0.0.0", "--port", "0", "--frames", "20", "--set", "output.width=320",
-         "--set", "output.height=180"],
+         "--set", "output.height=180", "--output", str(fanout)],
         capture_output=True, text=True, timeout=120, env={**os.environ, "LIVECAM_DATA_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -486,3 +488,22 @@ def test_cli_serve_prints_the_urls_and_stops_after_frames(short_face_video: Path
     token = studio.split("?token=")[1]
     assert len(token) >= 30 and viewer.endswith(f"/view?token={viewer_token(token)}")
     assert ":0/" not in studio  # the real port
+    video = cv2.VideoCapture(str(fanout))  # --output: every frame went to the video file as well
+    try:
+        assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 20
+        assert (video.get(cv2.CAP_PROP_FRAME_WIDTH), video.get(cv2.CAP_PROP_FRAME_HEIGHT)) == SIZE
+    finally:
+        video.release()
+
+
+def test_benchmark_cost_per_viewer_is_measured_against_the_baseline() -> None:
+    from benchmarks.webrtc_viewers import per_viewer_cost
+
+    def run(cpu_s: float, published: int, received: list[int]) -> dict[str, Any]:
+        return {"cpu_s": cpu_s, "frames_published": published, "frames_received": received}
+
+    # Baseline 10 ms per published frame; 2 viewers: 300 frames each cost 12 s - 3 s of baseline = 15 ms each.
+    cost = per_viewer_cost({0: [run(3.0, 300, [])], 2: [run(5.0, 150, [150, 150]), run(7.0, 150, [150, 150])]})
+    assert cost["baseline_cpu_ms_per_published_frame"] == 10.0
+    assert cost["2"] == {"cpu_ms_per_frame_per_viewer": 15.0, "core_share_per_viewer_at_30fps": 0.45,
+                         "viewers_per_core_at_30fps": 2}
