@@ -507,3 +507,12 @@ def test_benchmark_cost_per_viewer_is_measured_against_the_baseline() -> None:
     assert cost["baseline_cpu_ms_per_published_frame"] == 10.0
     assert cost["2"] == {"cpu_ms_per_frame_per_viewer": 15.0, "core_share_per_viewer_at_30fps": 0.45,
                          "viewers_per_core_at_30fps": 2}
+
+
+def test_a_session_that_cannot_start_says_why(tmp_path: Path) -> None:
+    session = LiveSession(load_config(None, [f"input.source={tmp_path / 'missing.mp4'}", "engine.kind=studio"]))
+    with pytest.raises(LivecamError, match=r"missing\.mp4"):
+        session.start()
+    assert not session.running
+    session.close()
+    session.close()  # once is enough; again does nothing
