@@ -45,6 +45,7 @@ from engine import quality
 from engine.alignment import cosine
 from engine.crops import PlatformSpec, cut, plan_crop
 from engine.gate import Assessment, GateSettings, assess
+from engine.pose import draw_pose
 from engine.studio import StudioRenderer
 from engine.styles import StylePreset
 from engine.types import FaceEncoder, Landmarks, RGBImage
@@ -611,9 +612,11 @@ def _export(request: StillRequest, config: Config, bench: Workbench, styles: lis
     try:
         for style_name, style in zip(request.styles, styles, strict=True):
             seed = first_seed
-            base_square = base_marks = affine = None
-            if generator is not None:
-                base_square, base_marks, affine = studio_square(bench, config, subject, style, generator.size)
+            base_square = condition = None
+            if generator is not None:  # the framed photo and its pose image, once per style
+                base_square, _, affine = studio_square(bench, config, subject, style, generator.size)
+                if generator.uses_controlnet:
+                    condition = draw_pose(subject.landmarks, affine, (generator.size, generator.size))
                 generator.set_prompt(style.prompt(subject_words))
             for variant in range(1, variants + 1):
                 attempts = 1 + (s.max_retries if generator is not None else 0)
@@ -621,12 +624,7 @@ def _export(request: StillRequest, config: Config, bench: Workbench, styles: lis
                     entry: dict[str, Any] = {"style": style_name, "variant": variant, "attempt": attempt}
                     crop_source = None
                     if generator is not None:
-                        assert base_square is not None and base_marks is not None and affine is not None
-                        condition = None
-                        if generator.uses_controlnet:
-                            from engine.pose import draw_pose
-
-                            condition = draw_pose(subject.landmarks, affine, (generator.size, generator.size))
+                        assert base_square is not None
                         candidate = generator.generate(base_square, condition, seed)
                         if style.brand_backdrop:
                             candidate = _brand_backdrop(bench, config, candidate, style)
