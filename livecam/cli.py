@@ -140,15 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="livecam: %(message)s", stream=sys.stderr)
     try:
         if args.command == "run":
-            if args.frames is not None and args.frames < 1:
-                raise LivecamError(f"--frames {args.frames}: must be 1 or more")
-            extra = []
-            if args.input is not None:
-                extra.append(f"input.source={args.input}")
+            extra = _live_overrides(args)
             if args.output is not None:
                 extra.append(f"output.target={args.output}")
-            if args.engine is not None:
-                extra.append(f"engine.kind={args.engine}")
             if args.no_pace:
                 extra.append("input.pace=false")
             config = _load(args, extra)
@@ -208,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _live_overrides(args: argparse.Namespace) -> list[str]:
+    """The config overrides `run` and `serve` share (--input, --engine), after checking --frames."""
     if args.frames is not None and args.frames < 1:
         raise LivecamError(f"--frames {args.frames}: must be 1 or more")
     extra = []
@@ -216,7 +211,11 @@ def _serve(args: argparse.Namespace) -> int:
         extra.append(f"input.source={args.input}")
     if args.engine is not None:
         extra.append(f"engine.kind={args.engine}")
-    config = _load(args, extra)
+    return extra
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _load(args, _live_overrides(args))
     try:
         from livecam.serve import run_serve
     except ImportError as e:
