@@ -152,12 +152,12 @@ def face_encoder(config: Config, backend: str | None = None) -> FaceEncoder:
 
 def build_studio(config: Config, sections: Sections) -> StudioRenderer:
     """The studio renderer for `config`, not yet prepared."""
-    from livecam.stills import _background_picture, style_background
+    from livecam.stills import background_picture, style_background
 
     background = style_background(config.background, config.styles[config.engine.style])
     size = (config.output.width, config.output.height)
     return StudioRenderer(size, config.framing, background, config.relight, config.skin,
-                          background_image=_background_picture(background), sections=sections)
+                          background_image=background_picture(background), sections=sections)
 
 
 def run_live(config: Config, max_frames: int | None = None, stats_json: Path | None = None) -> dict[str, Any]:

@@ -465,9 +465,9 @@ class LiveSession:
         if mode != "image":
             return None
         if "image" not in self._pictures:
-            from livecam.stills import _background_picture
+            from livecam.stills import background_picture
 
-            picture = _background_picture(dataclasses.replace(self.config.background, enabled=True, mode="image"))
+            picture = background_picture(dataclasses.replace(self.config.background, enabled=True, mode="image"))
             assert picture is not None
             self._pictures["image"] = picture
         return self._pictures["image"]

@@ -376,7 +376,7 @@ def _backdrop(config: Config, style: StylePreset) -> tuple[bgmod.BackgroundSetti
         return dataclasses.replace(bg, enabled=True, mode="image"), read_image(path)
     if style.color:
         return dataclasses.replace(bg, enabled=True, mode="color", color=style.color), None
-    return style_background(bg, style), _background_picture(bg)
+    return style_background(bg, style), background_picture(bg)
 
 
 def style_background(bg: bgmod.BackgroundSettings, style: StylePreset) -> bgmod.BackgroundSettings:
@@ -386,7 +386,9 @@ def style_background(bg: bgmod.BackgroundSettings, style: StylePreset) -> bgmod.
     return bg
 
 
-def _background_picture(bg: bgmod.BackgroundSettings) -> RGBImage | None:
+def background_picture(bg: bgmod.BackgroundSettings) -> RGBImage | None:
+    """The picture of mode "image" ([background].image, loaded), None for the other modes; LivecamError when
+    the file is missing."""
     if not (bg.enabled and bg.mode == "image"):
         return None
     path = Path(bg.image).expanduser()
