@@ -10,12 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch", reason="the diffusion extra is not installed")
-pytest.importorskip("diffusers", reason="the diffusion extra is not installed")
-
-from benchmarks import diffusion_cpu, diffusion_gpu  # noqa: E402
-from benchmarks.random_sdxl import full_size_components  # noqa: E402
+from benchmarks import diffusion_cpu, diffusion_gpu
+from benchmarks.random_sdxl import full_size_components
 
 
 def test_gpu_benchmark_tiny_runs_every_path_and_writes_json(tmp_path: Path) -> None:

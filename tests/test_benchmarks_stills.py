@@ -10,12 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
+import torch
 
-torch = pytest.importorskip("torch", reason="the diffusion extra is not installed")
-pytest.importorskip("diffusers", reason="the diffusion extra is not installed")
-
-from benchmarks import stills_gpu  # noqa: E402
+from benchmarks import stills_gpu
 
 
 def test_stills_benchmark_tiny_runs_livecam_and_the_baseline_and_writes_json(tmp_path: Path) -> None:

@@ -8,15 +8,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch", reason="the diffusion extra is not installed")
-diffusers = pytest.importorskip("diffusers", reason="the diffusion extra is not installed")
-
-from benchmarks.random_sdxl import tiny_components  # noqa: E402
-from engine.background import BackgroundSettings  # noqa: E402
-from engine.diffusion import (  # noqa: E402
+from benchmarks.random_sdxl import tiny_components
+from engine.background import BackgroundSettings
+from engine.diffusion import (
     Denoiser,
     DiffusionComponents,
     DiffusionRenderer,
@@ -27,14 +26,14 @@ from engine.diffusion import (  # noqa: E402
     square_region,
     trailing_timesteps,
 )
-from engine.framing import FramingSettings  # noqa: E402
-from engine.relight import RelightSettings  # noqa: E402
-from engine.skin import SkinSettings  # noqa: E402
-from engine.studio import StudioRenderer  # noqa: E402
-from engine.styles import DEFAULT_STYLES  # noqa: E402
-from engine.types import Face  # noqa: E402
-from livecam.tracking import detect_faces  # noqa: E402
-from tests.conftest import load_rgb  # noqa: E402
+from engine.framing import FramingSettings
+from engine.relight import RelightSettings
+from engine.skin import SkinSettings
+from engine.studio import StudioRenderer
+from engine.styles import DEFAULT_STYLES
+from engine.types import Face
+from livecam.tracking import detect_faces
+from tests.conftest import load_rgb
 
 OUT = (320, 180)
 SIZE = 64
@@ -341,8 +340,9 @@ def test_attention_runs_through_pytorch_sdpa(shared: DiffusionComponents) -> Non
         assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors)
 
 
-@pytest.mark.skipif(not os.environ.get("LIVECAM_SLOW_TESTS"),
-                    reason="torch.compile takes minutes on a CPU; LIVECAM_SLOW_TESTS=1 runs it")
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() or os.environ.get("LIVECAM_SLOW_TESTS")),
+                    reason="torch.compile is the GPU speed option (minutes on a CPU; LIVECAM_SLOW_TESTS=1 runs it here)")
 def test_compiled_denoiser_gives_the_same_frames(shared: DiffusionComponents) -> None:
     crop = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
     embeds = encode_prompt(host_pipeline(shared), PROMPT, shared.device)

@@ -11,23 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import diffusers
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch", reason="the diffusion extra is not installed")
-diffusers = pytest.importorskip("diffusers", reason="the diffusion extra is not installed")
-
-from benchmarks.random_sdxl import tiny_components  # noqa: E402
-from engine.diffusion import DiffusionRenderer  # noqa: E402
-from engine.studio import StudioRenderer  # noqa: E402
-from livecam.capture import FrameSource, open_reader  # noqa: E402
-from livecam.cli import main  # noqa: E402
-from livecam.config import load_config  # noqa: E402
-from livecam.live import build_renderer  # noqa: E402
-from livecam.loop import run_loop  # noqa: E402
-from livecam.outputs.memory import MemorySink  # noqa: E402
-from livecam.stats import Stats  # noqa: E402
-from livecam.tracking import MediaPipeFaceTracker  # noqa: E402
+from benchmarks.random_sdxl import tiny_components
+from engine.diffusion import DiffusionRenderer
+from engine.studio import StudioRenderer
+from livecam.capture import FrameSource, open_reader
+from livecam.cli import main
+from livecam.config import load_config
+from livecam.live import build_renderer
+from livecam.loop import run_loop
+from livecam.outputs.memory import MemorySink
+from livecam.stats import Stats
+from livecam.tracking import MediaPipeFaceTracker
 
 
 @pytest.fixture(scope="module")

@@ -14,18 +14,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import diffusers
+import huggingface_hub.constants
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 
-torch = pytest.importorskip("torch", reason="the diffusion extra is not installed")
-diffusers = pytest.importorskip("diffusers", reason="the diffusion extra is not installed")
-
-import huggingface_hub.constants  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-from benchmarks.random_sdxl import tiny_components, tiny_tokenizer  # noqa: E402
-from engine.diffusion import Denoiser, DiffusionComponents, encode_prompt, host_pipeline  # noqa: E402
-from models.diffusion import (  # noqa: E402
+from benchmarks.random_sdxl import tiny_components, tiny_tokenizer
+from engine.diffusion import Denoiser, DiffusionComponents, encode_prompt, host_pipeline
+from models.diffusion import (
     hub_status,
     licence_warning,
     load_components,
@@ -33,9 +31,9 @@ from models.diffusion import (  # noqa: E402
     resolve_device,
     resolve_dtype,
 )
-from models.registry import HUB_MODELS  # noqa: E402
-from models.store import ModelUnavailable  # noqa: E402
-from tests._single_file import sdxl_original_state_dict, unet_to_original, write_sdxl_single_file  # noqa: E402
+from models.registry import HUB_MODELS
+from models.store import ModelUnavailable
+from tests._single_file import sdxl_original_state_dict, unet_to_original, write_sdxl_single_file
 
 ATTENTION = ["to_q", "to_k", "to_v", "to_out.0"]
 

@@ -10,29 +10,25 @@ import json
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 
-torch = pytest.importorskip("torch", reason="the diffusion extra is not installed")
-diffusers = pytest.importorskip("diffusers", reason="the diffusion extra is not installed")
-pytest.importorskip("peft", reason="the diffusion extra is not installed")
-
-import cv2  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-
-from benchmarks import training_gpu  # noqa: E402
-from benchmarks.random_sdxl import full_size_components, tiny_components  # noqa: E402
-from engine.background import BackgroundSettings  # noqa: E402
-from engine.diffusion import DiffusionComponents, DiffusionRenderer, DiffusionSettings  # noqa: E402
-from engine.framing import FramingSettings  # noqa: E402
-from engine.relight import RelightSettings  # noqa: E402
-from engine.skin import SkinSettings  # noqa: E402
-from engine.studio import StudioRenderer  # noqa: E402
-from engine.types import Face, RGBImage  # noqa: E402
-from livecam.capture import read_image  # noqa: E402
-from models import lora_training  # noqa: E402
-from models.diffusion import load_lora  # noqa: E402
-from models.lora_training import (  # noqa: E402
+from benchmarks import training_gpu
+from benchmarks.random_sdxl import full_size_components, tiny_components
+from engine.background import BackgroundSettings
+from engine.diffusion import DiffusionComponents, DiffusionRenderer, DiffusionSettings
+from engine.framing import FramingSettings
+from engine.relight import RelightSettings
+from engine.skin import SkinSettings
+from engine.studio import StudioRenderer
+from engine.types import Face, RGBImage
+from livecam.capture import read_image
+from models import lora_training
+from models.diffusion import load_lora
+from models.lora_training import (
     LORA_FILE,
     TrainingSettings,
     evaluation_loss,
@@ -40,10 +36,10 @@ from models.lora_training import (  # noqa: E402
     train_identity_lora,
     training_resolution,
 )
-from tests._landmarks import asset, photo_landmarks  # noqa: E402
+from tests._landmarks import asset, photo_landmarks
 
 Weights = dict[str, Any]
-"""Tensors by name (torch is imported through importorskip, so not named in annotations)."""
+"""Tensors by name."""
 SIZE = 64
 PHOTOS = [f"images/identity/meds-aa-S001-0{i}.jpg" for i in range(1, 7)]
 CAPTION = "a photo of ohwx person"

@@ -348,7 +348,7 @@ def _certificates(folder: Path, *, usable: bool = True) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def credentials(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    pytest.importorskip("c2pa")
+    import c2pa  # noqa: F401  (a missing package is a failure, not a skip)
     return _certificates(tmp_path_factory.mktemp("c2pa"))
 
 

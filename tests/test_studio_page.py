@@ -14,13 +14,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import playwright.sync_api as playwright_sync
 import pytest
 
-pytest.importorskip("aiortc", reason="the serve extra is not installed")
-playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
-
-from livecam.provenance import read_disclosure  # noqa: E402
-from tests.conftest import asset  # noqa: E402
+from livecam.provenance import read_disclosure
+from tests.conftest import asset
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

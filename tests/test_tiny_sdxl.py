@@ -7,13 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import diffusers
 import numpy as np
-import pytest
+import torch
 
-torch = pytest.importorskip("torch", reason="the diffusion extra is not installed")
-diffusers = pytest.importorskip("diffusers", reason="the diffusion extra is not installed")
-
-from benchmarks.random_sdxl import tiny_components  # noqa: E402
+from benchmarks.random_sdxl import tiny_components
 
 
 def test_tiny_sdxl_saves_loads_and_runs_through_the_real_pipeline(tmp_path: Path) -> None:
