@@ -342,7 +342,7 @@ def test_attention_runs_through_pytorch_sdpa(shared: DiffusionComponents) -> Non
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not (torch.cuda.is_available() or os.environ.get("LIVECAM_SLOW_TESTS")),
-                    reason="torch.compile is the GPU speed option (minutes on a CPU; LIVECAM_SLOW_TESTS=1 runs it here)")
+                    reason="torch.compile is the GPU speed option (minutes on a CPU: LIVECAM_SLOW_TESTS=1)")
 def test_compiled_denoiser_gives_the_same_frames(shared: DiffusionComponents) -> None:
     crop = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
     embeds = encode_prompt(host_pipeline(shared), PROMPT, shared.device)
