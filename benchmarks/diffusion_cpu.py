@@ -44,18 +44,17 @@ from benchmarks.live_loop import versions as base_versions
 from benchmarks.random_sdxl import tiny_components
 from engine import framing as fr
 from engine.background import BackgroundSettings
+from engine.denoiser import DiffusionComponents, encode_prompt
 from engine.diffusion import (
-    DiffusionComponents,
     DiffusionRenderer,
-    DiffusionSettings,
     badge_patch,
     crop_geometry,
     cut_square,
     draw_badge,
-    encode_prompt,
     feather_mask,
     paste_square,
 )
+from engine.diffusion_settings import DiffusionSettings
 from engine.framing import FramingSettings
 from engine.pose import draw_pose
 from engine.relight import RelightSettings

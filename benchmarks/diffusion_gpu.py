@@ -370,7 +370,8 @@ def run(args: argparse.Namespace, device: Any) -> int:
     from PIL import Image
 
     from benchmarks.random_sdxl import full_size_components
-    from engine.diffusion import Denoiser, DiffusionComponents, DiffusionSettings
+    from engine.denoiser import Denoiser, DiffusionComponents
+    from engine.diffusion_settings import DiffusionSettings
 
     dtype_name = args.dtype or ("fp16" if device.type == "cuda" else "fp32")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]

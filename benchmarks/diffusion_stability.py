@@ -34,7 +34,9 @@ from benchmarks.face_video import assets_dir
 from benchmarks.live_loop import machine, versions
 from benchmarks.random_sdxl import tiny_components
 from engine.background import BackgroundSettings
-from engine.diffusion import DiffusionComponents, DiffusionRenderer, DiffusionSettings
+from engine.denoiser import DiffusionComponents
+from engine.diffusion import DiffusionRenderer
+from engine.diffusion_settings import DiffusionSettings
 from engine.framing import FramingSettings
 from engine.relight import RelightSettings
 from engine.skin import SkinSettings

@@ -67,7 +67,7 @@ from benchmarks.diffusion_gpu import (
 from benchmarks.face_video import assets_dir
 
 if TYPE_CHECKING:
-    from engine.diffusion import DiffusionComponents
+    from engine.denoiser import DiffusionComponents
     from engine.still import StillGenerator
     from engine.types import RGBImage
     from livecam.config import Config
@@ -165,7 +165,7 @@ def sdxl_text_encoders(device: Any, dtype: Any, seed: int) -> tuple[Any, Any]:
 def build_components(tiny: bool, device: Any, dtype: Any, seed: int) -> DiffusionComponents:
     """The diffusion components stills load (text encoders, UNet, ControlNet, full VAE), random weights."""
     from benchmarks.random_sdxl import full_size_components, tiny_components, tiny_tokenizer
-    from engine.diffusion import DiffusionComponents
+    from engine.denoiser import DiffusionComponents
 
     if tiny:
         models = tiny_components(seed)
@@ -333,7 +333,7 @@ class Baseline:
     beforehand (`prepare`, untimed: the pipeline takes them directly)."""
 
     def __init__(self, components: DiffusionComponents, steps: int, strength: float, controlnet_scale: float) -> None:
-        from engine.diffusion import host_pipeline
+        from engine.denoiser import host_pipeline
 
         self.components = components
         self.host = host_pipeline(components)
@@ -346,7 +346,7 @@ class Baseline:
         self.embeds: dict[str, Any] = {}
 
     def prepare(self, candidates: list[Candidate]) -> None:
-        from engine.diffusion import encode_prompt
+        from engine.denoiser import encode_prompt
 
         for c in candidates:
             if c.prompt not in self.embeds:

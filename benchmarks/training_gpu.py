@@ -107,7 +107,7 @@ def full_size_models(device: Any, dtype: Any, seed: int) -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from benchmarks.random_sdxl import full_size_components, tiny_tokenizer
-    from engine.diffusion import DiffusionComponents
+    from engine.denoiser import DiffusionComponents
 
     c = full_size_components(device, dtype, controlnet=False, seed=seed)
     c["vae"].register_to_config(force_upcast=False)  # as sdxl-vae-fp16-fix, the default stills VAE
@@ -127,7 +127,7 @@ def tiny_models(device: Any, seed: int) -> Any:
     import torch
 
     from benchmarks.random_sdxl import tiny_components
-    from engine.diffusion import DiffusionComponents
+    from engine.denoiser import DiffusionComponents
 
     c = tiny_components(seed)
     for key in ("unet", "vae", "tiny_vae", "text_encoder", "text_encoder_2"):

@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
-from engine.diffusion import Denoiser, DiffusionComponents, IdentityFuser, encode_prompt, host_pipeline
+from engine.denoiser import Denoiser, DiffusionComponents, encode_prompt, host_pipeline
 from engine.diffusion_settings import DiffusionSettings
+from engine.identity_fuser import IdentityFuser
 from engine.types import RGBImage
 
 

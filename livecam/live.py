@@ -22,7 +22,8 @@ from models.registry import FACE_LANDMARKER, SELFIE_SEGMENTER, ModelFile
 from models.store import ModelUnavailable, model_dir, resolve
 
 if TYPE_CHECKING:
-    from engine.diffusion import DiffusionComponents, LikenessCheck
+    from engine.denoiser import DiffusionComponents
+    from engine.diffusion import LikenessCheck
 
 log = logging.getLogger("livecam")
 

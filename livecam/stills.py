@@ -56,7 +56,7 @@ from livecam.identities import Identity, load_identity
 from livecam.provenance import COMPOSITE, GENERATED, Disclosure, sign_c2pa, write_image
 
 if TYPE_CHECKING:
-    from engine.diffusion import DiffusionComponents
+    from engine.denoiser import DiffusionComponents
     from engine.still import StillGenerator
     from livecam.tracking import ImageFaceLandmarker
     from models.face_detector import YuNetDetector

@@ -31,7 +31,7 @@ from models.store import ModelUnavailable
 if TYPE_CHECKING:
     import torch
 
-    from engine.diffusion import DiffusionComponents
+    from engine.denoiser import DiffusionComponents
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ def load_components(*, base: str, controlnet: str = "", tiny_vae: str = "", vae:
     """
     from diffusers import ControlNetModel
 
-    from engine.diffusion import DiffusionComponents
+    from engine.denoiser import DiffusionComponents
 
     if not base.strip():
         raise ModelUnavailable("models.base = '': name a base model (registry names: "
@@ -443,7 +443,7 @@ def _speed_lora(src: _Source, loader: _Loader, base: _Source) -> dict[str, torch
 
 def _fuse_speed_lora(components: DiffusionComponents, src: _Source, lora: dict[str, torch.Tensor]) -> None:
     """Fuse the speed LoRA into the UNet's weights once: no adapter layers are left to cost time per frame."""
-    from engine.diffusion import host_pipeline
+    from engine.denoiser import host_pipeline
 
     host = host_pipeline(components)
     try:

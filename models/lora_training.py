@@ -42,7 +42,7 @@ from models.training_settings import TrainingSettings
 if TYPE_CHECKING:
     import torch
 
-    from engine.diffusion import DiffusionComponents
+    from engine.denoiser import DiffusionComponents
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def train_identity_lora(components: DiffusionComponents, examples: Sequence[tupl
     """
     import torch
 
-    from engine.diffusion import host_pipeline
+    from engine.denoiser import host_pipeline
 
     t_start = time.perf_counter()
     out = Path(out_dir)
@@ -252,7 +252,7 @@ def evaluation_loss(components: DiffusionComponents, examples: Sequence[tuple[RG
     timesteps fixed by the seed (the timesteps spread evenly over the schedule), with `lora` (a LoRA file)
     loaded as an adapter or none. Lower means the model reproduces these photos better; comparable across
     runs with the same photos, settings and seed. The components are left as they were."""
-    from engine.diffusion import host_pipeline
+    from engine.denoiser import host_pipeline
 
     resolution = training_resolution(components, settings)
     _check_examples(examples, resolution)
@@ -479,7 +479,7 @@ def _prepare_data(components: DiffusionComponents, host: Any, examples: Sequence
     """Encode the photos (and their mirror images) with the VAE and, with `encode_text`, the captions."""
     import torch
 
-    from engine.diffusion import encode_prompt
+    from engine.denoiser import encode_prompt
 
     device = components.device
     vae = _training_vae(components)

@@ -15,17 +15,9 @@ import torch
 
 from benchmarks.random_sdxl import tiny_components
 from engine.background import BackgroundSettings
-from engine.diffusion import (
-    Denoiser,
-    DiffusionComponents,
-    DiffusionRenderer,
-    DiffusionSettings,
-    encode_prompt,
-    feather_mask,
-    host_pipeline,
-    square_region,
-    trailing_timesteps,
-)
+from engine.denoiser import Denoiser, DiffusionComponents, encode_prompt, host_pipeline, trailing_timesteps
+from engine.diffusion import DiffusionRenderer, feather_mask, square_region
+from engine.diffusion_settings import DiffusionSettings
 from engine.framing import FramingSettings
 from engine.relight import RelightSettings
 from engine.skin import SkinSettings

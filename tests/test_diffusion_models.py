@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 from benchmarks.random_sdxl import tiny_components, tiny_tokenizer
-from engine.diffusion import Denoiser, DiffusionComponents, encode_prompt, host_pipeline
+from engine.denoiser import Denoiser, DiffusionComponents, encode_prompt, host_pipeline
 from models.diffusion import (
     hub_status,
     licence_warning,
@@ -150,7 +150,7 @@ def test_without_tiny_vae_the_live_path_uses_the_base_vae_and_no_stills_vae(save
 
 def test_loaded_components_render_through_the_engine(saved: tuple[Path, dict[str, Any]]) -> None:
     """What load_components returns is what the engine takes: prompt encoding and one ControlNet frame run."""
-    from engine.diffusion import DiffusionSettings
+    from engine.diffusion_settings import DiffusionSettings
 
     root, _ = saved
     comp = _load(root, controlnet=str(root / "controlnet"))
@@ -211,7 +211,7 @@ def test_loads_on_cuda_in_float16_and_renders(saved: tuple[Path, dict[str, Any]]
     comp = _load(root, controlnet=str(root / "controlnet"), speed_lora=str(diffusers_lora), device="cuda")
     assert comp.dtype == torch.float16 and comp.device.type == "cuda"
     assert next(comp.unet.parameters()).device.type == "cuda"
-    from engine.diffusion import DiffusionSettings
+    from engine.diffusion_settings import DiffusionSettings
 
     denoiser = Denoiser(comp, DiffusionSettings(size=64, steps=2))
     denoiser.prepare(*encode_prompt(host_pipeline(comp), "a professional headshot", comp.device))

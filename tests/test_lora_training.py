@@ -19,7 +19,9 @@ from safetensors.torch import load_file
 from benchmarks import training_gpu
 from benchmarks.random_sdxl import full_size_components, tiny_components
 from engine.background import BackgroundSettings
-from engine.diffusion import DiffusionComponents, DiffusionRenderer, DiffusionSettings
+from engine.denoiser import DiffusionComponents
+from engine.diffusion import DiffusionRenderer
+from engine.diffusion_settings import DiffusionSettings
 from engine.framing import FramingSettings
 from engine.relight import RelightSettings
 from engine.skin import SkinSettings
@@ -165,7 +167,7 @@ class pipeline_loaded:
     """The LoRA file loaded by diffusers' `load_lora_weights` (as the engine does), unloaded on exit."""
 
     def __init__(self, comp: DiffusionComponents, path: Path) -> None:
-        from engine.diffusion import host_pipeline
+        from engine.denoiser import host_pipeline
 
         self.host = host_pipeline(comp)
         self.path = path

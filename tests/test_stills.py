@@ -18,7 +18,7 @@ from benchmarks.random_sdxl import tiny_components
 from engine import framing as fr
 from engine.alignment import centroid
 from engine.crops import DEFAULT_PLATFORMS
-from engine.diffusion import DiffusionComponents
+from engine.denoiser import DiffusionComponents
 from livecam.capture import read_image
 from livecam.cli import main
 from livecam.config import Config, load_config

@@ -1,0 +1,318 @@
+"""The diffusion engine's tensor core: `Denoiser`, uint8 crop in, uint8 crop out.
+
+Tiny-VAE encode, noise to the first timestep, UNet (+ ControlNet) steps with no classifier-free guidance,
+decode. Everything that does not change per frame (prompt embeddings, time ids, timesteps, alphas, fixed
+noise, pinned buffers) is made in `prepare()`. With 2+ steps and `stream_batch`, frame n's first step and frame
+n-1's second step run as one UNet batch (StreamDiffusion's scheme): one UNet call per frame at the price of
+one frame of delay. Also the components it runs on (`DiffusionComponents`, built by `models/`) and the
+diffusers host pipeline whose prompt encoder and LoRA loader the engine reuses.
+
+Pixels: RGB uint8 at the boundary; inside, NCHW tensors in [-1, 1] (images), [0, 1] (the ControlNet
+condition) or latent space, in the components' dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.diffusion_settings import DiffusionSettings
+from engine.types import NoSections, RGBImage, Sections
+
+__all__ = ["Denoiser", "DiffusionComponents", "encode_prompt", "host_pipeline", "trailing_timesteps"]
+
+
+@dataclass
+class DiffusionComponents:
+    """Ready-built model components, loaded by `models/`; the engine never loads anything itself."""
+
+    unet: Any
+    """UNet2DConditionModel (SDXL family: `addition_embed_type == "text_time"`; SD 2.x family otherwise)."""
+    tiny_vae: Any
+    """The live frames' autoencoder: AutoencoderTiny (TAESD-XL), or any diffusers autoencoder."""
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+    """Only its constants are used: `alphas_cumprod` and `config.prediction_type`."""
+    device: torch.device
+    dtype: torch.dtype
+    controlnet: Any | None = None
+    text_encoder_2: Any | None = None
+    """CLIPTextModelWithProjection for SDXL; None for the SD 2.x family (SD-Turbo)."""
+    tokenizer_2: Any | None = None
+    vae: Any | None = None
+    """The full AutoencoderKL, for stills; None when not loaded."""
+    names: dict[str, str] = field(default_factory=dict)
+    """What was loaded, e.g. {"base": "stabilityai/sdxl-turbo"}, for logs and stills' metadata."""
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.text_encoder_2 is not None
+
+
+def trailing_timesteps(steps: int, strength: float, train_steps: int = 1000) -> list[int]:
+    """The timesteps of a `steps`-step img2img at `strength`, "trailing" spacing (as few-step models are
+    distilled): 1 step at 0.5 -> [499]; 2 steps at 0.5 -> [499, 249]; 1 step at 1.0 -> [999]."""
+    top = train_steps * strength
+    return [max(0, round(top * (steps - k) / steps) - 1) for k in range(steps)]
+
+
+@dataclass
+class _InFlight:
+    """A frame between its UNet steps (stream batch): its latent at `step`, its condition, its tag."""
+
+    latent: torch.Tensor
+    condition: torch.Tensor | None
+    step: int
+    tag: Any
+
+
+class Denoiser:
+    """Few-step img2img on a square crop: uint8 crop in, uint8 crop out, nothing loaded or built per frame.
+
+    Not thread-safe: one thread calls `prepare` and `__call__`.
+    """
+
+    def __init__(self, components: DiffusionComponents, settings: DiffusionSettings,
+                 sections: Sections | None = None) -> None:
+        c = components
+        self.components = c
+        self.settings = settings
+        self.device = c.device
+        self.dtype = c.dtype
+        self._sections: Sections = sections if sections is not None else NoSections()
+        prediction = getattr(c.scheduler.config, "prediction_type", "epsilon")
+        if prediction not in ("epsilon", "v_prediction", "sample"):
+            raise ValueError(f"scheduler prediction_type = {prediction!r}: expected epsilon, v_prediction or sample")
+        self._prediction = prediction
+        alphas = getattr(c.scheduler, "alphas_cumprod", None)
+        if alphas is None:
+            raise ValueError(f"scheduler {type(c.scheduler).__name__} has no alphas_cumprod")
+        self._alphas_cumprod = torch.as_tensor(alphas, dtype=torch.float64)
+        # An autoencoder that overflows in fp16 (SDXL's own VAE says so with force_upcast) runs in fp32.
+        self._vae_dtype = c.dtype
+        if getattr(c.tiny_vae.config, "force_upcast", False) and c.dtype == torch.float16:
+            c.tiny_vae.to(torch.float32)
+            self._vae_dtype = torch.float32
+        self._vae_scale = float(getattr(c.tiny_vae.config, "scaling_factor", 1.0))
+        self._vae_shift = float(getattr(c.tiny_vae.config, "shift_factor", None) or 0.0)
+        self._channels_last = settings.channels_last and c.device.type == "cuda"
+        if self._channels_last:
+            for module in (c.unet, c.controlnet, c.tiny_vae):
+                if module is not None:
+                    module.to(memory_format=torch.channels_last)
+        self._unet: Callable[..., Any] = c.unet
+        self._controlnet: Callable[..., Any] | None = c.controlnet
+        if settings.compile:
+            mode = "reduce-overhead" if settings.cuda_graphs else "max-autotune-no-cudagraphs"
+            self._unet = torch.compile(c.unet, mode=mode, fullgraph=False)
+            if c.controlnet is not None:
+                self._controlnet = torch.compile(c.controlnet, mode=mode, fullgraph=False)
+        self._prepared = False
+        self._in_flight: list[_InFlight] = []
+        self._prev_x0: torch.Tensor | None = None
+
+    @property
+    def uses_controlnet(self) -> bool:
+        return self._controlnet is not None
+
+    def prepare(self, prompt_embeds: torch.Tensor, pooled_embeds: torch.Tensor | None) -> None:
+        """Precompute everything per (prompt, size, steps): `prompt_embeds` (1, 77, D) and, for SDXL,
+        `pooled_embeds` (1, P), both already encoded by the text encoders."""
+        s = self.settings
+        dev, dtype = self.device, self.dtype
+        if prompt_embeds.ndim != 3 or prompt_embeds.shape[0] != 1:
+            raise ValueError(f"prompt_embeds: expected (1, tokens, dim), got {tuple(prompt_embeds.shape)}")
+        sdxl = getattr(self.components.unet.config, "addition_embed_type", None) == "text_time"
+        if sdxl and pooled_embeds is None:
+            raise ValueError("pooled_embeds: an SDXL UNet needs the pooled text embeddings, got None")
+        # Batch size k: stream batch runs all steps of k different frames in one call.
+        self._batch = s.steps if (s.stream_batch and s.steps > 1) else 1
+        b = self._batch
+        self._embeds = prompt_embeds.to(dev, dtype).expand(b, -1, -1).contiguous()
+        self._added: dict[str, torch.Tensor] | None = None
+        if sdxl:
+            assert pooled_embeds is not None
+            # (original size, crop top-left, target size), as SDXL was trained with.
+            time_ids = torch.tensor([[s.size, s.size, 0, 0, s.size, s.size]], device=dev, dtype=dtype)
+            self._added = {"text_embeds": pooled_embeds.to(dev, dtype).expand(b, -1).contiguous(),
+                           "time_ids": time_ids.expand(b, -1).contiguous()}
+        train_steps = len(self._alphas_cumprod)
+        self.timesteps = trailing_timesteps(s.steps, s.strength, train_steps)
+        alphas = self._alphas_cumprod[self.timesteps]
+        self._t = torch.tensor(self.timesteps, device=dev, dtype=torch.long)
+        self._sqrt_a = alphas.sqrt().to(dev, torch.float32).view(-1, 1, 1, 1)
+        self._sqrt_1ma = (1 - alphas).sqrt().to(dev, torch.float32).view(-1, 1, 1, 1)
+        # The latent shape from the autoencoder itself (TAESD and AutoencoderKL downsample differently).
+        with torch.inference_mode():
+            latent_shape = self._encode(torch.zeros((1, 3, s.size, s.size), device=dev, dtype=dtype)).shape
+        self._generator = torch.Generator("cpu").manual_seed(s.seed)
+        # One fixed noise per step, made on the CPU so that a seed gives the same noise on every device.
+        self._noise = torch.randn((s.steps, *latent_shape[1:]), generator=self._generator).to(dev, dtype)
+        pin = dev.type == "cuda"
+        self._host_in = torch.empty((s.size, s.size, 3), dtype=torch.uint8, pin_memory=pin)
+        self._host_cond = torch.empty((s.size, s.size, 3), dtype=torch.uint8, pin_memory=pin)
+        self._host_out = torch.empty((s.size, s.size, 3), dtype=torch.uint8, pin_memory=pin)
+        self._in_flight = []
+        self._prev_x0 = None
+        self._prepared = True
+
+    def reseed(self, seed: int) -> None:
+        """New fixed noise from `seed` (a still's next candidate); the rest of `prepare` stands."""
+        if not self._prepared:
+            raise RuntimeError("Denoiser: call prepare() first")
+        self._generator = torch.Generator("cpu").manual_seed(seed)
+        self._noise = torch.randn(tuple(self._noise.shape), generator=self._generator).to(self.device, self.dtype)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the frames in flight and the previous latent (a cut, a new style)."""
+        self._in_flight = []
+        self._prev_x0 = None
+
+    @torch.inference_mode()
+    def __call__(self, crop: RGBImage, condition: RGBImage | None, tag: Any = None) -> tuple[RGBImage, Any]:
+        """Re-render `crop` (size x size x 3 uint8) under `condition` (the pose image, same size; ignored
+        without a ControlNet). Returns the output crop and the tag of the frame it belongs to: `tag` itself,
+        or with stream batch an earlier frame's tag (one frame of delay per extra step)."""
+        if not self._prepared:
+            raise RuntimeError("Denoiser: call prepare() first")
+        s = self.settings
+        expected = (s.size, s.size, 3)
+        if crop.shape != expected or crop.dtype != np.uint8:
+            raise ValueError(f"crop: expected uint8 {expected}, got {crop.dtype} {crop.shape}")
+        with self._sections.section("upload"):
+            image = self._upload(crop, self._host_in) * (2.0 / 255.0) - 1.0
+            cond = None
+            if self._controlnet is not None:
+                if condition is None or condition.shape != expected:
+                    got = None if condition is None else condition.shape
+                    raise ValueError(f"condition: expected uint8 {expected} for the ControlNet, got {got}")
+                cond = self._upload(condition, self._host_cond) * (1.0 / 255.0)
+        if not s.fixed_noise:  # the unstable baseline: new noise every frame
+            self._noise.copy_(torch.randn(self._noise.shape, generator=self._generator))
+        with self._sections.section("encode"):
+            latents = self._encode(image)
+            x = self._sqrt_a[0] * latents + self._sqrt_1ma[0] * self._noise[:1]
+        with self._sections.section("unet"):
+            if self._batch > 1 and len(self._in_flight) == self._batch - 1:
+                x0, tag = self._stream_step(x.to(self.dtype), cond, tag)
+            else:
+                x0 = self._sequential(x.to(self.dtype), cond, tag)
+            if s.latent_blend > 0 and self._prev_x0 is not None:
+                x0 = torch.lerp(x0, self._prev_x0, s.latent_blend)
+            self._prev_x0 = x0
+        with self._sections.section("decode"):
+            out = self._decode(x0)
+        with self._sections.section("download"):
+            self._host_out.copy_(out, non_blocking=self.device.type == "cuda")
+            if self.device.type == "cuda":
+                torch.cuda.current_stream(self.device).synchronize()
+            return self._host_out.numpy().copy(), tag
+
+    def _upload(self, array: RGBImage, host: torch.Tensor) -> torch.Tensor:
+        """uint8 HxWx3 -> (1, 3, H, W) float in the model dtype, on the device."""
+        host.numpy()[...] = array
+        t = host.to(self.device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).to(self.dtype)
+        return t.contiguous(memory_format=torch.channels_last) if self._channels_last else t
+
+    def _encode(self, image: torch.Tensor) -> torch.Tensor:
+        encoded = self.components.tiny_vae.encode(image.to(self._vae_dtype))
+        # AutoencoderTiny gives latents; AutoencoderKL a distribution, whose mode is deterministic.
+        latents = encoded.latents if hasattr(encoded, "latents") else encoded.latent_dist.mode()
+        return (latents.float() - self._vae_shift) * self._vae_scale
+
+    def _decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Latent (1, 4, h, w) -> (H, W, 3) uint8 on the device."""
+        latents = (x0 / self._vae_scale + self._vae_shift).to(self._vae_dtype)
+        image = self.components.tiny_vae.decode(latents).sample
+        image = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return image.permute(1, 2, 0)
+
+    def _x0(self, x: torch.Tensor, step: int | None, cond: torch.Tensor | None) -> torch.Tensor:
+        """One UNet (+ ControlNet) evaluation; returns the predicted clean latents (float32). `step`: the
+        step every element is at; None: the stream batch, whose element i is at step i."""
+        b = x.shape[0]
+        if step is None:
+            t, sqrt_a, sqrt_1ma = self._t, self._sqrt_a, self._sqrt_1ma
+        else:
+            t = self._t[step].expand(b)
+            sqrt_a, sqrt_1ma = self._sqrt_a[step], self._sqrt_1ma[step]
+        embeds = self._embeds[:b]
+        added = None if self._added is None else {k: v[:b] for k, v in self._added.items()}
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        residuals: dict[str, Any] = {}
+        if self._controlnet is not None and cond is not None:
+            down, mid = self._controlnet(x, t, encoder_hidden_states=embeds, controlnet_cond=cond,
+                                         conditioning_scale=self.settings.controlnet_scale,
+                                         added_cond_kwargs=added, return_dict=False)
+            residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        out = self._unet(x, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False,
+                         **residuals)[0].float()
+        xf = x.float()
+        if self._prediction == "epsilon":
+            return (xf - sqrt_1ma * out) / sqrt_a
+        if self._prediction == "v_prediction":
+            return sqrt_a * xf - sqrt_1ma * out
+        return out
+
+    def _renoise(self, x0: torch.Tensor, step: int) -> torch.Tensor:
+        """The clean latent taken back to `step`'s noise level with that step's fixed noise."""
+        return (self._sqrt_a[step] * x0 + self._sqrt_1ma[step] * self._noise[step : step + 1]).to(self.dtype)
+
+    def _sequential(self, x: torch.Tensor, cond: torch.Tensor | None, tag: Any) -> torch.Tensor:
+        """All steps of one frame, one after the other. With stream batch this also fills the pipeline
+        (its first frames, or after a reset) with this frame's intermediate latents."""
+        self._in_flight = []
+        x0 = self._x0(x, 0, cond)
+        for step in range(1, self.settings.steps):
+            x = self._renoise(x0, step)
+            if self._batch > 1:  # this frame at steps 1..k-1 fills the stream batch
+                self._in_flight.append(_InFlight(x, cond, step, tag))
+            x0 = self._x0(x, step, cond)
+        return x0
+
+    def _stream_step(self, x: torch.Tensor, cond: torch.Tensor | None, tag: Any) -> tuple[torch.Tensor, Any]:
+        """One batched UNet call: the new frame at step 0 and each frame in flight at its step. The frame
+        at the last step comes out finished; the others move one step on."""
+        flights = sorted(self._in_flight, key=lambda f: f.step)  # steps 1..k-1
+        batch_x = torch.cat([x, *(f.latent for f in flights)])
+        batch_cond = None
+        if cond is not None:
+            batch_cond = torch.cat([cond, *(f.condition for f in flights if f.condition is not None)])
+        x0 = self._x0(batch_x, None, batch_cond)
+        tags = [tag, *(f.tag for f in flights)]
+        conds = [cond, *(f.condition for f in flights)]
+        self._in_flight = [_InFlight(self._renoise(x0[i : i + 1], i + 1), conds[i], i + 1, tags[i])
+                           for i in range(self._batch - 1)]
+        return x0[-1:], tags[-1]
+
+def host_pipeline(c: DiffusionComponents) -> Any:
+    """A diffusers pipeline around the components (nothing loaded): its prompt encoder and LoRA loader are
+    the real, maintained code for both the SDXL and the SD 2.x families."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    if c.is_sdxl:
+        return StableDiffusionXLPipeline(vae=c.tiny_vae, text_encoder=c.text_encoder, text_encoder_2=c.text_encoder_2,
+                                         tokenizer=c.tokenizer, tokenizer_2=c.tokenizer_2, unet=c.unet,
+                                         scheduler=c.scheduler)
+    return StableDiffusionPipeline(vae=c.tiny_vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer, unet=c.unet,
+                                   scheduler=c.scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def encode_prompt(host: Any, prompt: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(prompt_embeds (1, 77, D), pooled (1, P) or None for SD 2.x) through the pipeline's own encoder."""
+    with torch.inference_mode():
+        if hasattr(host, "text_encoder_2"):
+            embeds, _, pooled, _ = host.encode_prompt(prompt, device=device, num_images_per_prompt=1,
+                                                      do_classifier_free_guidance=False)
+            return embeds, pooled
+        embeds, _ = host.encode_prompt(prompt, device=device, num_images_per_prompt=1,
+                                       do_classifier_free_guidance=False)
+        return embeds, None
