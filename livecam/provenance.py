@@ -14,14 +14,13 @@ extra) saying the same thing in a form that can be verified.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import numbers
 import os
 import re
-import struct
 import xml.etree.ElementTree as ET
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -29,8 +28,9 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-import cv2
 import numpy as np
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 import livecam
 from livecam.errors import LivecamError
@@ -200,8 +200,10 @@ def _check_image(image: np.ndarray) -> None:
 def encode_image(image: np.ndarray, fmt: str, d: Disclosure, *, quality: int = 92, dpi: int | None = None) -> bytes:
     """Encode an RGB uint8 HxWx3 image as PNG or JPEG ("png", "jpeg", "jpg") carrying the disclosure.
 
-    JPEG: an XMP APP1 segment after the JFIF APP0; PNG: an XMP iTXt chunk and one text chunk per field. `dpi` sets
-    the JFIF density or a PNG pHYs chunk; `quality` (1-100) is the JPEG quality."""
+    JPEG: an XMP APP1 segment; PNG: an XMP iTXt chunk and one text chunk per field (tEXt, or iTXt where the value
+    is not latin-1). `dpi` sets the JFIF density or a PNG pHYs chunk; `quality` (1-100) is the JPEG quality.
+    Pillow writes the file; its JPEG decodes to exactly the pixels of OpenCV's at the same quality (the same
+    libjpeg tables and sampling), which tests/test_provenance.py holds it to."""
     _check_image(image)
     kind = fmt.lower()
     if kind not in ("png", "jpeg", "jpg"):
@@ -211,123 +213,22 @@ def encode_image(image: np.ndarray, fmt: str, d: Disclosure, *, quality: int = 9
     if dpi is not None and (isinstance(dpi, bool) or not isinstance(dpi, int) or not 1 <= dpi <= 0xFFFF):
         raise ValueError(f"dpi must be an int from 1 to 65535 or None, got {dpi!r}")
     d = d.resolved()  # one creation time for the XMP and the text chunks
-    bgr = np.ascontiguousarray(image[:, :, ::-1])
-    if kind == "png":
-        ok, buffer = cv2.imencode(".png", bgr)
-    else:
-        ok, buffer = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode a {image.shape} image as {kind}")
-    data = buffer.tobytes()
-    if kind == "png":
-        return _png_with_metadata(data, d, dpi)
-    return _jpeg_with_metadata(data, xmp_packet(d), dpi)
-
-
-def _jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
-    """(marker, start, end) of each marker segment from after SOI up to, not including, SOS."""
-    if data[:2] != b"\xff\xd8":
-        raise ValueError("not a JPEG: no SOI marker")
-    segments = []
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            raise ValueError(f"malformed JPEG: expected a marker at byte {pos}")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0xDA, 0xD9):  # start of scan / end of image: no more metadata
-            break
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: no length
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
-        end = pos + 2 + length
-        if length < 2 or end > len(data):
-            raise ValueError(f"malformed JPEG: segment at byte {pos} runs past the end")
-        segments.append((marker, pos, end))
-        pos = end
-    return segments
-
-
-def _jpeg_with_metadata(data: bytes, packet: bytes, dpi: int | None) -> bytes:
-    if len(packet) > JPEG_MAX_XMP_PACKET:
-        raise ValueError(f"the XMP packet is {len(packet)} bytes, more than the {JPEG_MAX_XMP_PACKET} a JPEG APP1 "
-                         "segment holds (is the licence text very long?)")
-    segments = _jpeg_segments(data)
-    # JFIF requires its APP0 straight after SOI; the XMP goes after any APP0s.
-    head_end = 2
-    jfif: tuple[int, int] | None = None
-    for marker, start, end in segments:
-        if marker != 0xE0:
-            break
-        if data[start + 4:start + 9] == b"JFIF\x00" and end - start >= 18:
-            jfif = (start, end)
-        head_end = end
-    head = bytearray(data[:head_end])
-    if dpi is not None:
-        if jfif is None:
-            # version 1.01, then the density fields filled below, no thumbnail
-            app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01" + b"\x00" * 7
-            head[2:2] = app0
-            jfif = (2, 2 + len(app0))
-        density = jfif[0] + 11  # units (1 byte), Xdensity, Ydensity (2 bytes each) after "JFIF\0" and the version
-        head[density:density + 5] = struct.pack(">BHH", 1, dpi, dpi)
-    payload = JPEG_XMP_HEADER + packet
-    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
-    return bytes(head) + app1 + data[head_end:]
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def _png_chunks(data: bytes) -> list[tuple[bytes, int, int]]:
-    """(type, start, end) of each chunk, up to and including IEND."""
-    if not data.startswith(PNG_SIGNATURE):
-        raise ValueError("not a PNG: no PNG signature")
-    chunks = []
-    pos = len(PNG_SIGNATURE)
-    while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind = data[pos + 4:pos + 8]
-        end = pos + 12 + length
-        if end > len(data):
-            raise ValueError(f"malformed PNG: the {kind!r} chunk at byte {pos} runs past the end")
-        chunks.append((kind, pos, end))
-        pos = end
-        if kind == b"IEND":
-            break
-    return chunks
-
-
-def _png_text_chunk(keyword: str, text: str) -> bytes:
-    """A tEXt chunk, or an uncompressed iTXt chunk when the text is not latin-1."""
-    key = keyword.encode("latin-1")
-    try:
-        return _png_chunk(b"tEXt", key + b"\x00" + text.encode("latin-1"))
-    except UnicodeEncodeError:
-        # keyword, compression flag and method (none), empty language tag, empty translated keyword, UTF-8 text
-        return _png_chunk(b"iTXt", key + b"\x00\x00\x00" + b"\x00" + b"\x00" + text.encode("utf-8"))
-
-
-def _png_with_metadata(data: bytes, d: Disclosure, dpi: int | None) -> bytes:
-    chunks = _png_chunks(data)
-    first_idat = next((start for kind, start, _ in chunks if kind == b"IDAT"), None)
-    if first_idat is None:
-        raise ValueError("malformed PNG: no IDAT chunk")
     packet = xmp_packet(d)
-    extra = [_png_chunk(b"iTXt", PNG_XMP_KEYWORD.encode("latin-1") + b"\x00\x00\x00\x00\x00" + packet)]
-    extra += [_png_text_chunk(key, value) for key, value in d.fields().items()]
-    head = data[:first_idat]
-    if dpi is not None:
-        # drop any pHYs OpenCV wrote before the first IDAT, then add ours (pixels per metre, unit 1 = metre)
-        head = PNG_SIGNATURE + b"".join(data[start:end] for kind, start, end in chunks
-                                        if start < first_idat and kind != b"pHYs")
-        ppm = round(dpi / 0.0254)
-        extra.append(_png_chunk(b"pHYs", struct.pack(">IIB", ppm, ppm, 1)))
-    return head + b"".join(extra) + data[first_idat:]
+    options: dict[str, Any] = {} if dpi is None else {"dpi": (dpi, dpi)}
+    picture = Image.fromarray(np.ascontiguousarray(image), "RGB")
+    out = io.BytesIO()
+    if kind == "png":
+        info = PngInfo()
+        info.add_itxt(PNG_XMP_KEYWORD, packet.decode("utf-8"))
+        for key, value in d.fields().items():
+            info.add_text(key, value)  # tEXt, or an uncompressed iTXt when the value is not latin-1
+        picture.save(out, "PNG", pnginfo=info, **options)
+    else:
+        if len(packet) > JPEG_MAX_XMP_PACKET:
+            raise ValueError(f"the XMP packet is {len(packet)} bytes, more than the {JPEG_MAX_XMP_PACKET} a JPEG "
+                             "APP1 segment holds (is the licence text very long?)")
+        picture.save(out, "JPEG", quality=quality, xmp=packet, **options)
+    return out.getvalue()
 
 
 def _format_of(path: Path) -> str:
@@ -405,52 +306,24 @@ def _fields_from_xmp(packet: bytes) -> dict[str, str]:
     return found
 
 
-def _png_texts(data: bytes) -> tuple[dict[str, str], bytes | None]:
-    """The tEXt, zTXt and iTXt chunks of a PNG as a dict, and the XMP packet if there is one."""
-    texts: dict[str, str] = {}
-    packet: bytes | None = None
-    for kind, start, end in _png_chunks(data):
-        body = data[start + 8:end - 4]
-        if kind not in (b"tEXt", b"zTXt", b"iTXt"):
-            continue
-        keyword_raw, _, rest = body.partition(b"\x00")
-        keyword = keyword_raw.decode("latin-1")
-        try:
-            if kind == b"tEXt":
-                texts[keyword] = rest.decode("latin-1")
-            elif kind == b"zTXt":
-                texts[keyword] = zlib.decompress(rest[1:]).decode("latin-1")
-            else:
-                compressed, rest = rest[0], rest[2:]
-                _language, _, rest = rest.partition(b"\x00")
-                _translated, _, text = rest.partition(b"\x00")
-                raw = zlib.decompress(text) if compressed else text
-                if keyword == PNG_XMP_KEYWORD:
-                    packet = raw
-                else:
-                    texts[keyword] = raw.decode("utf-8")
-        except (zlib.error, UnicodeDecodeError, IndexError) as e:
-            raise ValueError(f"malformed PNG {kind.decode()} chunk {keyword!r}: {e}") from None
-    return texts, packet
-
-
 def read_disclosure(source: Path | bytes) -> dict[str, str]:
     """The disclosure fields of a PNG or JPEG (file or bytes): the XMP values and, for PNG, the text chunks.
 
     Keys as in `Disclosure.fields()`; an image with no disclosure gives {}. ValueError for anything else."""
     data = bytes(source) if isinstance(source, bytes | bytearray | memoryview) else Path(source).read_bytes()
-    if data.startswith(PNG_SIGNATURE):
-        texts, packet = _png_texts(data)
-        # the XMP is the standard place: where both hold a key, it wins
-        return {**texts, **(_fields_from_xmp(packet) if packet is not None else {})}
-    if data.startswith(b"\xff\xd8"):
-        found: dict[str, str] = {}
-        for marker, start, end in _jpeg_segments(data):
-            payload = data[start + 4:end]
-            if marker == 0xE1 and payload.startswith(JPEG_XMP_HEADER):
-                found.update(_fields_from_xmp(payload[len(JPEG_XMP_HEADER):]))
-        return found
-    raise ValueError("not a PNG or JPEG image")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format not in ("PNG", "JPEG"):
+                raise ValueError("not a PNG or JPEG image")
+            im.load()  # text chunks after the image data are read with it
+            texts = dict(getattr(im, "text", {})) if im.format == "PNG" else {}
+            xmp = im.info.get("xmp")
+    except (OSError, SyntaxError) as e:  # Pillow: not an image, or a malformed one
+        raise ValueError(f"not a readable PNG or JPEG image ({e})") from None
+    packet = texts.pop(PNG_XMP_KEYWORD, None) or xmp
+    # the XMP is the standard place: where both hold a key, it wins
+    fields = _fields_from_xmp(packet.encode("utf-8") if isinstance(packet, str) else packet) if packet else {}
+    return {**texts, **fields}
 
 
 def c2pa_available() -> bool:
