@@ -292,6 +292,7 @@ class Denoiser:
                            for i in range(self._batch - 1)]
         return x0[-1:], tags[-1]
 
+
 def host_pipeline(c: DiffusionComponents) -> Any:
     """A diffusers pipeline around the components (nothing loaded): its prompt encoder and LoRA loader are
     the real, maintained code for both the SDXL and the SD 2.x families."""

@@ -321,17 +321,6 @@ def test_an_identity_that_does_not_fit_leaves_the_model_as_it_was(tmp_path: Path
     assert r.active
 
 
-def test_attention_runs_through_pytorch_sdpa(shared: DiffusionComponents) -> None:
-    """diffusers' default processor on torch 2 is scaled_dot_product_attention (flash / memory-efficient
-    kernels on CUDA); nothing in the engine swaps in a slower one."""
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
-    Denoiser(shared, DiffusionSettings(size=SIZE))
-    for model in (shared.unet, shared.controlnet):
-        processors = model.attn_processors.values()
-        assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors)
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not (torch.cuda.is_available() or os.environ.get("LIVECAM_SLOW_TESTS")),
                     reason="torch.compile is the GPU speed option (minutes on a CPU: LIVECAM_SLOW_TESTS=1)")

@@ -387,13 +387,6 @@ def test_bad_settings_are_named(field: str, value: Any, text: str) -> None:
         TrainingSettings(**{field: value})
 
 
-def test_default_settings() -> None:
-    s = TrainingSettings()
-    assert (s.steps, s.rank, s.learning_rate, s.batch_size, s.resolution) == (500, 16, 1e-4, 1, 0)
-    assert s.mixed_precision == "auto" and s.gradient_checkpointing and s.flip and not s.train_text_encoder
-    assert s.instance_prompt == "a photo of ohwx person"
-
-
 def test_benchmark_tiny_runs_every_variant_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "training.json"
     assert training_gpu.main(["--tiny", "--device", "cpu", "--steps", "2", "--warmup", "1", "--photos", "2",
