@@ -216,6 +216,10 @@ def _live_overrides(args: argparse.Namespace) -> list[str]:
 
 def _serve(args: argparse.Namespace) -> int:
     config = _load(args, _live_overrides(args))
+    if args.output is not None:
+        from livecam.outputs import check_output
+
+        check_output(args.output, config.input.source)  # before the models load and the server starts
     try:
         from livecam.serve import run_serve
     except ImportError as e:

@@ -9,6 +9,7 @@ and the file, so an error reads `config.toml: framing.face_height = 2.0: must be
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -389,7 +390,8 @@ def _build(tables: dict[str, Any], raw: dict[tuple[str, str], str], where: str) 
     sections = {f.name: f for f in dataclasses.fields(Config)}
     unknown = sorted(set(tables) - set(sections))
     if unknown:
-        raise LivecamError(f"{where}: unknown section [{unknown[0]}]; known sections: {', '.join(sections)}")
+        source = next((_set_label(s, k, raw) for s, k in raw if s == unknown[0]), where)
+        raise LivecamError(f"{source}: unknown section [{unknown[0]}]; known sections: {', '.join(sections)}")
     built: dict[str, Any] = {}
     hints = typing.get_type_hints(Config)
     for name in sections:
@@ -405,7 +407,7 @@ def _build(tables: dict[str, Any], raw: dict[tuple[str, str], str], where: str) 
     try:
         return Config(**built)
     except ValueError as e:
-        raise LivecamError(f"{where}: {e}") from None
+        raise LivecamError(f"{_blame(str(e), None, raw, where)}: {e}") from None
 
 
 def _build_tables(section: str, cls: type, defaults: dict[str, Any], table: dict[str, Any],
@@ -433,18 +435,36 @@ def _build_section(section: str, cls: type, table: dict[str, Any], raw: dict[tup
     known = [f.name for f in dataclasses.fields(cls)]
     values = {}
     for key, value in table.items():
+        source = _set_label(section, key, raw) if (section, key) in raw else where
         if key not in hints:
-            raise LivecamError(f"{where}: unknown key {section}.{key}; keys in [{section}]: {', '.join(known)}")
-        values[key] = _coerce(f"{section}.{key}", hints[key], value, raw.get((section, key)), where)
+            raise LivecamError(f"{source}: unknown key {section}.{key}; keys in [{section}]: {', '.join(known)}")
+        values[key] = _coerce(f"{section}.{key}", hints[key], value, raw.get((section, key)), source)
     try:
         return cls(**values)
     except ValueError as e:
-        raise LivecamError(f"{where}: {section}.{e}") from None
+        raise LivecamError(f"{_blame(str(e), section, raw, where)}: {section}.{e}") from None
+
+
+def _set_label(section: str, key: str, raw: dict[tuple[str, str], str]) -> str:
+    """How the user wrote an override: `--set section.key=value`."""
+    return f"--set {section}.{key}={raw[(section, key)]}"
+
+
+def _blame(message: str, section: str | None, raw: dict[tuple[str, str], str], where: str) -> str:
+    """Where a value a dataclass refused came from: the --set of a key the message starts with (`key = ...`,
+    or `section.key = ...` when `section` is None), else `where` (the file, or the defaults)."""
+    head = message.split(":", 1)[0]
+    named = set(re.findall(r"[A-Za-z_][\w.]*", head))
+    for sec, key in raw:
+        if (key in named and sec == section) or f"{sec}.{key}" in named:
+            return _set_label(sec, key, raw)
+    return where
 
 
 def _coerce(name: str, kind: Any, value: Any, raw_text: str | None, where: str) -> Any:
     """Check `value` against the field's type; ints are accepted for floats, nothing else is converted
-    (but a --set text is taken as is for a string field, so `--set input.source=0` works)."""
+    (but a --set text is taken as is for a string field, so `--set input.source=0` works). `where` is
+    whoever set the value (the file, or the --set), for the message."""
     if kind is str:
         if isinstance(value, str):
             return value

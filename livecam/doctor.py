@@ -86,7 +86,8 @@ def _check_models(config: Config) -> bool:
             _line(OK, model.name, f"{st.path}")
         elif st.present:
             good = False
-            _line(PROBLEM, model.name, f"{st.path} does not match its pinned sha256: delete it to download it again")
+            where = f"models.{model.name} = {st.path}:" if st.overridden else f"{st.path}"
+            _line(PROBLEM, model.name, f"{where} {st.problem}")
         elif config.models.download:
             _line(NOTE, model.name, f"not downloaded yet: `livecam {model.used_by}` fetches it from {model.url} "
                                     f"(offline: put it at {st.path})")
@@ -157,7 +158,7 @@ def list_models(config: Config) -> None:
         st = status(model, directory, getattr(config.models, model.name, ""))
         state = ("ok" if st.verified else "CHECKSUM MISMATCH" if st.present else "missing")
         if st.overridden:
-            state = f"{'ok' if st.present else 'MISSING'} (models.{model.name})"
+            state = f"{'ok' if st.verified else 'NOT A VALID MODEL' if st.present else 'MISSING'} (models.{model.name})"
         print(f"\n{model.name}: {state}\n  file     {st.path}\n  what     {model.purpose}\n"
               f"  source   {model.source}\n  licence  {model.licence}\n  size     {model.size:,} bytes\n"
               f"  url      {model.url}\n  sha256   {model.sha256}")

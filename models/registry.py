@@ -21,6 +21,11 @@ class ModelFile:
     purpose: str
     used_by: str = "run"
     """The command that needs it (and fetches it when missing): "run" or "enroll"."""
+    file_format: str = ""
+    """How a file given in its place (models.NAME) is checked before it is opened: "task" (a MediaPipe Tasks
+    bundle: a zip archive holding `bundle_members`), "tflite" (a TFLite flatbuffer), "" (not checked)."""
+    bundle_members: tuple[str, ...] = ()
+    """For a "task" bundle: the models it must hold (telling it from another model's bundle)."""
 
 
 FACE_LANDMARKER = ModelFile(
@@ -32,6 +37,8 @@ FACE_LANDMARKER = ModelFile(
     licence="Apache-2.0",
     source="Google MediaPipe Face Landmarker, float16 v1",
     purpose="478 face landmarks per frame (tracking, framing, relighting)",
+    file_format="task",
+    bundle_members=("face_detector.tflite", "face_landmarks_detector.tflite"),
 )
 
 SELFIE_SEGMENTER = ModelFile(
@@ -45,6 +52,7 @@ SELFIE_SEGMENTER = ModelFile(
     licence="Apache-2.0",
     source="Google MediaPipe selfie segmentation (landscape), v0.10.21",
     purpose="person mask for background replacement",
+    file_format="tflite",
 )
 
 _OMZ_REID = ("https://storage.openvinotoolkit.org/repositories/open_model_zoo/2023.0/models_bin/1/"

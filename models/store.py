@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,16 +55,71 @@ class ModelStatus:
     present: bool
     verified: bool
     overridden: bool
+    problem: str = ""
+    """Why a present file is not usable (a checksum mismatch, not the model at all); empty otherwise."""
 
 
 def status(model: ModelFile, directory: Path, override: str = "") -> ModelStatus:
     """Local status of `model` without downloading anything."""
     if override:
         path = Path(override).expanduser()
-        return ModelStatus(model, path, path.is_file(), path.is_file(), True)
+        if not path.is_file():
+            return ModelStatus(model, path, False, False, True)
+        problem = format_problem(model, path) or ""
+        return ModelStatus(model, path, True, not problem, True, problem)
     path = directory / model.filename
     present = path.is_file()
-    return ModelStatus(model, path, present, present and sha256_of(path) == model.sha256, False)
+    if present and sha256_of(path) != model.sha256:
+        return ModelStatus(model, path, True, False, False, "does not match its pinned sha256: delete it to "
+                                                            "download it again")
+    return ModelStatus(model, path, present, present, False)
+
+
+_TFLITE_IDENTIFIER = b"TFL3"
+"""The FlatBuffers file identifier of a TFLite model, at bytes 4-8 of the file."""
+
+
+def _looks_like(head: bytes) -> str:
+    """A guess at what a wrong file is, for the message ("" when there is none worth saying)."""
+    if not head:
+        return "it is empty; "
+    if head.startswith(b"\xff\xd8\xff"):
+        return "it is a JPEG image; "
+    if head.startswith(b"\x89PNG"):
+        return "it is a PNG image; "
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "it is a text file; "
+    return ""
+
+
+def format_problem(model: ModelFile, path: Path) -> str | None:
+    """Why the file at `path` cannot be `model` by its content, or None when it may be (or its format is not
+    checked). MediaPipe itself reports a wrong file only as a bare RuntimeError ("Unable to open zip
+    archive") or ValueError, so this runs before it is given the file."""
+    if not model.file_format:
+        return None
+    try:
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        return f"cannot read it ({e.strerror or e})"
+    if model.file_format == "task":
+        members = " and ".join(model.bundle_members)
+        expected = f"expected a .task bundle like {model.filename} (a zip archive holding {members})"
+        try:
+            with zipfile.ZipFile(path) as bundle:
+                names = set(bundle.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return f"not a valid MediaPipe model: {_looks_like(head)}{expected}"
+        missing = [name for name in model.bundle_members if name not in names]
+        if missing:
+            return f"not a valid MediaPipe model: a zip archive without {missing[0]} (another model?); {expected}"
+        return None
+    if model.file_format == "tflite":
+        if head[4:8] != _TFLITE_IDENTIFIER:
+            return f"not a valid MediaPipe model: {_looks_like(head)}expected a TFLite model file like {model.filename}"
+        return None
+    raise ValueError(f"model {model.name}: unknown file_format {model.file_format!r}")
 
 
 def _how_to_get(model: ModelFile, directory: Path) -> str:
@@ -76,13 +132,17 @@ def _how_to_get(model: ModelFile, directory: Path) -> str:
 def resolve(model: ModelFile, directory: Path, override: str = "", download: bool = True) -> Path:
     """The local path of `model`, downloading it into `directory` if needed and allowed.
 
-    An `override` path (from config) is used as is and must exist. A file in `directory` must match the
+    An `override` path (from config) is used as is: it must exist and, for a MediaPipe model, look like one
+    (`format_problem`). A file in `directory` must match the
     pinned sha256. Raises ModelUnavailable with a message that says how to get the file.
     """
     if override:
         path = Path(override).expanduser()
         if not path.is_file():
             raise ModelUnavailable(f"models.{model.name} = {override!r}: no such file")
+        problem = format_problem(model, path)
+        if problem is not None:
+            raise ModelUnavailable(f"models.{model.name} = {override!r}: {problem}")
         return path
     path = directory / model.filename
     if path.is_file():

@@ -131,3 +131,34 @@ def test_engine_settings_embed_the_diffusion_settings() -> None:
         load_config(None, ["engine.size=100"])
     with pytest.raises(LivecamError, match=r"models\.dtype"):
         load_config(None, ["models.dtype=fp8"])
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("relight.key_light=up", "--set relight.key_light=up: relight.key_light = 'up'"),
+    ("output.width=wide", "--set output.width=wide: output.width"),
+    ("output.width=1281", "--set output.width=1281: output.width x height"),
+    ("framing.face_height=2.0", "--set framing.face_height=2.0: framing.face_height = 2.0"),
+    ("engine.style=space", "--set engine.style=space: engine.style = 'space'"),
+    ("output.colour=1", "--set output.colour=1: unknown key output.colour"),
+    ("nosuch.key=1", "--set nosuch.key=1: unknown section [nosuch]"),
+])
+def test_a_bad_set_is_named_as_the_set_not_as_defaults(tmp_path: Path, override: str, expected: str) -> None:
+    """The value came from --set: the message starts with that --set, with or without a config file."""
+    with pytest.raises(LivecamError) as info:
+        load_config(None, [override])
+    assert str(info.value).startswith(expected), str(info.value)
+    assert "defaults" not in str(info.value)
+    path = tmp_path / "config.toml"
+    path.write_text("[output]\nwidth = 640\nheight = 360\n")
+    with pytest.raises(LivecamError) as info:
+        load_config(path, [override])
+    assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_a_bad_file_value_is_still_named_by_the_file(tmp_path: Path) -> None:
+    """A --set of another key does not take the blame for the file's mistake."""
+    path = tmp_path / "config.toml"
+    path.write_text('[relight]\nkey_light = "up"\n')
+    with pytest.raises(LivecamError) as info:
+        load_config(path, ["output.width=800", "relight.key_strength=0.5"])
+    assert str(info.value).startswith(f"{path}: relight.key_light = 'up'"), str(info.value)

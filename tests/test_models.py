@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import REGISTRY, SELFIE_SEGMENTER
+from models.registry import FACE_LANDMARKER, REGISTRY, SELFIE_SEGMENTER, ModelFile
 from models.store import ModelUnavailable, model_dir, resolve, sha256_of, status
 from tests.conftest import asset
 
@@ -99,3 +99,32 @@ def test_offline_message_names_file_url_and_place(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ModelUnavailable, match="downloads are off"):
         resolve(model, tmp_path, download=False)
+
+
+def _not_models(tmp_path: Path) -> dict[str, Path]:
+    """Files a user may point a model key at by mistake: a text file, a photo, an empty file."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my face landmarker is in Downloads\n")
+    empty = tmp_path / "empty.task"
+    empty.touch()
+    return {"text": notes, "jpeg": asset("images/faces/obama_official_2012.jpg"), "empty": empty}
+
+
+@pytest.mark.parametrize(("model", "other"), [(FACE_LANDMARKER, "segmenter"), (SELFIE_SEGMENTER, "face_landmarker")])
+def test_a_file_that_is_not_the_model_is_refused_by_key_and_name(tmp_path: Path, model: ModelFile,
+                                                                  other: str) -> None:
+    """Checked before MediaPipe opens it (which fails with a bare RuntimeError: 'Unable to open zip
+    archive'). The other MediaPipe model is a wrong file too: both are zips, only one is a .task bundle."""
+    for what, path in {**_not_models(tmp_path), "the other model": asset(SHARED_COPY[other])}.items():
+        with pytest.raises(ModelUnavailable) as info:
+            resolve(model, tmp_path, override=str(path))
+        message = str(info.value)
+        assert message.startswith(f"models.{model.name} = {str(path)!r}: ") and "\n" not in message, what
+        assert "not a valid MediaPipe model" in message, (what, message)
+        st = status(model, tmp_path, str(path))
+        assert st.present and not st.verified and "not a valid MediaPipe model" in st.problem, what
+    with pytest.raises(ModelUnavailable, match="it is a JPEG image"):
+        resolve(model, tmp_path, override=str(_not_models(tmp_path)["jpeg"]))
+    real = asset(SHARED_COPY[model.name])
+    assert resolve(model, tmp_path, override=str(real)) == real
+    assert status(model, tmp_path, str(real)).verified

@@ -190,21 +190,26 @@ def test_video_file_appears_only_on_close(tmp_path: Path) -> None:
     assert target.exists()
 
 
-def test_video_file_error_inside_with_leaves_nothing(tmp_path: Path) -> None:
+def test_video_file_error_inside_with_keeps_the_frames_sent(tmp_path: Path) -> None:
+    """A recording cut short by an error (a lost camera, a bug) keeps what it recorded, as a playable file."""
     target = tmp_path / "out.mp4"
     with pytest.raises(RuntimeError, match="boom"), VideoFileSink(target, SIZE, 30.0) as sink:
-        sink.send(solid((10, 20, 30), 0))
+        sink.send(solid((255, 0, 0), 0))
+        sink.send(solid((0, 0, 255), 1))
         raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
+    frames = read_video(target)
+    assert len(frames) == 2 and frames[1][120, 160, 2] > 200
+    assert sink.kept == target
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]  # no hidden temp file left
 
 
-def test_video_file_keeps_an_existing_target_on_error(tmp_path: Path) -> None:
+def test_video_file_keeps_an_existing_target_on_error_before_any_frame(tmp_path: Path) -> None:
     target = tmp_path / "out.mp4"
     target.write_bytes(b"previous take")
     with pytest.raises(RuntimeError, match="boom"), VideoFileSink(target, SIZE, 30.0) as sink:
-        sink.send(solid((10, 20, 30), 0))
         raise RuntimeError("boom")
     assert target.read_bytes() == b"previous take"
+    assert sink.kept is None
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
@@ -246,14 +251,34 @@ def test_video_file_writer_that_cannot_open(tmp_path: Path, monkeypatch: pytest.
     assert list(tmp_path.iterdir()) == []
 
 
-def test_video_file_rename_failure_removes_the_temp_file(tmp_path: Path) -> None:
+def test_video_file_that_is_a_folder_is_refused(tmp_path: Path) -> None:
     target = tmp_path / "taken.mp4"
-    target.mkdir()  # a folder where the file should go: the final rename fails
+    target.mkdir()
+    with pytest.raises(LivecamError, match=r"cannot write video .*taken\.mp4: it is a folder"):
+        VideoFileSink(target, SIZE, 30.0)
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.mp4"]
+
+
+@pytest.mark.parametrize("clean", [True, False])
+def test_video_file_rename_failure_keeps_the_frames_in_the_temp_file(tmp_path: Path, clean: bool,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A folder appears where the file should go during the recording: the final rename fails, and the
+    recording stays in the temp file, named in the error (close) or the log (abort: another error is
+    already on its way)."""
+    target = tmp_path / "taken.mp4"
     sink = VideoFileSink(target, SIZE, 30.0)
     sink.send(solid((10, 20, 30), 0))
-    with pytest.raises(LivecamError, match=r"cannot write video .*taken\.mp4"):
-        sink.close()
-    assert [p.name for p in tmp_path.iterdir()] == ["taken.mp4"]
+    target.mkdir()
+    temp = temp_path_for(target)
+    if clean:
+        with pytest.raises(LivecamError, match=rf"cannot write video .*taken\.mp4: .*the recording \(1 frame\) is "
+                                               rf"kept in {temp}"):
+            sink.close()
+    else:
+        sink.abort()
+        assert f"the recording (1 frame) is kept in {temp}" in caplog.text
+    assert sink.kept == temp
+    assert len(read_video(temp)) == 1
     assert target.is_dir()
 
 
@@ -271,14 +296,21 @@ def test_open_sink_unknown_spec_lists_accepted_values() -> None:
     with pytest.raises(LivecamError) as info:
         open_sink("out.mov", SIZE, 30.0)
     message = str(info.value)
-    for accepted in ("virtualcam", "preview", "memory", ".mp4", ".avi", ".mkv"):
+    for accepted in ("virtualcam", "preview", ".mp4", ".avi", ".mkv"):
         assert accepted in message
+
+
+def test_memory_is_not_an_output_name() -> None:
+    """The memory sink keeps every frame: a test/API sink (MemorySink), never a user's output."""
+    with pytest.raises(LivecamError) as info:
+        open_sink("memory", SIZE, 30.0)
+    assert str(info.value).count("memory") == 1 and "virtualcam" in str(info.value)
 
 
 @pytest.mark.parametrize(("size", "fps"), [((0, 240), 30.0), ((320, -1), 30.0), ((320, 240), 0.0)])
 def test_open_sink_bad_size_or_fps(size: tuple[int, int], fps: float) -> None:
     with pytest.raises(LivecamError, match="invalid"):
-        open_sink("memory", size, fps)
+        open_sink("virtualcam", size, fps)
 
 
 # --- memory ---------------------------------------------------------------------------------------
@@ -296,8 +328,7 @@ def test_memory_sink_keeps_the_newest() -> None:
 
 
 def test_memory_sink_keeps_all_by_default() -> None:
-    sink = open_sink("memory", SIZE, 30.0)
-    assert isinstance(sink, MemorySink)
+    sink = MemorySink(SIZE)
     for i in range(4):
         sink.send(solid((i, i, i), i))
     assert [f.index for f in sink.frames] == [0, 1, 2, 3]
