@@ -288,6 +288,16 @@ class ServeSettings:
     """Where the page's exports go; empty: <data dir>/exports ($LIVECAM_DATA_DIR, else the user data dir)."""
     export_variants: int = 2
     """Kept images per style when the page's export asks for no number (1..8)."""
+    request_timeout_s: float = 10.0
+    """A request's headers and body must arrive within this many seconds of the connection (or of the previous
+    request on it), or the connection is closed: idle or half-sent connections cannot hold the server's open
+    files (1..300)."""
+    offer_timeout_s: float = 15.0
+    """A viewer's peer connection that is not connected this many seconds after its offer is closed (2..300)."""
+    max_pending_offers: int = 32
+    """Viewers' peer connections still connecting, at once, from everyone (1..200): more get 503."""
+    max_pending_offers_per_client: int = 8
+    """The same, from one address (an IPv6 /64) (1..200): more get 429."""
 
     def __post_init__(self) -> None:
         if not self.host.strip() or any(c.isspace() for c in self.host):
@@ -303,6 +313,10 @@ class ServeSettings:
         if bool(self.ice_username) != bool(self.ice_credential):
             raise ValueError("ice_username and ice_credential: set both (for a TURN server) or neither")
         check_range("export_variants", self.export_variants, 1, 8)
+        check_range("request_timeout_s", self.request_timeout_s, 1, 300)
+        check_range("offer_timeout_s", self.offer_timeout_s, 2, 300)
+        check_range("max_pending_offers", self.max_pending_offers, 1, 200)
+        check_range("max_pending_offers_per_client", self.max_pending_offers_per_client, 1, 200)
 
     @property
     def ice_server_urls(self) -> list[str]:

@@ -18,6 +18,12 @@ cookie as well, so the page's own stylesheet and script load (the cookie is take
 for a request that changes something). Without a token (loopback only) the Host header must name this computer
 (against DNS rebinding), and a cross-origin POST is refused. Every error is JSON
 `{"error": "..."}`; no traceback is ever sent.
+
+Limits (see `make_runner`): a request's headers and body must arrive within `serve.request_timeout_s` and an
+idle connection is closed after it, so idle or half-sent connections cannot hold the open files; viewers'
+offers that are not connected after `serve.offer_timeout_s` are closed, and only so many may be connecting at
+once (per client and in all). A client's mistake (a malformed request, bad JSON, bad SDP) is answered and
+logged at debug level only, without a traceback; viewers' addresses are logged at debug level only.
 """
 
 from __future__ import annotations
@@ -35,12 +41,14 @@ import logging
 import re
 import secrets
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from livecam.config import Config, ServeSettings
 from livecam.errors import LivecamError
@@ -48,9 +56,11 @@ from livecam.frame import Frame
 from livecam.identities import identities_dir
 from livecam.provenance import read_disclosure
 from livecam.session import LiveSession
-from livecam.webrtc import LatestFrameTrack, OfferError, Viewers, encoder_executor, ice_servers
+from livecam.webrtc import LatestFrameTrack, OfferError, Viewers, client_key, encoder_executor, ice_servers
 
 log = logging.getLogger("livecam")
+http_log = logging.getLogger("livecam.http")
+"""aiohttp's own messages about connections and malformed requests (its `logger`): see `_ClientMistakes`."""
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -59,6 +69,15 @@ EXPORT_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/p
 MAX_EXPORT_VARIANTS = 8
 COOKIE = "livecam_token"
 SETTINGS_TYPES: dict[str, type] = {"rendering": bool, "style": str, "identity": str, "background": str}
+LINGER_S = 2.0
+"""After answering a request whose body was not read (401, 413), read and drop the rest of it this long at most,
+so the client gets the answer rather than a reset connection."""
+OPEN_FILES = 4096
+"""`livecam serve` raises its soft open-file limit to this (or to the hard limit, if lower): macOS starts
+processes at 256, which a few hundred connections use up."""
+QUIET_LIBRARIES = ("aiortc", "aioice")
+"""Their INFO messages name every viewer's address and port, per connection: shown only when livecam logs at
+debug level."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -129,6 +148,47 @@ def make_app(session: LiveSession, settings: ServeSettings, web_dir: Path = WEB_
     return app
 
 
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The runner for `app` (from `make_app`), with the server's limits: a connection whose request headers do
+    not arrive within `serve.request_timeout_s`, or that stays idle that long between requests, is closed
+    (aiohttp's keep-alive timer runs from the moment a connection is accepted, and until a complete request
+    has arrived); no access log (URLs carry tokens); aiohttp's messages about malformed requests without a
+    traceback (`_ClientMistakes`)."""
+    timeout = app[SERVER].settings.request_timeout_s
+    return web.AppRunner(app, access_log=None, keepalive_timeout=timeout, lingering_time=min(LINGER_S, timeout),
+                         logger=http_log)
+
+
+class _ClientMistakes(logging.Filter):
+    """aiohttp logs a malformed request ("Error handling request from ADDRESS") with its traceback, at error
+    level: it is the client's mistake, not the server's, so it is shown only at debug level, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        if not http_log.isEnabledFor(logging.DEBUG):
+            return False
+        record.msg = f"{record.msg}: %s"
+        record.args = (*(record.args if isinstance(record.args, tuple) else ()),
+                       " ".join(str(exc.message).split())[:160] or type(exc).__name__)
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+http_log.addFilter(_ClientMistakes())
+
+
+def quiet_libraries() -> None:
+    """aiortc's and aioice's INFO messages (every viewer's address and port, six lines per viewer) at WARNING
+    unless livecam logs at debug level: the README promises no access log."""
+    level = logging.NOTSET if log.isEnabledFor(logging.DEBUG) else logging.WARNING
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(level)
+
+
 # --- start and stop --------------------------------------------------------------------------------------------
 
 async def _start(app: web.Application) -> None:
@@ -136,7 +196,10 @@ async def _start(app: web.Application) -> None:
     track = LatestFrameTrack()
     s = server.settings
     server.track = track
-    server.viewers = Viewers(track, ice_servers(s.ice_server_urls, s.ice_username, s.ice_credential))
+    server.viewers = Viewers(track, ice_servers(s.ice_server_urls, s.ice_username, s.ice_credential),
+                             offer_timeout=s.offer_timeout_s, max_pending=s.max_pending_offers,
+                             max_pending_per_client=s.max_pending_offers_per_client)
+    quiet_libraries()
 
     def publish(frame: Frame) -> None:
         track.publish(frame.image)
@@ -273,15 +336,44 @@ def _web_file(folder: Path, name: str) -> web.FileResponse:
 # --- the API ---------------------------------------------------------------------------------------------------
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The request's body, a JSON object. 408 when it does not arrive within serve.request_timeout_s, 400 for
+    anything else a client can get wrong (cut off, not UTF-8, not JSON, nested too deep, not an object)."""
+    timeout = request.app[SERVER].settings.request_timeout_s
     try:
-        body = await request.json()
-    except json.JSONDecodeError as e:
-        raise error(400, f"the body is not JSON: {e}") from None
+        async with asyncio.timeout(timeout):
+            data = await request.read()  # over client_max_size: HTTPRequestEntityTooLarge, answered as 413
+    except TimeoutError:
+        # aiohttp then reads what is left of it for LINGER_S at most, and closes the connection.
+        raise error(408, f"the request body did not arrive within {timeout:g} s (serve.request_timeout_s)"
+                    ) from None
+    except (web.RequestPayloadError, ConnectionError) as e:  # a broken chunked/compressed body, or a hang-up
+        raise error(400, f"the request body could not be read: {e}") from None
+    try:
+        text = data.decode("utf-8")  # JSON is UTF-8 (RFC 8259); a charset in Content-Type is not taken
     except UnicodeDecodeError:
         raise error(400, "the body is not UTF-8 text") from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(400, f"the body is not JSON: {e}") from None
+    except RecursionError:
+        raise error(400, "the body's JSON is nested too deeply") from None
+    except ValueError as e:  # a number over Python's 4300-digit limit
+        raise error(400, f"the body's JSON has a value that cannot be read: {str(e).split(':')[0]}") from None
     if not isinstance(body, dict):
         raise error(400, "the body must be a JSON object")
     return body
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """`value` (from a request body) for an error message: short, and no repr of a nested structure (which
+    could be too deep to print)."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 async def _state(request: web.Request) -> web.Response:
@@ -306,9 +398,9 @@ async def _settings(request: web.Request) -> web.Response:
     for key, value in body.items():
         kind = SETTINGS_TYPES.get(key)
         if kind is None:
-            raise error(400, f"unknown setting {key!r}; settings: {', '.join(SETTINGS_TYPES)}")
+            raise error(400, f"unknown setting {_shown(key)}; settings: {', '.join(SETTINGS_TYPES)}")
         if not isinstance(value, kind):
-            raise error(400, f"{key}: must be {'true or false' if kind is bool else 'a string'}, got {value!r}")
+            raise error(400, f"{key}: must be {'true or false' if kind is bool else 'a string'}, got {_shown(value)}")
     loop = asyncio.get_running_loop()
     try:
         # An identity's LoRA is loaded from disk (diffusion): not on the event loop.
@@ -340,9 +432,10 @@ async def _offer(request: web.Request) -> web.Response:
     if server.viewers is None:
         raise error(503, "the server is starting")
     try:
-        answer = await server.viewers.answer(sdp, kind)
+        answer = await server.viewers.answer(sdp, kind, client_key(request.remote))
     except OfferError as e:
-        raise error(e.status, str(e)) from None
+        retry = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else {}
+        raise ApiError(e.status, str(e), retry) from None
     _count_viewers(server)
     return web.json_response({"sdp": answer.sdp, "type": answer.type})
 
@@ -353,18 +446,18 @@ async def _export(request: web.Request) -> web.Response:
     body = await _json_object(request)
     unknown = [k for k in body if k not in ("styles", "variants")]
     if unknown:
-        raise error(400, f"unknown key {unknown[0]!r}; keys: styles, variants")
+        raise error(400, f"unknown key {_shown(unknown[0])}; keys: styles, variants")
     styles = body.get("styles")
     if styles is not None:
         if not isinstance(styles, list) or not all(isinstance(s, str) for s in styles):
             raise error(400, "styles: must be a list of style names")
         bad = [s for s in styles if s not in session.config.styles]
         if bad:
-            raise error(400, f"styles: no style {bad[0]!r}; styles: {', '.join(session.config.styles)}")
+            raise error(400, f"styles: no style {_shown(bad[0])}; styles: {', '.join(session.config.styles)}")
     variants = body.get("variants")
     if variants is not None and (isinstance(variants, bool) or not isinstance(variants, int)
                                  or not 1 <= variants <= MAX_EXPORT_VARIANTS):
-        raise error(400, f"variants: must be a whole number from 1 to {MAX_EXPORT_VARIANTS}, got {variants!r}")
+        raise error(400, f"variants: must be a whole number from 1 to {MAX_EXPORT_VARIANTS}, got {_shown(variants)}")
     loop = asyncio.get_running_loop()
     try:
         run = await loop.run_in_executor(None, session.export, styles or None, variants)
@@ -456,6 +549,7 @@ def run_serve(config: Config, host: str | None = None, port: int | None = None, 
     """Run the live camera and serve it until Ctrl-C/SIGTERM, the input's end or `max_frames` frames.
     `output`: also send every frame there (virtualcam, preview, a video file)."""
     settings = serve_settings(config, host, port, token)
+    raise_open_file_limit()
     session = LiveSession(config, output=output, max_frames=max_frames)
     session.start()
     try:
@@ -466,12 +560,52 @@ def run_serve(config: Config, host: str | None = None, port: int | None = None, 
         raise session.error
 
 
+def raise_open_file_limit(want: int = OPEN_FILES) -> None:
+    """Raise this process's soft limit on open files to `want` (at most the hard limit), where it is lower:
+    every connection and every viewer's sockets take one. Not possible (Windows, or refused): left as it is."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as e:
+            log.debug("open-file limit stays at %d: %s", soft, e)
+
+
+class _LoopErrors:
+    """The event loop's exception handler for `livecam serve`. Out of open files, asyncio's accept loop reports
+    each failed accept() with a traceback, up to the listen backlog (128) of them every second while it lasts:
+    that is one warning line here, at most every `every` seconds. Anything else goes to asyncio's handler."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        self.every = every
+        self._last: float | None = None
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if context.get("message") == "socket.accept() out of system resource" and isinstance(exc, OSError):
+            now = time.monotonic()
+            if self._last is None or now - self._last >= self.every:
+                self._last = now
+                log.warning("cannot accept connections: %s; new connections wait until idle ones are closed "
+                            "(serve.request_timeout_s); a higher open-file limit (ulimit -n) helps",
+                            exc.strerror or exc)
+            return
+        loop.default_exception_handler(context)
+
+
 async def _serve(session: LiveSession, settings: ServeSettings) -> None:
+    loop = asyncio.get_running_loop()
     # The viewers' encoders run on the default executor: at a lower priority, so that where the CPU is short
     # the viewers lose frames, not the camera (the render loop and the virtual camera).
-    asyncio.get_running_loop().set_default_executor(encoder_executor())
+    loop.set_default_executor(encoder_executor())
+    loop.set_exception_handler(_LoopErrors())
     app = make_app(session, settings)
-    runner = web.AppRunner(app, access_log=None)  # an access log would record the tokens in URLs
+    runner = make_runner(app)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     try:
@@ -481,7 +615,6 @@ async def _serve(session: LiveSession, settings: ServeSettings) -> None:
         raise LivecamError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e} "
                            "(--host/--port, serve.host/serve.port)") from None
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         # NotImplementedError on Windows, RuntimeError off the main thread: Ctrl-C still stops it there.
         with contextlib.suppress(NotImplementedError, RuntimeError):

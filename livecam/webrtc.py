@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import ipaddress
 import logging
 import os
 import sys
@@ -36,14 +37,38 @@ log = logging.getLogger("livecam")
 MAX_VIEWERS = 200
 """Peer connections accepted at once; more would only starve every viewer of the CPU their encoders need
 (see README, "Serve": each viewer's encoder costs CPU time on every frame)."""
+OFFER_TIMEOUT_S = 15.0
+"""A peer connection not connected this long after its offer is closed (serve.offer_timeout_s)."""
+MAX_PENDING = 32
+"""Peer connections still connecting, at once (serve.max_pending_offers)."""
+MAX_PENDING_PER_CLIENT = 8
+"""The same from one client address (serve.max_pending_offers_per_client)."""
 
 
 class OfferError(ValueError):
-    """A viewer's offer cannot be answered (bad SDP, no video in it, too many viewers)."""
+    """A viewer's offer cannot be answered (bad SDP, no video in it, too many viewers). `retry_after`: seconds
+    after which the same offer may succeed (a limit that frees itself), or None."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+
+
+def client_key(address: str | None) -> str:
+    """The client an address counts as for the per-client limit: the IPv4 address itself, an IPv6 address's
+    /64 (one subscriber has a whole /64 to pick addresses from), or "" when unknown."""
+    if not address:
+        return ""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # an IPv4 client of a dual-stack socket
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def video_frame(image: RGBImage) -> VideoFrame:
@@ -159,17 +184,27 @@ def ice_servers(urls: list[str], username: str = "", credential: str = "") -> li
 class Viewers:
     """The viewers' peer connections, each sending its own relay subscription of `track`.
 
-    A connection whose state turns "failed" or "closed" is closed and dropped (with its subscription);
-    `close()` closes them all (server shutdown). Use on the event loop's thread only.
+    A connection is pending from its offer until it is connected: at most `max_pending` are pending at once,
+    `max_pending_per_client` from one client, and one still pending `offer_timeout` seconds after its offer is
+    closed, so offers that never connect (a flood of them, with the shareable viewer token) cannot hold the
+    viewer slots. A connection whose state turns "failed" or "closed" is closed and dropped (with its
+    subscription); `close()` closes them all (server shutdown). Use on the event loop's thread only.
     """
 
     def __init__(self, track: MediaStreamTrack, ice: list[RTCIceServer] | None = None,
-                 max_viewers: int = MAX_VIEWERS) -> None:
+                 max_viewers: int = MAX_VIEWERS, *, offer_timeout: float = OFFER_TIMEOUT_S,
+                 max_pending: int = MAX_PENDING, max_pending_per_client: int = MAX_PENDING_PER_CLIENT) -> None:
         self.track = track
         self._ice = list(ice or [])
         self._relay = MediaRelay()
         self._pcs: dict[RTCPeerConnection, MediaStreamTrack | None] = {}
+        self._pending: dict[RTCPeerConnection, tuple[str, asyncio.TimerHandle]] = {}
+        """Connections not yet connected: their client and the timer that closes them at `offer_timeout`."""
+        self._tasks: set[asyncio.Task[None]] = set()  # the event loop keeps only weak references to tasks
         self._max = max_viewers
+        self._offer_timeout = offer_timeout
+        self._max_pending = max_pending
+        self._max_pending_per_client = max_pending_per_client
         self._closed = False
 
     def __len__(self) -> int:
@@ -184,22 +219,39 @@ class Viewers:
         """Peer connections that are up (ICE and DTLS done)."""
         return sum(pc.connectionState == "connected" for pc in self._pcs)
 
-    async def answer(self, sdp: str, kind: str) -> RTCSessionDescription:
-        """Answer a viewer's offer with a new peer connection that sends the shared track. OfferError (400)
-        for an offer that is not one or has no video; OfferError(503) when `max_viewers` are connected."""
+    def pending(self, client: str | None = None) -> int:
+        """Peer connections not yet connected (from `client`, a `client_key`, if given)."""
+        return sum(client is None or c == client for c, _ in self._pending.values())
+
+    async def answer(self, sdp: str, kind: str, client: str = "") -> RTCSessionDescription:
+        """Answer a viewer's offer with a new peer connection that sends the shared track. `client`: the
+        viewer's `client_key`. OfferError (400) for an offer that is not one or has no video; OfferError(429)
+        when `max_pending_per_client` from this client are still connecting; OfferError(503) when
+        `max_viewers` are connected, `max_pending` are connecting, or the server cannot open the connection."""
         if self._closed:
             raise OfferError("the server is shutting down", 503)
         if kind != "offer":
-            raise OfferError(f"type {kind!r}: must be 'offer'")
+            raise OfferError(f"type {kind[:20]!r}: must be 'offer'")
         if len(self._pcs) >= self._max:
-            raise OfferError(f"too many viewers ({self._max}); try again later", 503)
+            raise OfferError(f"too many viewers ({self._max}); try again later", 503, 30)
+        wait = max(1, round(self._offer_timeout))
+        if self.pending(client) >= self._max_pending_per_client:
+            raise OfferError(f"too many viewers connecting from your address at once ({self._max_pending_per_client}, "
+                             "serve.max_pending_offers_per_client); try again in a few seconds", 429, wait)
+        if self.pending() >= self._max_pending:
+            raise OfferError(f"too many viewers connecting at once ({self._max_pending}, serve.max_pending_offers); "
+                             "try again in a few seconds", 503, wait)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice) if self._ice else None)
         self._pcs[pc] = None
+        timer = asyncio.get_running_loop().call_later(self._offer_timeout, self._expire, pc)
+        self._pending[pc] = (client, timer)
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             log.debug("viewer %x: %s", id(pc), pc.connectionState)
-            if pc.connectionState in ("failed", "closed"):
+            if pc.connectionState == "connected":
+                self._settled(pc)
+            elif pc.connectionState in ("failed", "closed"):
                 await self._drop(pc)
 
         try:
@@ -213,17 +265,42 @@ class Viewers:
         except OfferError:
             await self._drop(pc)
             raise
-        except Exception as e:  # aiortc's SDP parser raises many kinds for malformed input; all are the viewer's
+        except OSError as e:  # the ICE transport's sockets could not be opened: the server's limits
             await self._drop(pc)
-            raise OfferError(f"bad offer: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'invalid SDP'}"
+            raise OfferError(f"cannot open a connection now ({e.strerror or e}); try again later", 503, wait
                              ) from None
+        except Exception as e:  # aiortc's SDP parser raises many kinds for malformed input; all are the viewer's
+            closed = pc not in self._pcs  # unless the connection was closed under it (see below)
+            await self._drop(pc)
+            if closed:
+                raise OfferError(self._closed_early, 503, wait) from None
+            reason = str(e).splitlines()[0][:200] if str(e).strip() else "invalid SDP"
+            raise OfferError(f"bad offer: {type(e).__name__}: {reason}") from None
+        if pc not in self._pcs:  # closed while answering: its offer timed out, or the server is stopping
+            raise OfferError(self._closed_early, 503, wait)
         local = pc.localDescription
         assert local is not None
         return local
 
+    _closed_early = "the connection was closed before it was answered (the server is busy or stopping); try again"
+
+    def _settled(self, pc: RTCPeerConnection) -> None:
+        """`pc` is connected: no longer pending, and its offer timeout is off."""
+        entry = self._pending.pop(pc, None)
+        if entry is not None:
+            entry[1].cancel()
+
+    def _expire(self, pc: RTCPeerConnection) -> None:
+        if pc in self._pending:
+            log.debug("viewer %x: not connected %.0f s after its offer, closed", id(pc), self._offer_timeout)
+            task = asyncio.get_running_loop().create_task(self._drop(pc))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
     async def _drop(self, pc: RTCPeerConnection) -> None:
         if pc not in self._pcs:
             return
+        self._settled(pc)
         proxy = self._pcs.pop(pc)
         if proxy is not None:
             proxy.stop()  # unsubscribes it from the relay
@@ -233,3 +310,4 @@ class Viewers:
         """Close every peer connection."""
         self._closed = True
         await asyncio.gather(*(self._drop(pc) for pc in list(self._pcs)), return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)

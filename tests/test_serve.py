@@ -6,14 +6,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import os
+import re
+import select
+import selectors
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,14 +30,15 @@ import pytest
 
 pytest.importorskip("aiortc")
 
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession, TCPConnector, web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from livecam.config import ServeSettings, load_config
 from livecam.errors import LivecamError
-from livecam.serve import make_app, serve_settings, viewer_token
+from livecam.serve import SERVER, make_app, make_runner, serve_settings, viewer_token
 from livecam.session import LiveSession, letterbox
+from livecam.webrtc import client_key
 
 T = TypeVar("T")
 SIZE = (320, 180)
@@ -66,6 +73,8 @@ class Served:
     """The same session behind an app that needs TOKEN."""
     data_dir: Path
     export_dir: Path
+    start: Callable[[ServeSettings], tuple[str, web.Application]]
+    """Another app on the same session, with these settings: its URL and the app."""
 
 
 @pytest.fixture(scope="module")
@@ -90,17 +99,21 @@ def served(short_face_video: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     aio = Aio()
     runners: list[web.AppRunner] = []
 
-    async def start(settings: ServeSettings) -> str:
-        runner = web.AppRunner(make_app(session, settings))
+    async def start(settings: ServeSettings) -> tuple[str, web.Application]:
+        app = make_app(session, settings)
+        runner = make_runner(app)  # the server's own runner, with its limits
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         runners.append(runner)
-        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+        return f"http://127.0.0.1:{runner.addresses[0][1]}", app
+
+    def start_app(settings: ServeSettings) -> tuple[str, web.Application]:
+        return aio.run(start(settings))
 
     try:
-        open_url = aio.run(start(ServeSettings()))
-        token_url = aio.run(start(ServeSettings(token=TOKEN)))
-        yield Served(session, aio, open_url, token_url, data, session.export_dir)
+        open_url = start_app(ServeSettings())[0]
+        token_url = start_app(ServeSettings(token=TOKEN))[0]
+        yield Served(session, aio, open_url, token_url, data, session.export_dir, start_app)
     finally:
         for runner in runners:
             aio.run(runner.cleanup())
@@ -449,12 +462,20 @@ def test_token_settings() -> None:
     with pytest.raises(LivecamError, match="token"):
         serve_settings(config, token="short")
     for bad in ("serve.port=70000", "serve.ice_servers=http://x", "serve.export_variants=9", "serve.max_body_kb=0",
-                "serve.ice_username=u"):
+                "serve.ice_username=u", "serve.request_timeout_s=0", "serve.offer_timeout_s=1",
+                "serve.max_pending_offers=0", "serve.max_pending_offers_per_client=500"):
         with pytest.raises(LivecamError, match=bad.split("=")[0].split(".")[1]):
             load_config(None, [bad])
     turn = load_config(None, ["serve.ice_servers=stun:s.example:3478, turn:t.example:3478",
                               "serve.ice_username=u", "serve.ice_credential=p"]).serve
     assert turn.ice_server_urls == ["stun:s.example:3478", "turn:t.example:3478"]
+
+
+def test_the_per_client_limit_counts_an_ipv6_64_as_one_client() -> None:
+    assert client_key("192.0.2.7") == "192.0.2.7" and client_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("fe80::1%eth0") == "fe80::/64" and client_key(None) == ""
 
 
 def test_the_export_folder_may_not_hold_the_identities(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -516,3 +537,260 @@ def test_a_session_that_cannot_start_says_why(tmp_path: Path) -> None:
     assert not session.running
     session.close()
     session.close()  # once is enough; again does nothing
+
+
+# --- limits, clients' mistakes and the log ---------------------------------------------------------------------
+
+def wait_closed(sockets: list[socket.socket], seconds: float) -> dict[socket.socket, bytes]:
+    """Read every socket until the server closes it; what each received. Those still open after `seconds` are
+    left out."""
+    received = {s: b"" for s in sockets}
+    selector = selectors.DefaultSelector()
+    for s in sockets:
+        s.setblocking(False)
+        selector.register(s, selectors.EVENT_READ)
+    closed: dict[socket.socket, bytes] = {}
+    deadline = time.monotonic() + seconds
+    while len(closed) < len(sockets) and time.monotonic() < deadline:
+        for key, _ in selector.select(timeout=0.5):
+            s = key.fileobj
+            assert isinstance(s, socket.socket)
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if chunk:
+                received[s] += chunk
+            else:
+                selector.unregister(s)
+                closed[s] = received[s]
+    selector.close()
+    return closed
+
+
+def test_idle_and_half_sent_connections_are_closed_and_the_owner_gets_in(served: Served) -> None:
+    url, _ = served.start(ServeSettings(request_timeout_s=1))
+    address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+    idle = [socket.create_connection(address) for _ in range(50)]  # never send a byte
+    half = socket.create_connection(address)  # headers that never end (slowloris)
+    half.sendall(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: 1\r\n")
+    slow = socket.create_connection(address)  # a body that never arrives in full
+    slow.sendall(b"POST /api/settings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100\r\n\r\n{\"sty")
+    everyone = [*idle, half, slow]
+    try:
+        assert call(f"{url}/api/state")[0] == 200  # the owner, while they wait
+        closed = wait_closed(everyone, 30)
+        assert len(closed) == len(everyone), f"{len(everyone) - len(closed)} connections still open after 30 s"
+        assert all(closed[s] == b"" for s in [*idle, half])
+        head, _, body = closed[slow].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408") and b"request_timeout_s" in body, closed[slow]
+        assert call(f"{url}/api/state")[0] == 200
+    finally:
+        for s in everyone:
+            s.close()
+
+
+MALFORMED: list[tuple[str, bytes, str]] = [
+    ("/api/settings", b"[" * 50_000, "nested"),
+    ("/api/settings", b'{"style": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", "nested"),
+    ("/api/offer", b'{"sdp": ' + b'{"a": ' * 9_000 + b"1" + b"}" * 9_000 + b', "type": "offer"}', "nested"),
+    ("/api/export", b'{"styles": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", "nested"),
+    ("/api/export", b'{"variants": 1' + b"0" * 5_000 + b"}", "value"),
+    ("/api/settings", b"\xff\xfe{\x00}\x00", "UTF-8"),
+    ("/api/settings", b"", "JSON"),
+    ("/api/settings", b"null", "object"),
+    ("/api/settings", b'{"style": [[["corporate"]]]}', "style"),
+    ("/api/settings", b'{"background": {"a": [1, 2]}}', "background"),
+    ("/api/settings", b'{"' + b"k" * 5000 + b'": 1}', "unknown setting"),
+    ("/api/offer", b'{"sdp": 5, "type": "offer"}', "sdp"),
+    ("/api/offer", b'{"sdp": ["v=0"], "type": "offer"}', "sdp"),
+    ("/api/offer", b'{"sdp": "v=0\\r\\nm=video", "type": ["offer"]}', "type"),
+    ("/api/offer", b'{"sdp": "v=0\\r\\no=- 1 1 IN IP4 0\\r\\nm=video x", "type": "offer"}', "offer"),
+    ("/api/export", b'{"styles": [["corporate"]]}', "styles"),
+    ("/api/export", b'{"styles": {"corporate": 1}}', "styles"),
+    ("/api/export", b'{"variants": 1.5}', "variants"),
+    ("/api/export", b'{"variants": NaN}', "variants"),
+    ("/api/export", b'{"variants": 1e400}', "variants"),
+]
+
+
+def test_malformed_bodies_get_400_with_a_short_json_error_and_no_traceback(
+        served: Served, caplog: pytest.LogCaptureFixture) -> None:
+    base = served.open_url
+    caplog.set_level(logging.DEBUG)
+    for path, raw, key in MALFORMED:
+        result = call(base + path, raw=raw)
+        assert result[0] == 400, (path, raw[:60], result[0], result[2][:200])
+        message = error_of(result)
+        assert key in message and len(message) < 300, (path, raw[:60], message)
+    # A charset in the Content-Type is not taken (JSON is UTF-8): an unknown one is no error.
+    result = call(f"{base}/api/offer", {"type": "offer"}, headers={"Content-Type": "application/json; charset=nosuch"})
+    assert result[0] == 400 and "sdp" in error_of(result)
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], caplog.text
+    assert "Traceback" not in caplog.text
+
+
+async def silent_offer(port: int) -> str:
+    """A real aiortc viewer's offer whose one ICE candidate is a UDP port that never answers: a viewer that
+    never connects."""
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    lines = sdp.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("a=candidate:"))
+    lines = [line for line in lines if not line.startswith("a=candidate:")]
+    lines.insert(first, f"a=candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host")
+    return "\r\n".join(lines) + "\r\n"
+
+
+async def post_offer(url: str, sdp: str, local: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """POST an offer from the local address `local` (another client, to the server)."""
+    async with ClientSession(connector=TCPConnector(local_addr=(local, 0))) as http, \
+            http.post(f"{url}/api/offer", json={"sdp": sdp, "type": "offer"}) as r:
+        return r.status, await r.json(), dict(r.headers)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a second client address (127.0.0.2): Linux")
+def test_offers_that_never_connect_are_limited_and_closed(served: Served) -> None:
+    url, app = served.start(ServeSettings(offer_timeout_s=6, max_pending_offers=5, max_pending_offers_per_client=3))
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the silent viewers' ICE candidate
+    sink.bind(("127.0.0.1", 0))
+
+    async def scenario() -> dict[str, Any]:
+        viewers = app[SERVER].viewers
+        assert viewers is not None
+        sdp = await silent_offer(sink.getsockname()[1])
+        out: dict[str, Any] = {"first": [await post_offer(url, sdp, "127.0.0.1") for _ in range(4)]}
+        out["second"] = [await post_offer(url, sdp, "127.0.0.2") for _ in range(3)]
+        out["pending"] = viewers.pending()
+        deadline = time.monotonic() + 30
+        while len(viewers) and time.monotonic() < deadline:  # their offers time out: closed and dropped
+            await asyncio.sleep(0.1)
+        out["left"] = len(viewers)
+        pc, track = await open_viewer(url)  # a real viewer gets in, and is connected (no longer pending)
+        try:
+            out["frames"] = len(await frames(track, 3))
+            out["again"] = [(await post_offer(url, sdp, "127.0.0.1"))[0] for _ in range(3)]
+        finally:
+            await pc.close()
+        return out
+
+    try:
+        out = served.aio.run(scenario())
+    finally:
+        sink.close()
+    assert [r[0] for r in out["first"]] == [200, 200, 200, 429]
+    _, body, headers = out["first"][3]
+    assert "max_pending_offers_per_client" in body["error"] and int(headers["Retry-After"]) > 0
+    assert [r[0] for r in out["second"]] == [200, 200, 503]
+    assert "max_pending_offers" in out["second"][2][1]["error"]
+    assert out["pending"] == 5
+    assert out["left"] == 0
+    assert out["frames"] == 3
+    assert out["again"] == [200, 200, 200]
+
+
+class ServeProcess:
+    """`livecam serve` in a subprocess, as a user runs it (the CLI's logging and event loop), on the short face
+    video; stderr goes to a file. `open_files`: its open-file limit (soft and hard)."""
+
+    def __init__(self, video: Path, folder: Path, *settings: str, open_files: int | None = None) -> None:
+        code = "import sys; from livecam.cli import main; sys.exit(main(sys.argv[1:]))"
+        if open_files is not None:
+            code = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, ({open_files}, {open_files})); {code}"
+        args = [sys.executable, "-c", code, "serve", "--input", str(video), "--engine", "studio", "--port", "0",
+                "--set", "input.loop=true", "--set", "output.width=320", "--set", "output.height=180",
+                *(part for setting in settings for part in ("--set", setting))]
+        self.stderr_path = folder / "serve-stderr.txt"
+        with self.stderr_path.open("w") as stderr:
+            self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                            env={**os.environ, "LIVECAM_DATA_DIR": str(folder)})
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], 120)
+        line = self.process.stdout.readline() if ready else ""
+        if not line.startswith("studio page: http://"):
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(f"livecam serve did not start: {line!r}\n{self.stderr_path.read_text()}")
+        self.url = line.split()[-1].rstrip("/")
+        self.address = ("127.0.0.1", int(self.url.rsplit(":", 1)[1]))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # rendering, past the first frames (which load what they need)
+            if json.loads(call(f"{self.url}/api/stats")[2])["frames_out"] >= 30:
+                break
+            time.sleep(0.2)
+
+    def stop(self) -> str:
+        """Stop it as a service manager does (SIGTERM); its stderr. It must exit cleanly."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(f"livecam serve did not stop on SIGTERM\n{self.stderr_path.read_text()[-3000:]}")
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        stderr = self.stderr_path.read_text()
+        assert code == 0, stderr
+        return stderr
+
+
+IP_AND_PORT = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}'?\)?(?::|, )\d+|\[[0-9a-f:]+\]:\d+|'[0-9a-f:]*:[0-9a-f:]+', \d+")
+
+
+def test_serve_logs_no_viewer_addresses_and_no_tracebacks(short_face_video: Path, tmp_path: Path) -> None:
+    server = ServeProcess(short_face_video, tmp_path)
+    try:
+        async def watch() -> int:
+            pc, track = await open_viewer(server.url)
+            try:
+                return len(await frames(track, 5))
+            finally:
+                await pc.close()
+
+        assert asyncio.run(watch()) == 5
+        # Clients' mistakes: requests that are not HTTP, or not well-formed, bad JSON, bad SDP, a cut-off body.
+        for raw in (b"GARBAGE\r\n\r\n", b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
+                    b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n",
+                    b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n",
+                    b"POST /api/settings HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n",
+                    b"POST /api/settings HTTP/1.1\r\nHost: localhost\r\nContent-Encoding: gzip\r\n"
+                    b"Content-Length: 10\r\n\r\nnot gzip!!",
+                    b"POST /api/settings HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50\r\n\r\n{\"style"):
+            with socket.create_connection(server.address) as s:
+                s.sendall(raw)
+                s.shutdown(socket.SHUT_WR)
+                s.settimeout(30)
+                while s.recv(65536):
+                    pass
+        for path, raw, _ in MALFORMED:
+            assert call(server.url + path, raw=raw)[0] == 400
+        assert call(f"{server.url}/api/offer", {"sdp": "not SDP", "type": "offer"})[0] == 400
+    finally:
+        stderr = server.stop()
+    assert "Traceback" not in stderr, stderr
+    assert "127.0.0.1" not in stderr and not IP_AND_PORT.search(stderr), stderr
+    assert len(stderr.splitlines()) <= 3, stderr  # the start-up line; nothing per viewer or per request
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no open-file limit to lower on Windows")
+def test_out_of_open_files_it_warns_once_and_the_owner_gets_in(short_face_video: Path, tmp_path: Path) -> None:
+    server = ServeProcess(short_face_video, tmp_path, "serve.request_timeout_s=2", open_files=64)
+    idle: list[socket.socket] = []
+    try:
+        idle = [socket.create_connection(server.address) for _ in range(100)]  # more than it has open files
+        # Behind them in the queue: accepted once the idle ones it took have timed out and freed their files.
+        status, _, body = call(f"{server.url}/api/state")
+        assert status == 200 and json.loads(body)["engine"] == "studio"
+        assert len(wait_closed(idle, 30)) == len(idle)
+    finally:
+        for s in idle:
+            s.close()
+        stderr = server.stop()
+    assert "Traceback" not in stderr, stderr[:3000]
+    warnings = [line for line in stderr.splitlines() if "cannot accept connections" in line]
+    assert len(warnings) == 1 and "Too many open files" in warnings[0], stderr[:3000]
