@@ -39,6 +39,10 @@ class Stats:
         self.frames_out = 0
         self.no_face = 0
         self.drops = 0
+        self.size_changes = 0
+        """Times the input's frame size changed mid-stream (tracking and framing start afresh each time)."""
+        self.render_errors = 0
+        """Frames the renderer failed on (the last good frame was published instead)."""
         self._t_start = time.perf_counter()
         self._t_first_out: float | None = None
         self._t_last_out: float | None = None
@@ -79,6 +83,8 @@ class Stats:
                 "frames_out": self.frames_out,
                 "drops": self.drops,
                 "no_face_frames": self.no_face,
+                "size_changes": self.size_changes,
+                "render_errors": self.render_errors,
                 "duration_s": round(duration, 3),
                 "fps": round(fps, 2),
                 "latency_ms_p50": latency["ms_p50"],
@@ -91,7 +97,9 @@ class Stats:
         s = self.summary()
         lines = [
             f"frames in {s['frames_in']}, out {s['frames_out']}, dropped {s['drops']}, "
-            f"no face {s['no_face_frames']}",
+            f"no face {s['no_face_frames']}"
+            + (f", size changes {s['size_changes']}" if s["size_changes"] else "")
+            + (f", render errors {s['render_errors']}" if s["render_errors"] else ""),
             f"{s['fps']:.1f} fps; capture->publish latency p50 {s['latency_ms_p50']:.1f} ms, "
             f"p95 {s['latency_ms_p95']:.1f} ms",
         ]

@@ -64,6 +64,10 @@ class FaceTracker(Protocol):
         """The face expected at `timestamp_ms` from what was tracked so far; None without a recent face."""
         ...
 
+    def reset(self) -> None:
+        """Forget the faces tracked so far (the input changed size: their pixels mean nothing now)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -77,7 +81,7 @@ class MediaPipeFaceTracker:
     def __init__(self, model_path: Path, *, min_detection_confidence: float = 0.5,
                  min_presence_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
                  smoothing: bool = True, min_cutoff: float = 1.0, beta: float = 20.0) -> None:
-        options = vision.FaceLandmarkerOptions(
+        self._options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(model_path)),
             running_mode=vision.RunningMode.VIDEO,
             num_faces=1,
@@ -86,7 +90,7 @@ class MediaPipeFaceTracker:
             min_tracking_confidence=min_tracking_confidence,
         )
         with native_stderr_silenced():
-            self._landmarker = vision.FaceLandmarker.create_from_options(options)
+            self._landmarker = vision.FaceLandmarker.create_from_options(self._options)
         self._first = True
         self._smoothing = smoothing
         self._min_cutoff = min_cutoff
@@ -94,6 +98,7 @@ class MediaPipeFaceTracker:
         self._filter: OneEuroState | None = None
         self._last: Face | None = None
         self._last_ms = -1
+        self._size: tuple[int, int] | None = None
         self._closed = False
 
     def track(self, image: RGBImage, timestamp_ms: int) -> Face | None:
@@ -101,6 +106,9 @@ class MediaPipeFaceTracker:
         timestamp_ms = max(timestamp_ms, self._last_ms + 1)
         self._last_ms = timestamp_ms
         height, width = image.shape[:2]
+        if self._size is not None and self._size != (width, height):
+            self.reset()  # the caller did not: never carry a face over from a frame of another size
+        self._size = (width, height)
         mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=image)
         with native_stderr_silenced() if self._first else nullcontext():
             result = self._landmarker.detect_for_video(mp_image, timestamp_ms)
@@ -134,6 +142,21 @@ class MediaPipeFaceTracker:
         dt = min(max(timestamp_ms / 1000.0 - state.t_s, 0.0), MAX_PREDICTION_MS / 1000.0)
         landmarks = (state.value + state.derivative * dt).astype(np.float32)
         return Face(landmarks, self._last.frame_size)
+
+    def reset(self) -> None:
+        """Start afresh, as on the first frame: no smoothing from, and no prediction of, the faces so far.
+
+        MediaPipe's landmarker is rebuilt too (about 20 ms): it would look for the face where it was in the
+        old frame, lose it and find it again only a frame later.
+        """
+        self._filter = None
+        self._last = None
+        if self._size is None:
+            return  # nothing tracked since the landmarker was built
+        self._size = None
+        self._landmarker.close()
+        with native_stderr_silenced():
+            self._landmarker = vision.FaceLandmarker.create_from_options(self._options)
 
     def close(self) -> None:
         if not self._closed:
