@@ -81,7 +81,7 @@ class MediaPipeFaceTracker:
     def __init__(self, model_path: Path, *, min_detection_confidence: float = 0.5,
                  min_presence_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
                  smoothing: bool = True, min_cutoff: float = 1.0, beta: float = 20.0) -> None:
-        self._options = vision.FaceLandmarkerOptions(
+        options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(model_path)),
             running_mode=vision.RunningMode.VIDEO,
             num_faces=1,
@@ -90,7 +90,7 @@ class MediaPipeFaceTracker:
             min_tracking_confidence=min_tracking_confidence,
         )
         with native_stderr_silenced():
-            self._landmarker = vision.FaceLandmarker.create_from_options(self._options)
+            self._landmarker = vision.FaceLandmarker.create_from_options(options)
         self._first = True
         self._smoothing = smoothing
         self._min_cutoff = min_cutoff
@@ -99,6 +99,7 @@ class MediaPipeFaceTracker:
         self._last: Face | None = None
         self._last_ms = -1
         self._size: tuple[int, int] | None = None
+        self._refind = False
         self._closed = False
 
     def track(self, image: RGBImage, timestamp_ms: int) -> Face | None:
@@ -111,8 +112,16 @@ class MediaPipeFaceTracker:
         self._size = (width, height)
         mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=image)
         with native_stderr_silenced() if self._first else nullcontext():
+            if self._refind:
+                # MediaPipe would look for the face where it was in the old frame's picture (and find it
+                # there badly, or lose it for a frame): show it an empty frame first, so that it runs its
+                # face detector on this one, as on a first frame. One detector pass, and no rebuild.
+                blank = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((height, width, 3), np.uint8))
+                self._landmarker.detect_for_video(blank, timestamp_ms)
+                timestamp_ms = self._last_ms = timestamp_ms + 1
             result = self._landmarker.detect_for_video(mp_image, timestamp_ms)
         self._first = False
+        self._refind = False
         if not result.face_landmarks:
             self._filter = None  # a face that comes back starts fresh, not smoothed from where it left
             self._last = None
@@ -144,19 +153,11 @@ class MediaPipeFaceTracker:
         return Face(landmarks, self._last.frame_size)
 
     def reset(self) -> None:
-        """Start afresh, as on the first frame: no smoothing from, and no prediction of, the faces so far.
-
-        MediaPipe's landmarker is rebuilt too (about 20 ms): it would look for the face where it was in the
-        old frame, lose it and find it again only a frame later.
-        """
+        """Start afresh, as on the first frame: no smoothing from, and no prediction of, the faces so far."""
         self._filter = None
         self._last = None
-        if self._size is None:
-            return  # nothing tracked since the landmarker was built
         self._size = None
-        self._landmarker.close()
-        with native_stderr_silenced():
-            self._landmarker = vision.FaceLandmarker.create_from_options(self._options)
+        self._refind = True
 
     def close(self) -> None:
         if not self._closed:

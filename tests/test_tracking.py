@@ -176,6 +176,7 @@ def test_a_new_frame_size_starts_the_tracker_afresh(landmarker_path: Path) -> No
             assert tracker.track(small, (6 + i) * 33) is not None
         face = tracker.track(large, 12 * 33)  # no reset by the caller: the tracker notices the size itself
         assert face is not None and face.frame_size == (910, 1137)
-        assert np.abs(face.landmarks[:, :2] - expected.landmarks[:, :2]).mean() < 2.0
+        # as a fresh tracker finds it: MediaPipe detected the face anew instead of looking where it was
+        assert np.abs(face.landmarks - expected.landmarks).max() < 0.01
         predicted = tracker.predict(13 * 33)
         assert predicted is not None and predicted.frame_size == (910, 1137)
