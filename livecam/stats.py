@@ -7,7 +7,6 @@ import os
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,10 +18,26 @@ WINDOW = 20_000
 """Samples kept per timer: percentiles describe the recent window, counts cover the whole run."""
 
 
-def _percentiles(samples: deque[float]) -> dict[str, float]:
-    if not samples:
+class _Window:
+    """The newest WINDOW samples in a float64 ring filled in advance, so a timer's memory is the same at the
+    first frame as after hours (a long run's RSS then shows leaks, not timers filling up); counts all."""
+
+    def __init__(self) -> None:
+        self._data = np.full(WINDOW, np.nan)  # written now: every page is resident from the start
+        self.count = 0
+
+    def append(self, value: float) -> None:
+        self._data[self.count % WINDOW] = value
+        self.count += 1
+
+    def values(self) -> np.ndarray:
+        return self._data[: min(self.count, WINDOW)]
+
+
+def _percentiles(samples: _Window) -> dict[str, float]:
+    arr = samples.values()
+    if not arr.size:
         return {"ms_p50": 0.0, "ms_p95": 0.0, "ms_mean": 0.0}
-    arr = np.fromiter(samples, dtype=np.float64)
     return {"ms_p50": round(float(np.percentile(arr, 50)), 3),
             "ms_p95": round(float(np.percentile(arr, 95)), 3),
             "ms_mean": round(float(arr.mean()), 3)}
@@ -33,8 +48,8 @@ class Stats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sections: dict[str, deque[float]] = {}
-        self._latency: deque[float] = deque(maxlen=WINDOW)
+        self._sections: dict[str, _Window] = {}
+        self._latency = _Window()
         self.frames_in = 0
         self.frames_out = 0
         self.no_face = 0
@@ -58,7 +73,10 @@ class Stats:
 
     def add(self, name: str, ms: float) -> None:
         with self._lock:
-            self._sections.setdefault(name, deque(maxlen=WINDOW)).append(ms)
+            window = self._sections.get(name)
+            if window is None:
+                window = self._sections[name] = _Window()
+            window.append(ms)
 
     def published(self, t_capture_ns: int) -> None:
         """Count one frame out, with its capture-to-publish latency."""
@@ -89,7 +107,7 @@ class Stats:
                 "fps": round(fps, 2),
                 "latency_ms_p50": latency["ms_p50"],
                 "latency_ms_p95": latency["ms_p95"],
-                "sections": {name: {**_percentiles(s), "count": len(s)} for name, s in self._sections.items()},
+                "sections": {name: {**_percentiles(s), "count": s.count} for name, s in self._sections.items()},
                 **self.extra,
             }
 

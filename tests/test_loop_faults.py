@@ -206,3 +206,17 @@ def test_framed_input_is_the_centre_of_the_frame_at_the_output_size() -> None:
     box = fr.full_frame_box((1200, 1200), (640, 360))
     assert out.shape == (360, 640, 3)
     assert np.array_equal(out, fr.warp(image, fr.box_to_affine(box, (640, 360)), (640, 360)))
+
+
+def test_stats_timers_keep_a_fixed_window_and_count_every_sample() -> None:
+    """A long run's timers hold the newest WINDOW samples in fixed memory; counts cover the whole run."""
+    from livecam.stats import WINDOW
+
+    stats = Stats()
+    for i in range(WINDOW + 500):
+        stats.add("track", 1000.0 if i < 500 else 2.0)  # the slow start has left the window
+    section = stats.summary()["sections"]["track"]
+    assert section["count"] == WINDOW + 500
+    assert section["ms_p95"] == section["ms_p50"] == section["ms_mean"] == 2.0
+    empty = Stats().summary()
+    assert empty["latency_ms_p95"] == 0.0 and empty["sections"] == {}
