@@ -33,6 +33,7 @@ import os
 import tempfile
 import threading
 import time
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,7 +257,7 @@ class SoakSink(SinkBase):
     frame was published; asks the loop to stop at `deadline`."""
 
     def __init__(self, size: tuple[int, int], schedule: Schedule, counts: Counts, deadline: float,
-                 publish_times: list[float]) -> None:
+                 publish_times: array[float]) -> None:
         super().__init__(size)
         self._inner = MemorySink(size, keep=1)
         self._schedule = schedule
@@ -289,13 +290,14 @@ class SoakSink(SinkBase):
 class WatchingTracker:
     """A `FaceTracker` around the real one that records when a face was found (main thread only)."""
 
-    def __init__(self, inner: FaceTracker) -> None:
+    def __init__(self, inner: FaceTracker, found: array[float]) -> None:
         self.inner = inner
-        self.found: list[tuple[float, bool]] = []
+        self.found = found
 
     def track(self, image: RGBImage, timestamp_ms: int) -> Face | None:
         face = self.inner.track(image, timestamp_ms)
-        self.found.append((time.perf_counter(), face is not None))
+        if face is not None:
+            self.found.append(time.perf_counter())
         return face
 
     def predict(self, timestamp_ms: int) -> Face | None:
@@ -320,8 +322,10 @@ class LogCounter(logging.Handler):
 
 
 def process_figures() -> dict[str, float | int]:
-    """RSS (MB), open file descriptors and OS threads of this process (Linux /proc), Python threads."""
-    figures: dict[str, float | int] = {"python_threads": threading.active_count()}
+    """RSS (MB), open file descriptors and OS threads of this process (Linux /proc), Python threads, and the
+    machine's 1-minute load average (on a shared machine, gaps come with a high load)."""
+    figures: dict[str, float | int] = {"python_threads": threading.active_count(),
+                                       "load_1min": round(os.getloadavg()[0], 2)}
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -365,7 +369,7 @@ class Monitor:
 
 
 def run_pipeline(video: Path, empty_room: np.ndarray, schedule: Schedule, counts: Counts, deadline: float,
-                 stats: Stats, publish_times: list[float], found: list[tuple[float, bool]]) -> int:
+                 stats: Stats, publish_times: array[float], found: array[float]) -> int:
     """Build the live pipeline on the soak camera and run the loop until `deadline`. Returns the camera's
     reopen count; an exception from the loop propagates (a crash)."""
     config = load_config(None, ["engine.kind=studio", f"output.width={OUTPUT_SIZE[0]}",
@@ -378,13 +382,10 @@ def run_pipeline(video: Path, empty_room: np.ndarray, schedule: Schedule, counts
     try:
         with SoakSink(OUTPUT_SIZE, schedule, counts, deadline, publish_times) as sink, \
                 MediaPipeFaceTracker(landmarker) as inner_tracker:
-            tracker = WatchingTracker(inner_tracker)
+            tracker = WatchingTracker(inner_tracker, found)
             renderer.prepare()
-            try:
-                with FrameSource(reader, pace=True) as source:
-                    run_loop(source, tracker, segmenter, renderer, sink, stats, predict=config.tracking.predict)
-            finally:
-                found.extend(tracker.found)
+            with FrameSource(reader, pace=True) as source:
+                run_loop(source, tracker, segmenter, renderer, sink, stats, predict=config.tracking.predict)
     finally:
         renderer.close()
         segmenter.close()
@@ -392,8 +393,9 @@ def run_pipeline(video: Path, empty_room: np.ndarray, schedule: Schedule, counts
     return reader.reopened
 
 
-def gaps(publish_times: list[float], schedule: Schedule) -> dict[str, Any]:
-    """Gaps over GAP_MS between published frames, split into those a stall explains and the rest."""
+def gaps(publish_times: array[float], schedule: Schedule, monitor: Monitor) -> dict[str, Any]:
+    """Gaps over GAP_MS between published frames, split into those a stall explains and the rest (each with
+    the machine's load average then)."""
     stalls = [w for w in schedule.windows if w.stall]
     outside: list[dict[str, float]] = []
     during: Counter[str] = Counter()
@@ -404,7 +406,8 @@ def gaps(publish_times: list[float], schedule: Schedule) -> dict[str, Any]:
             continue
         cause = next((w for w in stalls if a < w.end + STALL_GRACE_S and b > w.start), None)
         if cause is None:
-            outside.append({"at_s": round(a - schedule.t0, 2), "ms": round(gap_ms, 1)})
+            at_s = round(a - schedule.t0, 2)
+            outside.append({"at_s": at_s, "ms": round(gap_ms, 1), "load_1min": monitor.at(at_s)["load_1min"]})
         else:
             during[cause.name] += 1
             longest_inside = max(longest_inside, gap_ms)
@@ -419,13 +422,13 @@ def gaps(publish_times: list[float], schedule: Schedule) -> dict[str, Any]:
     }
 
 
-def face_returns(found: list[tuple[float, bool]], schedule: Schedule) -> list[float | None]:
+def face_returns(found: array[float], schedule: Schedule) -> list[float | None]:
     """For each empty-room spell: ms from its end to the first frame with a face again (None: never)."""
     out: list[float | None] = []
     for w in schedule.windows:
         if w.name != "face_leaves":
             continue
-        back = next((t for t, face in found if t >= w.end and face), None)
+        back = next((t for t in found if t >= w.end), None)
         out.append(None if back is None else round((back - w.end) * 1000, 1))
     return out
 
@@ -436,8 +439,9 @@ def soak(minutes: float, cycle_s: float) -> dict[str, Any]:
     logging.getLogger().addHandler(counter)
     counts = Counts()
     stats = Stats()
-    publish_times: list[float] = []
-    found: list[tuple[float, bool]] = []
+    # Flat float arrays (8 bytes a frame), so the soak's own records barely move the RSS it measures.
+    publish_times: array[float] = array("d")
+    found: array[float] = array("d")
     crashes: list[dict[str, Any]] = []
     reopens = 0
     before = process_figures()
@@ -470,7 +474,7 @@ def soak(minutes: float, cycle_s: float) -> dict[str, Any]:
     summary = stats.summary()
     rss_growth = 100.0 * (float(end["rss_mb"]) - float(warm["rss_mb"])) / float(warm["rss_mb"])
     returns = face_returns(found, schedule)
-    gap = gaps(publish_times, schedule)
+    gap = gaps(publish_times, schedule, monitor)
     every = max(1, len(monitor.samples) // 60)  # about 60 points of the RSS timeline in the JSON
     result: dict[str, Any] = {
         "benchmark": "soak",
@@ -494,6 +498,8 @@ def soak(minutes: float, cycle_s: float) -> dict[str, Any]:
         "crashes": len(crashes),
         "crash_list": crashes,
         "gaps": gap,
+        "load_1min": {"max": max((s["load_1min"] for s in monitor.samples), default=before["load_1min"]),
+                      "median": float(np.median([s["load_1min"] for s in monitor.samples] or [before["load_1min"]]))},
         "rss_mb": {"before": before.get("rss_mb"), "warm": warm["rss_mb"], "end": end["rss_mb"],
                    "growth_pct": round(rss_growth, 2), "warm_at_s": warm["t_s"], "end_at_s": end["t_s"],
                    "timeline": [[s["t_s"], s["rss_mb"]] for s in monitor.samples[::every]]},
