@@ -68,12 +68,17 @@ class StudioRenderer:
 
     def _reset(self) -> None:
         """Forget per-stream state and caches."""
-        self._frame_state = FramingState()
         self._light_state = LightState()
-        self._box: Box | None = None
         self._backdrop: RGBImage | None = None
         self._lut = rl.tone_luts((1.0, 1.0, 1.0))
         self._lut_gains = (1.0, 1.0, 1.0)
+        self._reset_source_state()
+
+    def _reset_source_state(self) -> None:
+        """Forget what is kept in source pixels: it means nothing for a frame of another size."""
+        self._frame_size: tuple[int, int] | None = None
+        self._frame_state = FramingState()
+        self._box: Box | None = None
         self._key_map: npt.NDArray[np.uint8] | None = None
         self._key_at: tuple[float, float, float] | None = None
         # Where the face last was in the source (centre x, centre y, height), for the key light when
@@ -134,6 +139,12 @@ class StudioRenderer:
         self._apply_look()
         _check_rgb("image", image)
         ih, iw = image.shape[:2]
+        if self._frame_size != (iw, ih):
+            # A camera that came back at another resolution, or the next photo of a folder: frame it afresh
+            # (the first face snaps into place) instead of gliding from a crop box meant for another frame.
+            # The light's gains are kept: the scene and its light are the same.
+            self._reset_source_state()
+            self._frame_size = (iw, ih)
         landmarks = None
         if face is not None:
             if tuple(face.frame_size) != (iw, ih):

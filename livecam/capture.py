@@ -1,9 +1,11 @@
 """Capture: a camera, a video file or a folder of images, read on a thread into a latest-value slot.
 
-`open_source(spec, ...)` picks the reader from `--input`: digits are a camera index, a folder is a folder
-of images, anything else must be a video file. The capture thread stamps each image with its index and
-`perf_counter_ns()` and hands it over through a `LatestSlot`; a frame overwritten before the loop took it
-counts as a drop. Errors on the capture thread reach the loop as the same exception from `next_frame`.
+`open_reader(spec, ...)` picks the reader from `--input`: digits are a camera index, a folder is a folder
+of images, a file with an image suffix is a single image, anything else must be a video file. Every reader
+hands over RGB uint8 HxWx3 (`camera_rgb` converts what OpenCV delivers). The capture thread stamps each
+image with its index and `perf_counter_ns()` and hands it over through a `LatestSlot`; a frame overwritten
+before the loop took it counts as a drop. Errors on the capture thread reach the loop as the same exception
+from `next_frame`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import cv2
 import numpy as np
@@ -44,12 +46,29 @@ class Reader(Protocol):
     def close(self) -> None: ...
 
 
+def camera_rgb(image: np.ndarray, source: str) -> RGBImage:
+    """An image as OpenCV hands it over (BGR, BGRA, or greyscale HxW or HxWx1; 8 or 16 bit) as RGB uint8
+    HxWx3, C-contiguous: the pixel contract of everything after capture. An infrared or monochrome camera
+    sends greyscale, some drivers BGRA. Raises LivecamError naming `source` for any other layout."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    channels = 1 if image.ndim == 2 else image.shape[2] if image.ndim == 3 else 0
+    if image.dtype != np.uint8 or channels not in (1, 3, 4) or image.size == 0:
+        raise LivecamError(f"{source} sent a frame of shape {image.shape} {image.dtype}: expected 8-bit "
+                           "colour (BGR, BGRA) or greyscale")
+    if channels == 1:
+        return cast(RGBImage, cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB))
+    if channels == 4:
+        return cast(RGBImage, cv2.cvtColor(image, cv2.COLOR_BGRA2RGB))
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
 def read_image(path: Path) -> RGBImage:
     """An image file as RGB uint8, EXIF orientation applied (cv2.imread does). Raises LivecamError."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise LivecamError(f"cannot read image {path}: not an image OpenCV can decode")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    return camera_rgb(bgr, f"image {path}")
 
 
 class CaptureDevice(Protocol):
@@ -110,7 +129,7 @@ class CameraReader:
             if ok and bgr is not None:
                 if lost_since is not None:
                     log.warning("camera %d is back", self.index)
-                return np.ascontiguousarray(bgr[:, :, ::-1])
+                return camera_rgb(bgr, self.description)
             failures += 1
             if failures < FAILURES_BEFORE_REOPEN:
                 time.sleep(self._retry_s)
@@ -155,7 +174,7 @@ class VideoFileReader:
         if not ok or first is None:
             self._cap.release()
             raise LivecamError(f"cannot read video file {path}: not a video OpenCV can decode, or it is empty")
-        self._pending: RGBImage | None = np.ascontiguousarray(first[:, :, ::-1])
+        self._pending: RGBImage | None = camera_rgb(first, self.description)
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 1 <= fps <= 240 else 30.0
 
@@ -167,28 +186,20 @@ class VideoFileReader:
         if not ok and self._loop:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, bgr = self._cap.read()
-        return np.ascontiguousarray(bgr[:, :, ::-1]) if ok and bgr is not None else None
+        return camera_rgb(bgr, self.description) if ok and bgr is not None else None
 
     def close(self) -> None:
         self._cap.release()
 
 
-class ImageFolderReader:
-    """A folder of images in name order, played at `fps`. Hidden files are ignored; any other file that
-    is not an image is an error, so a wrong folder is caught before the camera starts."""
+class ImageFilesReader:
+    """Image files in the given order, played at `fps`; each read with `read_image` (EXIF orientation
+    applied). A single image (`--input photo.jpg`) is one, a folder's images are many."""
 
     paced_by_device = False
 
-    def __init__(self, folder: Path, fps: float, loop: bool) -> None:
-        files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-        others = [p.name for p in files if p.is_dir() or p.suffix.lower() not in IMAGE_SUFFIXES]
-        if others:
-            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-            raise LivecamError(f"folder {folder} holds files that are not images ({shown}); "
-                               f"it may hold only {' '.join(IMAGE_SUFFIXES)} files")
-        if not files:
-            raise LivecamError(f"folder {folder} has no images ({' '.join(IMAGE_SUFFIXES)})")
-        self.description = f"folder {folder.name} ({len(files)} images)"
+    def __init__(self, files: list[Path], description: str, fps: float, loop: bool) -> None:
+        self.description = description
         self._files = files
         self._loop = loop
         self._next = 0
@@ -208,9 +219,25 @@ class ImageFolderReader:
         self._files = []
 
 
+class ImageFolderReader(ImageFilesReader):
+    """A folder of images in name order, played at `fps`. Hidden files are ignored; any other file that
+    is not an image is an error, so a wrong folder is caught before the camera starts."""
+
+    def __init__(self, folder: Path, fps: float, loop: bool) -> None:
+        files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        others = [p.name for p in files if p.is_dir() or p.suffix.lower() not in IMAGE_SUFFIXES]
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise LivecamError(f"folder {folder} holds files that are not images ({shown}); "
+                               f"it may hold only {' '.join(IMAGE_SUFFIXES)} files")
+        if not files:
+            raise LivecamError(f"folder {folder} has no images ({' '.join(IMAGE_SUFFIXES)})")
+        super().__init__(files, f"folder {folder.name} ({len(files)} images)", fps, loop)
+
+
 def open_reader(spec: str, *, width: int = 640, height: int = 480, fps: float = 30.0, loop: bool = False,
                 reconnect_s: float = 10.0) -> Reader:
-    """The reader for `--input SPEC`: a camera index, a folder of images, or a video file."""
+    """The reader for `--input SPEC`: a camera index, a folder of images, an image file or a video file."""
     spec = spec.strip()
     if spec.isdigit():
         return CameraReader(int(spec), width, height, fps, reconnect_s)
@@ -219,6 +246,9 @@ def open_reader(spec: str, *, width: int = 640, height: int = 480, fps: float = 
         return ImageFolderReader(path, fps, loop)
     if not path.exists():
         raise LivecamError(f"input {spec!r} is neither a camera index nor an existing file or folder")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        # Read as a folder's images are (OpenCV's video decoder would ignore the EXIF orientation).
+        return ImageFilesReader([path], f"image {path.name}", fps, loop)
     return VideoFileReader(path, loop)
 
 

@@ -6,24 +6,43 @@ frames before n (the tracker's One-Euro velocity), so it never waits for trackin
 longer of the two paths, not their sum; without a recent face (the first frame, a face coming back) or
 with `predict=False`, the render waits for frame n's own tracking. One frame is composed at a time, so a
 slow stage makes the capture slot drop frames instead of building a backlog.
+
+The stream survives what a real camera and a real renderer do: a frame of another size (a camera that
+reconnects at another resolution, a folder of mixed photos) starts tracking and framing afresh, and a
+renderer that fails on some frames is stood in for by the last good frame until it recovers.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from engine.types import Face, Renderer, Segmenter
+from engine import framing as fr
+from engine.types import Face, Mask, Renderer, RGBImage, Segmenter
 from livecam.capture import FrameSource
+from livecam.errors import LivecamError
 from livecam.frame import Frame
 from livecam.outputs import FrameSink
 from livecam.stats import Stats
 from livecam.tracking import FaceTracker
 
+log = logging.getLogger(__name__)
+
+RENDER_FAILURE_S = 5.0
+"""A renderer that fails on every frame for this long stops the loop; shorter bursts are ridden out."""
+
 
 def run_loop(source: FrameSource, tracker: FaceTracker, segmenter: Segmenter | None, renderer: Renderer,
-             sink: FrameSink, stats: Stats, max_frames: int | None = None, predict: bool = True) -> None:
-    """Run until the input ends, `max_frames` input frames were taken, or the sink asks to stop."""
+             sink: FrameSink, stats: Stats, max_frames: int | None = None, predict: bool = True,
+             render_failure_s: float = RENDER_FAILURE_S) -> None:
+    """Run until the input ends, `max_frames` input frames were taken, or the sink asks to stop.
+
+    Raises LivecamError when the renderer has failed on every frame for `render_failure_s` seconds.
+    """
     segment = segmenter if segmenter is not None and renderer.needs_mask else None
+    guard = _RenderGuard(renderer, stats, render_failure_s)
+    size: tuple[int, int] | None = None
     with ThreadPoolExecutor(1, "livecam-compose") as compose_pool:
         in_flight: Future[None] | None = None
         try:
@@ -39,10 +58,20 @@ def run_loop(source: FrameSource, tracker: FaceTracker, segmenter: Segmenter | N
                         in_flight.result()
                 if sink.wants_stop:
                     break
-                tracked: Future[Face | None] = Future()
+                new_size = (frame.image.shape[1], frame.image.shape[0])
+                if size is not None and new_size != size:
+                    # Landmarks and their velocity are in the old frame's pixels: nothing of them may reach
+                    # this frame. The renderer notices the new size itself and restarts its framing.
+                    stats.size_changes += 1
+                    tracker.reset()
+                    log.info("the input changed size from %dx%d to %dx%d: tracking and framing start afresh",
+                             *size, *new_size)
+                size = new_size
                 predicted = tracker.predict(t_ms) if predict else None
-                in_flight = compose_pool.submit(_compose, frame, predicted, tracked, segment, renderer, sink,
-                                                stats)
+                if predicted is not None and predicted.frame_size != new_size:
+                    predicted = None
+                tracked: Future[Face | None] = Future()
+                in_flight = compose_pool.submit(_compose, frame, predicted, tracked, segment, guard, sink, stats)
                 try:
                     with stats.section("track"):
                         face = tracker.track(frame.image, t_ms)
@@ -58,8 +87,62 @@ def run_loop(source: FrameSource, tracker: FaceTracker, segmenter: Segmenter | N
             stats.drops = source.drops
 
 
+def framed_input(image: RGBImage, output_size: tuple[int, int]) -> RGBImage:
+    """The camera image itself, cropped to the output's aspect and scaled to `output_size`: what goes out
+    when the renderer fails before it ever produced a frame."""
+    frame_size = (image.shape[1], image.shape[0])
+    box = fr.full_frame_box(frame_size, output_size)
+    return fr.warp(image, fr.box_to_affine(box, output_size), output_size)
+
+
+class _RenderGuard:
+    """Calls the renderer on the compose thread and rides out its failures.
+
+    A failed frame is replaced by the last good output (or, before there is one, the framed camera image),
+    counted in `stats.render_errors` and logged once per burst, with the traceback of its first failure.
+    A burst longer than `failure_s` is no passing glitch: it stops the loop with a LivecamError.
+    """
+
+    def __init__(self, renderer: Renderer, stats: Stats, failure_s: float) -> None:
+        self._renderer = renderer
+        self._stats = stats
+        self._failure_s = failure_s
+        self._last_good: RGBImage | None = None
+        self._burst_since: float | None = None
+        self._burst_frames = 0
+
+    def render(self, image: RGBImage, face: Face | None, mask: Mask | None, timestamp_ms: int) -> RGBImage:
+        try:
+            out = self._renderer.render(image, face, mask, timestamp_ms)
+        except Exception as e:  # counted, logged and bounded in time below; never silently dropped
+            return self._failed(image, e)
+        if self._burst_frames:
+            log.info("the %s renderer recovered after %d failed frames", self._renderer.name, self._burst_frames)
+        self._burst_since, self._burst_frames = None, 0
+        self._last_good = out
+        return out
+
+    def _failed(self, image: RGBImage, error: Exception) -> RGBImage:
+        now = time.monotonic()
+        self._stats.render_errors += 1
+        self._burst_frames += 1
+        name = self._renderer.name
+        if self._burst_since is None:
+            self._burst_since = now
+            log.warning("the %s renderer failed (%s: %s); publishing the last good frame until it recovers",
+                        name, type(error).__name__, error, exc_info=error)
+        failing_s = now - self._burst_since
+        if failing_s >= self._failure_s:
+            raise LivecamError(
+                f"the {name} renderer failed on every frame for {self._failure_s:g} s ({self._burst_frames} "
+                f"frames); last error: {type(error).__name__}: {error}") from error
+        if self._last_good is not None:
+            return self._last_good
+        return framed_input(image, self._renderer.output_size)
+
+
 def _compose(frame: Frame, predicted: Face | None, tracked: Future[Face | None], segmenter: Segmenter | None,
-             renderer: Renderer, sink: FrameSink, stats: Stats) -> None:
+             guard: _RenderGuard, sink: FrameSink, stats: Stats) -> None:
     """Segment, render and publish one frame (on the compose thread)."""
     t_ms = frame.t_capture_ns // 1_000_000
     mask = None
@@ -71,7 +154,7 @@ def _compose(frame: Frame, predicted: Face | None, tracked: Future[Face | None],
         with stats.section("track_wait"):
             face = tracked.result()
     with stats.section("render"):
-        image = renderer.render(frame.image, face, mask, t_ms)
+        image = guard.render(frame.image, face, mask, t_ms)
     with stats.section("publish"):
         sink.send(Frame(image, frame.index, frame.t_capture_ns))
     stats.published(frame.t_capture_ns)

@@ -7,7 +7,6 @@ import os
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,10 +18,26 @@ WINDOW = 20_000
 """Samples kept per timer: percentiles describe the recent window, counts cover the whole run."""
 
 
-def _percentiles(samples: deque[float]) -> dict[str, float]:
-    if not samples:
+class _Window:
+    """The newest WINDOW samples in a float64 ring filled in advance, so a timer's memory is the same at the
+    first frame as after hours (a long run's RSS then shows leaks, not timers filling up); counts all."""
+
+    def __init__(self) -> None:
+        self._data = np.full(WINDOW, np.nan)  # written now: every page is resident from the start
+        self.count = 0
+
+    def append(self, value: float) -> None:
+        self._data[self.count % WINDOW] = value
+        self.count += 1
+
+    def values(self) -> np.ndarray:
+        return self._data[: min(self.count, WINDOW)]
+
+
+def _percentiles(samples: _Window) -> dict[str, float]:
+    arr = samples.values()
+    if not arr.size:
         return {"ms_p50": 0.0, "ms_p95": 0.0, "ms_mean": 0.0}
-    arr = np.fromiter(samples, dtype=np.float64)
     return {"ms_p50": round(float(np.percentile(arr, 50)), 3),
             "ms_p95": round(float(np.percentile(arr, 95)), 3),
             "ms_mean": round(float(arr.mean()), 3)}
@@ -33,12 +48,16 @@ class Stats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sections: dict[str, deque[float]] = {}
-        self._latency: deque[float] = deque(maxlen=WINDOW)
+        self._sections: dict[str, _Window] = {}
+        self._latency = _Window()
         self.frames_in = 0
         self.frames_out = 0
         self.no_face = 0
         self.drops = 0
+        self.size_changes = 0
+        """Times the input's frame size changed mid-stream (tracking and framing start afresh each time)."""
+        self.render_errors = 0
+        """Frames the renderer failed on (the last good frame was published instead)."""
         self._t_start = time.perf_counter()
         self._t_first_out: float | None = None
         self._t_last_out: float | None = None
@@ -54,7 +73,10 @@ class Stats:
 
     def add(self, name: str, ms: float) -> None:
         with self._lock:
-            self._sections.setdefault(name, deque(maxlen=WINDOW)).append(ms)
+            window = self._sections.get(name)
+            if window is None:
+                window = self._sections[name] = _Window()
+            window.append(ms)
 
     def published(self, t_capture_ns: int) -> None:
         """Count one frame out, with its capture-to-publish latency."""
@@ -79,11 +101,13 @@ class Stats:
                 "frames_out": self.frames_out,
                 "drops": self.drops,
                 "no_face_frames": self.no_face,
+                "size_changes": self.size_changes,
+                "render_errors": self.render_errors,
                 "duration_s": round(duration, 3),
                 "fps": round(fps, 2),
                 "latency_ms_p50": latency["ms_p50"],
                 "latency_ms_p95": latency["ms_p95"],
-                "sections": {name: {**_percentiles(s), "count": len(s)} for name, s in self._sections.items()},
+                "sections": {name: {**_percentiles(s), "count": s.count} for name, s in self._sections.items()},
                 **self.extra,
             }
 
@@ -91,7 +115,9 @@ class Stats:
         s = self.summary()
         lines = [
             f"frames in {s['frames_in']}, out {s['frames_out']}, dropped {s['drops']}, "
-            f"no face {s['no_face_frames']}",
+            f"no face {s['no_face_frames']}"
+            + (f", size changes {s['size_changes']}" if s["size_changes"] else "")
+            + (f", render errors {s['render_errors']}" if s["render_errors"] else ""),
             f"{s['fps']:.1f} fps; capture->publish latency p50 {s['latency_ms_p50']:.1f} ms, "
             f"p95 {s['latency_ms_p95']:.1f} ms",
         ]

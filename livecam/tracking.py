@@ -64,6 +64,10 @@ class FaceTracker(Protocol):
         """The face expected at `timestamp_ms` from what was tracked so far; None without a recent face."""
         ...
 
+    def reset(self) -> None:
+        """Forget the faces tracked so far (the input changed size: their pixels mean nothing now)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -94,6 +98,8 @@ class MediaPipeFaceTracker:
         self._filter: OneEuroState | None = None
         self._last: Face | None = None
         self._last_ms = -1
+        self._size: tuple[int, int] | None = None
+        self._refind = False
         self._closed = False
 
     def track(self, image: RGBImage, timestamp_ms: int) -> Face | None:
@@ -101,10 +107,21 @@ class MediaPipeFaceTracker:
         timestamp_ms = max(timestamp_ms, self._last_ms + 1)
         self._last_ms = timestamp_ms
         height, width = image.shape[:2]
+        if self._size is not None and self._size != (width, height):
+            self.reset()  # the caller did not: never carry a face over from a frame of another size
+        self._size = (width, height)
         mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=image)
         with native_stderr_silenced() if self._first else nullcontext():
+            if self._refind:
+                # MediaPipe would look for the face where it was in the old frame's picture (and find it
+                # there badly, or lose it for a frame): show it an empty frame first, so that it runs its
+                # face detector on this one, as on a first frame. One detector pass, and no rebuild.
+                blank = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((height, width, 3), np.uint8))
+                self._landmarker.detect_for_video(blank, timestamp_ms)
+                timestamp_ms = self._last_ms = timestamp_ms + 1
             result = self._landmarker.detect_for_video(mp_image, timestamp_ms)
         self._first = False
+        self._refind = False
         if not result.face_landmarks:
             self._filter = None  # a face that comes back starts fresh, not smoothed from where it left
             self._last = None
@@ -134,6 +151,13 @@ class MediaPipeFaceTracker:
         dt = min(max(timestamp_ms / 1000.0 - state.t_s, 0.0), MAX_PREDICTION_MS / 1000.0)
         landmarks = (state.value + state.derivative * dt).astype(np.float32)
         return Face(landmarks, self._last.frame_size)
+
+    def reset(self) -> None:
+        """Start afresh, as on the first frame: no smoothing from, and no prediction of, the faces so far."""
+        self._filter = None
+        self._last = None
+        self._size = None
+        self._refind = True
 
     def close(self) -> None:
         if not self._closed:

@@ -8,10 +8,18 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
-from livecam.capture import FrameSource, ImageFolderReader, VideoFileReader, open_reader, read_image
+from livecam.capture import (
+    FrameSource,
+    ImageFolderReader,
+    VideoFileReader,
+    camera_rgb,
+    open_reader,
+    read_image,
+)
 from livecam.errors import LivecamError
 from livecam.frame import Frame, LatestSlot
 from tests.conftest import asset
@@ -170,3 +178,86 @@ def test_camera_that_never_comes_back_is_a_clear_error() -> None:
     reader.read()
     with pytest.raises(LivecamError, match=r"camera 3 was lost .* within 0.05 s \(input.reconnect_s\)"):
         reader.read()
+
+
+def test_a_single_image_file_is_upright_like_the_same_image_in_a_folder(tmp_path: Path) -> None:
+    """`--input photo.jpg` and a folder holding photo.jpg read it the same way: EXIF orientation applied."""
+    rotated = asset("images/faces/meds-aa-S001-01-exif-rotation.jpg")
+    upright = read_image(asset("images/identity/meds-aa-S001-01.jpg"))
+    shutil.copy(rotated, tmp_path / "photo.jpg")
+    from_file = _drain(FrameSource(open_reader(str(rotated)), pace=False))
+    from_folder = _drain(FrameSource(open_reader(str(tmp_path)), pace=False))
+    assert len(from_file) == len(from_folder) == 1
+    assert from_file[0].image.shape == from_folder[0].image.shape == upright.shape == (600, 480, 3)
+    assert np.array_equal(from_file[0].image, from_folder[0].image)
+    assert np.abs(from_file[0].image.astype(int) - upright.astype(int)).mean() < 8
+
+
+def test_a_single_image_file_loops_when_asked() -> None:
+    reader = open_reader(str(asset("images/identity/meds-aa-S001-01.jpg")), loop=True)
+    first, second = reader.read(), reader.read()
+    assert first is not None and second is not None and np.array_equal(first, second)
+    assert "meds-aa-S001-01.jpg" in reader.description
+    reader.close()
+
+
+def _bgr_photo() -> np.ndarray:
+    bgr = cv2.imread(str(asset("images/identity/meds-aa-S001-01.jpg")))
+    assert bgr is not None
+    return bgr
+
+
+def test_camera_frames_of_any_opencv_layout_become_rgb() -> None:
+    """What a camera driver hands OpenCV: BGR, greyscale HxW or HxWx1, BGRA, 16-bit greyscale."""
+    bgr = _bgr_photo()
+    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    assert np.array_equal(camera_rgb(bgr, "camera 0"), rgb)
+    assert np.array_equal(camera_rgb(cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA), "camera 0"), rgb)
+    for image in (grey, grey[:, :, None], grey.astype(np.uint16) * 257):
+        out = camera_rgb(image, "camera 0")
+        assert out.shape == (600, 480, 3) and out.dtype == np.uint8 and out.flags["C_CONTIGUOUS"]
+        assert np.array_equal(out[:, :, 0], grey) and np.array_equal(out[:, :, 1], grey)
+    with pytest.raises(LivecamError, match=r"camera 0 sent a frame of shape \(600, 480, 2\) uint8"):
+        camera_rgb(np.zeros((600, 480, 2), np.uint8), "camera 0")
+    with pytest.raises(LivecamError, match="camera 0 sent a frame of shape"):
+        camera_rgb(np.zeros((600, 480, 3), np.float32), "camera 0")
+
+
+class _LayoutCamera:
+    """A camera (none can exist here) whose driver delivers real photo frames in a given OpenCV layout."""
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        self.frames = frames
+
+    def __call__(self, index: int) -> _LayoutCamera:
+        return self
+
+    def isOpened(self) -> bool:
+        return True
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+    def set(self, prop: int, value: float) -> bool:
+        return True
+
+    def get(self, prop: int) -> float:
+        return 30.0
+
+    def release(self) -> None: ...
+
+
+def test_camera_reader_turns_greyscale_and_bgra_frames_into_rgb() -> None:
+    from livecam.capture import CameraReader
+
+    bgr = _bgr_photo()
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    camera = _LayoutCamera([grey, cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA), bgr])
+    reader = CameraReader(0, 480, 600, 30, reconnect_s=1, open_device=camera, retry_s=0, reopen_s=0)
+    frames = [reader.read() for _ in range(3)]
+    reader.close()
+    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+    assert all(f is not None and f.shape == (600, 480, 3) and f.dtype == np.uint8 for f in frames)
+    assert frames[0] is not None and np.array_equal(frames[0][:, :, 2], grey)
+    assert np.array_equal(frames[1], rgb) and np.array_equal(frames[2], rgb)

@@ -156,3 +156,27 @@ def test_prediction_lands_near_the_next_tracked_face(landmarker_path: Path, face
     reader.close()
     assert len(errors) == 59
     assert np.mean(errors) < 4.0  # px, on a ~180 px face moving at 30 fps
+
+
+def test_a_new_frame_size_starts_the_tracker_afresh(landmarker_path: Path) -> None:
+    """Landmarks of a 480x600 photo are not smoothed into those of a 910x1137 one, and after `reset()` (the
+    loop calls it when the size changes) nothing from the old frames is predicted."""
+    small = load_rgb("images/identity/meds-aa-S001-01.jpg")
+    large = load_rgb("images/faces/obama_official_2012.jpg")
+    with MediaPipeFaceTracker(landmarker_path) as fresh:
+        expected = fresh.track(large, 0)
+    assert expected is not None
+    with MediaPipeFaceTracker(landmarker_path) as tracker:
+        for i in range(5):
+            assert tracker.track(small, i * 33) is not None
+        assert tracker.predict(5 * 33) is not None
+        tracker.reset()
+        assert tracker.predict(5 * 33) is None
+        for i in range(5):
+            assert tracker.track(small, (6 + i) * 33) is not None
+        face = tracker.track(large, 12 * 33)  # no reset by the caller: the tracker notices the size itself
+        assert face is not None and face.frame_size == (910, 1137)
+        # as a fresh tracker finds it: MediaPipe detected the face anew instead of looking where it was
+        assert np.abs(face.landmarks - expected.landmarks).max() < 0.01
+        predicted = tracker.predict(13 * 33)
+        assert predicted is not None and predicted.frame_size == (910, 1137)
