@@ -239,12 +239,19 @@ def _print_styles(config: Config) -> None:
               f"{f', at least {spec.min_width} px wide' if spec.min_width else ''}: {spec.label}")
 
 
-def _split(text: str | None) -> tuple[str, ...] | None:
+def _split(text: str | None, option: str, none: bool = False) -> tuple[str, ...] | None:
+    """A comma-separated `option` as names (None: not given). `none`: the word "none" means no names; any
+    other list without a name (",", "") is an error, not a silent default."""
     if text is None:
         return None
-    if text.strip().lower() == "none":
+    if none and text.strip().lower() == "none":
         return ()
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not names:
+        allowed = " or none" if none else ""
+        raise LivecamError(f"{option} {text!r}: no name in it; give comma-separated names{allowed} "
+                           "(livecam styles lists them)")
+    return names
 
 
 def _still(args: argparse.Namespace) -> int:
@@ -252,9 +259,10 @@ def _still(args: argparse.Namespace) -> int:
     config = _load(args, extra)
     from livecam.stills import StillRequest, export_stills
 
-    styles = _split(args.styles) or (() if args.batch is not None else ("corporate",))
+    styles = _split(args.styles, "--styles") or (() if args.batch is not None else ("corporate",))
+    platforms = _split(args.platforms, "--platforms", none=True)
     request = StillRequest(photo=args.photo, styles=styles, identity=args.identity, variants=args.variants,
-                           platforms=_split(args.platforms), out=args.out, name=args.name, attire=args.attire,
+                           platforms=platforms, out=args.out, name=args.name, attire=args.attire,
                            lighting=args.lighting, background=args.background, seed=args.seed)
     if args.batch is not None:
         from livecam.batch import run_batch

@@ -26,10 +26,10 @@ from engine import framing as fr
 from engine import quality
 from engine.alignment import centroid, cosine
 from engine.types import FaceEncoder, Landmarks, RGBImage
-from livecam.capture import read_image
 from livecam.config import Config, EnrollSettings
 from livecam.errors import LivecamError
 from livecam.identities import LORA_FILE, METADATA_FILE, Identity, identity_dir, load_identity, staging_dir
+from livecam.photos import PhotoError, read_photo_file
 from models.face_detector import DetectedFace
 
 log = logging.getLogger("livecam")
@@ -82,9 +82,9 @@ def check_photo(path: Path, settings: EnrollSettings, detect_faces: Callable[[RG
         return report
     report.sha256 = hashlib.sha256(data).hexdigest()
     try:
-        image = read_image(path)
-    except LivecamError:
-        report.reason = "not an image (it cannot be decoded)"
+        image = read_photo_file(path)
+    except PhotoError as e:  # not an image, or cut short or damaged: unusable, with the reason
+        report.reason = e.reason
         return report
     height, width = image.shape[:2]
     if min(width, height) < settings.min_image_px:

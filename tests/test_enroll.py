@@ -47,10 +47,13 @@ def bad_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bad")
     selfie = cv2.imread(str(IDENTITY[0]))
     files = {
-        "corrupt": root / "corrupt.jpg", "text": root / "notes.jpg", "tiny": root / "tiny.jpg",
+        "corrupt": root / "corrupt.jpg", "truncated": root / "partial.jpg", "text": root / "notes.jpg",
+        "tiny": root / "tiny.jpg",
         "blurry": root / "blurry.jpg", "dark": root / "dark.jpg", "cut": root / "cut.jpg",
     }
     files["corrupt"].write_bytes(IDENTITY[0].read_bytes()[:200])
+    whole = IDENTITY[0].read_bytes()
+    files["truncated"].write_bytes(whole[:len(whole) * 2 // 3])  # an unfinished copy: the chin is missing
     files["text"].write_text("these are my selfies\n")
     cv2.imwrite(str(files["tiny"]), cv2.resize(selfie, (120, 150)))
     cv2.imwrite(str(files["blurry"]), cv2.GaussianBlur(selfie, (0, 0), 6))
@@ -71,7 +74,7 @@ def test_shared_photos_are_rejected_with_their_reason(photo: str, reason: str, c
 
 
 @pytest.mark.parametrize(("name", "reason"), [
-    ("corrupt", "not an image"), ("text", "not an image"), ("tiny", "too small (120x150"),
+    ("corrupt", "truncated"), ("truncated", "truncated"), ("text", "not an image"), ("tiny", "too small (120x150"),
     ("blurry", "too blurry"), ("dark", "too dark"), ("cut", "cut off"),
 ])
 def test_bad_files_are_rejected_with_their_reason(name: str, reason: str, bad_photos: dict[str, Path],
@@ -136,6 +139,22 @@ def test_too_few_usable_photos_stop_with_what_to_retake_and_write_nothing(data_d
     message = str(e.value)
     assert "only 3 usable photo(s) of the 8 needed" in message
     assert "blurry.jpg: too blurry" in message and "lp-bmw.jpg: no face found" in message
+    assert not data_dir.exists() or not any(data_dir.rglob("*"))
+
+
+def test_a_truncated_selfie_is_reported_unusable_with_its_reason(data_dir: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from livecam.cli import main
+
+    whole = IDENTITY[5].read_bytes()
+    partial = tmp_path / "partial-06.jpg"
+    partial.write_bytes(whole[:len(whole) * 2 // 3])
+    assert main(["enroll", *map(str, IDENTITY[:5]), str(partial), "--name", "me", "--set",
+                 "enroll.min_photos=6"]) == 2
+    captured = capsys.readouterr()
+    assert "-- partial-06.jpg: truncated" in captured.out  # the photo table
+    assert "only 5 usable photo(s) of the 6 needed" in captured.err and "partial-06.jpg: truncated" in captured.err
+    assert "Traceback" not in captured.err
     assert not data_dir.exists() or not any(data_dir.rglob("*"))
 
 
