@@ -173,13 +173,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"use it with: livecam run --set models.identity={identity.name}")
             return 0
         if args.command == "identities":
-            from livecam.identities import delete_identity, identities_dir, list_identities
+            from livecam.identities import delete_identity, find_identities, identities_dir
 
             _load(args, [])  # a bad config is still an error here
             if args.delete:
                 print(f"deleted identity {args.delete!r} ({delete_identity(args.delete)})")
                 return 0
-            found = list_identities()
+            found, damaged = find_identities()
+            for reason in damaged:
+                log.warning("skipped a damaged identity: %s", reason)
             print(f"identities in {identities_dir()} ($LIVECAM_DATA_DIR, else your user data directory):")
             for identity in found:
                 m = identity.metadata
