@@ -265,6 +265,74 @@ def test_an_interrupted_enrolment_resumes_to_the_same_identity(data_dir: Path, t
     assert not (identities_dir() / ".halves.partial").exists()
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resume_with_other_photos_or_settings_keeps_the_interrupted_enrolment(
+        data_dir: Path, tiny_base: Path, checkers: tuple, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--resume never deletes an interrupted enrolment: a change of photos or of a training setting is one
+    line saying what changed and what to do, and the checkpoints stay for the right command."""
+    import models.lora_training
+    from livecam.cli import main
+    from livecam.enroll import check_resumable, enroll
+
+    sets = [f"models.base={tiny_base}", "models.device=cpu", "enroll.min_photos=6", "enroll.steps=3",
+            "enroll.checkpoint_every=2", "enroll.resolution=64"]
+    photos = [str(p) for p in IDENTITY]
+    real = models.lora_training.train_identity_lora
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        def stop(step: int, loss: float) -> None:
+            if step == 2:  # just after the checkpoint
+                raise KeyboardInterrupt
+        return real(*args, **kwargs, on_step=stop)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(models.lora_training, "train_identity_lora", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        enroll(photos, "me", load_config(None, sets), progress=False)
+    monkeypatch.setattr(models.lora_training, "train_identity_lora", real)
+    staging = identities_dir() / ".me.partial"
+    kept = _files(staging)
+    assert any(name.startswith("checkpoints/step-000002/") for name in kept)
+    capsys.readouterr()
+
+    rotated = str(asset("images/faces/meds-aa-S001-01-exif-rotation.jpg"))  # the same face, other bytes
+    cases = [
+        ([rotated, *photos[1:]], [], ["photos", "meds-aa-S001-01-exif-rotation.jpg", "meds-aa-S001-01.jpg"]),
+        (photos, ["enroll.rank=8"], ["enroll.rank (16 -> 8)"]),
+    ]
+    for given, changes, words in cases:  # the whole command
+        args = [a for change in [*sets, *changes] for a in ("--set", change)]
+        assert main(["enroll", *given, "--name", "me", "--resume", *args]) == 2, changes
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("livecam: error: --resume") and "Traceback" not in err, err
+        assert all(w in lines[0] for w in words), lines[0]
+        assert "same photos and settings" in lines[0] and "livecam identities --delete me" in lines[0]
+        assert _files(staging) == kept, changes  # nothing deleted, nothing overwritten
+    usable = [check_photo(p, load_config(None, sets).enroll, *checkers) for p in IDENTITY]
+    for changes, words in [(["enroll.trigger=sks"], ["enroll.trigger ('ohwx' -> 'sks')"]),
+                           (["enroll.steps=1"], ["enroll.steps = 1", "the 2 steps", "enroll.steps=2"]),
+                           (["models.base=sdxl-turbo"], ["models.base", "'sdxl-turbo'"])]:  # the same check, quicker
+        with pytest.raises(LivecamError) as e:
+            check_resumable(staging, "me", usable, load_config(None, [*sets, *changes]))
+        assert all(w in str(e.value) for w in words), str(e.value)
+    with pytest.raises(LivecamError, match="another order"):
+        check_resumable(staging, "me", usable[::-1], load_config(None, sets))
+    (staging / "enrolment.json").unlink()  # an enrolment interrupted before there was a manifest
+    with pytest.raises(LivecamError, match=r"enroll\.rank"):
+        check_resumable(staging, "me", usable, load_config(None, [*sets, "enroll.rank=8"]))
+    with pytest.raises(LivecamError, match=r"meds-aa-S001-06\.jpg is not among them"):
+        check_resumable(staging, "me", usable[:5], load_config(None, sets))
+    assert _files(staging) == {k: v for k, v in kept.items() if k != "enrolment.json"}
+
+    # The same photos and settings continue it.
+    result = enroll(photos, "me", load_config(None, sets), resume=True, progress=False)
+    assert result.identity.metadata["steps"] == 3 and not staging.exists()
+
+
 def torch_equal(a: object, b: object) -> bool:
     import torch
 
