@@ -20,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,7 +36,7 @@ from typing import Any
 
 from livecam.config import Config
 from livecam.errors import LivecamError
-from livecam.stills import REPORT_FILE, StillRequest, Workbench, export_stills, open_workbench
+from livecam.stills import REPORT_FILE, StillRequest, Workbench, check_output, export_stills, open_workbench
 
 log = logging.getLogger("livecam")
 
@@ -127,12 +129,11 @@ def run_batch(csv_path: Path, base: StillRequest, config: Config, brand: str = "
     started = time.perf_counter()
     if brand and brand not in config.styles:
         raise LivecamError(f"--brand {brand!r}: no such style; styles: {', '.join(config.styles)}")
+    if ray_address:
+        check_ray_address(ray_address)
     people, bad = read_people(csv_path, base.styles, brand)
     out = base.out
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise LivecamError(f"cannot create the output directory {out}: {e.strerror or e}") from None
+    check_output(out)  # before anyone's run: every row would fail, and then the batch state too
     summary = BatchSummary(out, failed=list(bad))
     todo = []
     for person in people:
@@ -166,8 +167,11 @@ def _write_state(out: Path, csv_path: Path, summary: BatchSummary) -> None:
     state.update(csv=str(csv_path), done=done, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                  failed=[{"line": line, "name": name, "error": why} for line, name, why in summary.failed])
     part = state_path.with_name(state_path.name + ".part")
-    part.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    os.replace(part, state_path)
+    try:
+        part.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        os.replace(part, state_path)
+    except OSError as e:  # the people's folders are complete; only the record of this run is lost
+        raise LivecamError(f"cannot write {state_path}: {e.strerror or e}") from None
 
 
 def _bar(total: int, enabled: bool) -> Any:
@@ -208,6 +212,30 @@ def _one(bench: Workbench, person: Person, base: StillRequest, config: Config, b
 
 
 # --- Ray ---------------------------------------------------------------------------------------------------
+
+def check_ray_address(address: str, timeout_s: float = 3.0) -> None:
+    """`--ray ADDRESS` usable: the cluster extra installed, and for HOST:PORT (or ray://HOST:PORT) something
+    answering there within `timeout_s`; LivecamError otherwise. Ray itself retries an address where nothing
+    listens for minutes, with only its own warnings. `local` (a Ray started here) and `auto` (the cluster this
+    machine belongs to) are Ray's to find."""
+    if importlib.util.find_spec("ray") is None:
+        raise LivecamError('--ray needs the cluster extra: pip install -e ".[cluster]"')
+    if address in ("local", "auto"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")  # an IPv6 address is written in brackets
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise LivecamError(f"--ray {address!r}: expected HOST:PORT (the head node's address, e.g. 10.0.0.5:6379), "
+                           "ray://HOST:PORT, auto or local")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        why = (f"no answer within {timeout_s:g} s" if isinstance(e, TimeoutError)
+               else "unknown host" if isinstance(e, socket.gaierror) else e.strerror or str(e))
+        raise LivecamError(f"no Ray cluster at {host}:{port} ({why}); check --ray, or start one there with "
+                           f"`ray start --head --port={port}`") from None
+
 
 class _StillWorker:
     """A Ray actor: the models loaded once, one person per call; the files go back to the driver."""

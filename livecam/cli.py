@@ -173,13 +173,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"use it with: livecam run --set models.identity={identity.name}")
             return 0
         if args.command == "identities":
-            from livecam.identities import delete_identity, identities_dir, list_identities
+            from livecam.identities import delete_identity, find_identities, identities_dir
 
             _load(args, [])  # a bad config is still an error here
             if args.delete:
                 print(f"deleted identity {args.delete!r} ({delete_identity(args.delete)})")
                 return 0
-            found = list_identities()
+            found, damaged = find_identities()
+            for reason in damaged:
+                log.warning("skipped a damaged identity: %s", reason)
             print(f"identities in {identities_dir()} ($LIVECAM_DATA_DIR, else your user data directory):")
             for identity in found:
                 m = identity.metadata
@@ -243,12 +245,19 @@ def _print_styles(config: Config) -> None:
               f"{f', at least {spec.min_width} px wide' if spec.min_width else ''}: {spec.label}")
 
 
-def _split(text: str | None) -> tuple[str, ...] | None:
+def _split(text: str | None, option: str, none: bool = False) -> tuple[str, ...] | None:
+    """A comma-separated `option` as names (None: not given). `none`: the word "none" means no names; any
+    other list without a name (",", "") is an error, not a silent default."""
     if text is None:
         return None
-    if text.strip().lower() == "none":
+    if none and text.strip().lower() == "none":
         return ()
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not names:
+        allowed = " or none" if none else ""
+        raise LivecamError(f"{option} {text!r}: no name in it; give comma-separated names{allowed} "
+                           "(livecam styles lists them)")
+    return names
 
 
 def _still(args: argparse.Namespace) -> int:
@@ -256,9 +265,10 @@ def _still(args: argparse.Namespace) -> int:
     config = _load(args, extra)
     from livecam.stills import StillRequest, export_stills
 
-    styles = _split(args.styles) or (() if args.batch is not None else ("corporate",))
+    styles = _split(args.styles, "--styles") or (() if args.batch is not None else ("corporate",))
+    platforms = _split(args.platforms, "--platforms", none=True)
     request = StillRequest(photo=args.photo, styles=styles, identity=args.identity, variants=args.variants,
-                           platforms=_split(args.platforms), out=args.out, name=args.name, attire=args.attire,
+                           platforms=platforms, out=args.out, name=args.name, attire=args.attire,
                            lighting=args.lighting, background=args.background, seed=args.seed)
     if args.batch is not None:
         from livecam.batch import run_batch

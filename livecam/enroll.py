@@ -3,7 +3,8 @@
 Every photo is checked before anything is trained or written, and each rejected photo gets its reason.
 The identity is built in a hidden staging folder and renamed into place only when it is complete; a
 failed enrolment removes the staging folder. An interrupted training (Ctrl-C) keeps it, with its
-checkpoints, so that `--resume` can continue.
+checkpoints, so that `--resume` can continue; `--resume` never removes it, and refuses at once when the
+photos, the base model or a training setting differ from what the interrupted enrolment started with.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,17 @@ from engine import framing as fr
 from engine import quality
 from engine.alignment import centroid, cosine
 from engine.types import FaceEncoder, Landmarks, RGBImage
-from livecam.capture import read_image
 from livecam.config import Config, EnrollSettings
 from livecam.errors import LivecamError
 from livecam.identities import LORA_FILE, METADATA_FILE, Identity, identity_dir, load_identity, staging_dir
+from livecam.photos import PhotoError, read_photo_file
 from models.face_detector import DetectedFace
+from models.training_settings import TrainingSettings
 
 log = logging.getLogger("livecam")
 
+MANIFEST_FILE = "enrolment.json"
+"""In an interrupted enrolment's staging folder: what it was started with, for `--resume` to compare."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic")
 
 
@@ -82,9 +86,9 @@ def check_photo(path: Path, settings: EnrollSettings, detect_faces: Callable[[RG
         return report
     report.sha256 = hashlib.sha256(data).hexdigest()
     try:
-        image = read_image(path)
-    except LivecamError:
-        report.reason = "not an image (it cannot be decoded)"
+        image = read_photo_file(path)
+    except PhotoError as e:  # not an image, or cut short or damaged: unusable, with the reason
+        report.reason = e.reason
         return report
     height, width = image.shape[:2]
     if min(width, height) < settings.min_image_px:
@@ -227,6 +231,8 @@ def enroll(photos: Sequence[str], name: str, config: Config, resume: bool = Fals
     reports, encoder = _check_all(paths, config)
     print(f"checked {len(reports)} photo(s) with the {encoder.name} face encoder:\n{summary_table(reports)}")
     usable = require_enough(reports, settings)
+    if resume:
+        check_resumable(staging, name, usable, config)
 
     components, base_name = _load_base(config)
     from models.lora_training import train_identity_lora, training_resolution
@@ -240,9 +246,15 @@ def enroll(photos: Sequence[str], name: str, config: Config, resume: bool = Fals
                 if r.image is not None and r.landmarks is not None]
     written = False
     try:
-        _write_inputs(staging, usable, examples)
+        _write_inputs(staging, usable, examples, config)
         written = True
-        result = train_identity_lora(components, examples, settings, staging, resume=resume, progress=progress)
+        try:
+            result = train_identity_lora(components, examples, settings, staging, resume=resume, progress=progress)
+        except ValueError as e:  # settings training refuses, or a checkpoint it cannot continue
+            if resume:
+                raise LivecamError(f"--resume: the interrupted enrolment of {name!r} cannot be continued ({e}); "
+                                   f"it is kept in {staging}") from None
+            raise LivecamError(f"enroll.{e}") from None
         embeddings = np.stack([r.embedding for r in usable if r.embedding is not None])
         metadata: dict[str, Any] = {
             "name": name, "trigger": settings.trigger, "class_word": settings.class_word, "caption": caption,
@@ -256,17 +268,77 @@ def enroll(photos: Sequence[str], name: str, config: Config, resume: bool = Fals
         }
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
         shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+        (staging / MANIFEST_FILE).unlink(missing_ok=True)  # identity.json says it all from here on
         staging.rename(final)
     except KeyboardInterrupt:
         if written:
             log.info("enrolment interrupted: continue it with `livecam enroll ... --name %s --resume`", name)
         raise
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        # --resume never deletes what it was asked to continue: its checkpoints stay for another try.
+        if not resume:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
         encoder.close()
     return EnrollResult(load_identity(name), reports, time.perf_counter() - start, result.final_loss)
+
+
+def check_resumable(staging: Path, name: str, usable: list[PhotoReport], config: Config) -> None:
+    """LivecamError (and nothing touched) when the interrupted enrolment in `staging` was started with other
+    photos, another base model or other training settings than these, or has done more steps than asked for:
+    it could not be continued, and training would fail only after the base model is loaded."""
+    from models.lora_training import _RESUMABLE_CHANGES, latest_checkpoint
+
+    def refuse(what: str, to_continue: str = "rerun with the same photos and settings") -> LivecamError:
+        return LivecamError(f"--resume: {what}; {to_continue} to continue it, or enrol under another --name "
+                            f"without --resume, or delete it first with `livecam identities --delete {name}`")
+
+    manifest = _read_json(staging / MANIFEST_FILE)
+    now = [(r.path.name, r.sha256) for r in usable]
+    listed = manifest.get("photos")
+    if isinstance(listed, list):
+        before = [(str(p.get("file")), str(p.get("sha256"))) for p in listed if isinstance(p, dict)]
+    elif (staging / "photos").is_dir():  # an enrolment without a manifest: its copies of the photos (no order)
+        before = sorted((p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in (staging / "photos").iterdir())
+        now = sorted(now)
+    else:
+        before = now
+    if before != now:
+        old, new = dict(before), dict(now)
+        changed = [f"{n} is another file" for n in sorted(new.keys() & old.keys()) if new[n] != old[n]]
+        changed += [f"{n} is new" for n in sorted(new.keys() - old.keys())]
+        changed += [f"{n} is not among them now" for n in sorted(old.keys() - new.keys())]
+        if not changed:  # training sees the photos in the order given
+            raise refuse(f"the photos are given in another order than the interrupted enrolment of {name!r} had",
+                         f"give them in that order ({', '.join(n for n, _ in before)})")
+        raise refuse(f"the usable photos are not the ones the interrupted enrolment of {name!r} was started with "
+                     f"({'; '.join(changed)})")
+    base = manifest.get("base_model")
+    if base is not None and base != config.models.base:
+        raise refuse(f"models.base changed ({base!r} -> {config.models.base!r}) since the interrupted enrolment "
+                     f"of {name!r} started")
+    checkpoint = latest_checkpoint(staging)
+    state = _read_json(checkpoint[1] / "state.json") if checkpoint is not None else {}
+    saved = manifest.get("training", state.get("settings"))
+    if isinstance(saved, dict):
+        current = {f.name: getattr(config.enroll, f.name) for f in fields(TrainingSettings)}
+        changed = [f"enroll.{k} ({saved[k]!r} -> {v!r})" for k, v in current.items()
+                   if k not in _RESUMABLE_CHANGES and k in saved and saved[k] != v]
+        if changed:
+            raise refuse(f"{', '.join(changed)} changed since the interrupted enrolment of {name!r} started")
+    if checkpoint is not None and checkpoint[0] > config.enroll.steps:
+        raise refuse(f"enroll.steps = {config.enroll.steps} is fewer than the {checkpoint[0]} steps the interrupted "
+                     f"enrolment of {name!r} has done", f"rerun with at least enroll.steps={checkpoint[0]}")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; empty when the file is missing or damaged (then there is nothing to compare)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _check_all(paths: list[Path], config: Config) -> tuple[list[PhotoReport], FaceEncoder]:
@@ -300,8 +372,10 @@ def _revision(spec: str) -> str:
     return model.revision if model is not None else "local"
 
 
-def _write_inputs(staging: Path, usable: list[PhotoReport], examples: list[tuple[RGBImage, str]]) -> None:
-    """The accepted selfies as given, and the training crops with their captions."""
+def _write_inputs(staging: Path, usable: list[PhotoReport], examples: list[tuple[RGBImage, str]],
+                  config: Config) -> None:
+    """The accepted selfies as given, the training crops with their captions, and last the manifest that
+    `--resume` compares against (the photos, the base model, the training settings)."""
     (staging / "photos").mkdir(parents=True, exist_ok=True)
     (staging / "dataset").mkdir(parents=True, exist_ok=True)
     for report in usable:
@@ -312,3 +386,6 @@ def _write_inputs(staging: Path, usable: list[PhotoReport], examples: list[tuple
         cv2.imwrite(str(staging / "dataset" / file), crop[:, :, ::-1])
         captions[file] = caption
     (staging / "dataset" / "captions.json").write_text(json.dumps(captions, indent=2) + "\n", encoding="utf-8")
+    manifest = {"photos": [{"file": r.path.name, "sha256": r.sha256} for r in usable], "base_model": config.models.base,
+                "training": {f.name: getattr(config.enroll, f.name) for f in fields(TrainingSettings)}}
+    (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -88,29 +88,61 @@ def load_identity(name: str) -> Identity:
         known = ", ".join(i.name for i in list_identities()) or "none yet"
         raise LivecamError(f"identity {name!r} is not enrolled in {identities_dir()} (enrolled: {known}); "
                            f"create it with `livecam enroll PHOTOS... --name {name}`")
+    again = f"delete it with `livecam identities --delete {name}` and enrol again"
     try:
         metadata = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise LivecamError(f"{meta_path} cannot be read ({e}); delete the identity and enrol again") from None
+        raise LivecamError(f"{meta_path} cannot be read ({e}); {again}") from None
+    problem = _metadata_problem(metadata)
+    if problem:
+        raise LivecamError(f"{meta_path}: {problem}; {again}")
     if not (folder / LORA_FILE).is_file():
-        raise LivecamError(f"identity {name!r} has no {LORA_FILE} in {folder}; delete it and enrol again")
+        raise LivecamError(f"identity {name!r} has no {LORA_FILE} in {folder}; {again}")
     return Identity(name, folder, metadata)
 
 
+# The fields livecam reads from identity.json, with their types (each may be missing: older identities).
+_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    **{key: (str, "text") for key in ("name", "trigger", "class_word", "base_model", "encoder", "created", "lora")},
+    "photos": (list, "a list"), "centroid": (list, "a list"), "steps": (int, "a whole number"),
+    "rank": (int, "a whole number"), "threshold": ((int, float), "a number"),
+}
+
+
+def _metadata_problem(metadata: Any) -> str | None:
+    """What makes `metadata` unusable (None: nothing): not an object, or a field of the wrong type."""
+    if not isinstance(metadata, dict):
+        return f"not a JSON object (a {type(metadata).__name__})"
+    for key, (kind, words) in _FIELDS.items():
+        value = metadata.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            return f"{key!r} is {value!r}, not {words}"
+    centroid = metadata.get("centroid") or []
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in centroid):
+        return "'centroid' holds something other than numbers"
+    return None
+
+
 def list_identities() -> list[Identity]:
-    """Every complete identity, by name."""
+    """Every complete identity, by name (damaged ones are left out: `find_identities` says why)."""
+    return find_identities()[0]
+
+
+def find_identities() -> tuple[list[Identity], list[str]]:
+    """Every complete identity, by name, and for each damaged one (an identity.json that cannot be read or is
+    malformed, a missing LoRA) the reason it was left out, naming its file."""
     root = identities_dir()
     if not root.is_dir():
-        return []
-    found = []
+        return [], []
+    found, damaged = [], []
     for folder in sorted(root.iterdir()):
         if folder.name.startswith(".") or not (folder / METADATA_FILE).is_file():
             continue
         try:
             found.append(load_identity(folder.name))
-        except LivecamError:
-            continue  # a damaged one: `livecam identities` still lists the good ones
-    return found
+        except LivecamError as e:  # a damaged one: the good ones are still listed
+            damaged.append(str(e) if NAME_PATTERN.fullmatch(folder.name) else f"{folder}: {e}")
+    return found, damaged
 
 
 def delete_identity(name: str) -> Path:

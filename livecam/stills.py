@@ -21,12 +21,14 @@ error or Ctrl-C leaves nothing half-written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -53,6 +55,7 @@ from livecam.capture import read_image
 from livecam.config import Config, StillSettings
 from livecam.errors import LivecamError
 from livecam.identities import Identity, load_identity
+from livecam.photos import read_photo_file
 from livecam.provenance import COMPOSITE, GENERATED, Disclosure, sign_c2pa, write_image
 
 if TYPE_CHECKING:
@@ -300,16 +303,17 @@ def load_subject(bench: Workbench, image: RGBImage, what: str, identity: Identit
 
 
 def read_photo(path: Path) -> tuple[RGBImage, dict[str, Any]]:
+    """The photo (EXIF orientation applied) and its source entry for the report; LivecamError naming the file
+    when it is a folder, missing, unreadable, not an image, or truncated or damaged."""
+    if path.is_dir():
+        raise LivecamError(f"photo {path}: is a folder; still takes one photo (for several people, --batch CSV)")
     if not path.is_file():
         raise LivecamError(f"photo {path}: no such file")
     try:
         data = path.read_bytes()
     except OSError as e:
         raise LivecamError(f"photo {path} cannot be read ({e.strerror or e})") from None
-    try:
-        image = read_image(path)
-    except LivecamError:
-        raise LivecamError(f"photo {path}: not an image (it cannot be decoded; is the file complete?)") from None
+    image = read_photo_file(path)
     return image, {"file": str(path), "sha256": hashlib.sha256(data).hexdigest(), "size": list(image.shape[1::-1])}
 
 
@@ -516,6 +520,22 @@ class _Writer:
                       tsa_url=s.c2pa_tsa_url)
 
 
+def check_output(out: Path) -> None:
+    """`out` created if needed and known to take files (a file is written and removed): LivecamError naming it
+    otherwise, before any work is done for it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LivecamError(f"cannot create the output directory {out}: {e.strerror or e}") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".livecam-write-test-", dir=out)
+    except OSError as e:
+        raise LivecamError(f"cannot write to the output directory {out}: {e.strerror or e}") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):  # a folder that takes a file but refuses its removal is still usable
+        os.unlink(probe)
+
+
 def _staging(out: Path, name: str) -> tuple[Path, Path]:
     """(staging folder, final folder) for run `name` in `out`; LivecamError when `out` cannot be written."""
     try:
@@ -548,8 +568,16 @@ def _run_name(request: StillRequest, source: dict[str, Any]) -> str:
 
 # --- the run ---------------------------------------------------------------------------------------------------
 
+def normalised(request: StillRequest) -> StillRequest:
+    """`request` with each style and platform once (the first mention keeps its place): a style named twice
+    would be made twice under one file name, and a list is bounded by the styles and platforms that exist."""
+    platforms = tuple(dict.fromkeys(request.platforms)) if request.platforms is not None else None
+    return dataclasses.replace(request, styles=tuple(dict.fromkeys(request.styles)), platforms=platforms)
+
+
 def check_request(config: Config, request: StillRequest) -> tuple[list[StylePreset], list[tuple[str, PlatformSpec]]]:
-    """Styles and platforms resolved, or LivecamError naming the unknown one (before anything is loaded)."""
+    """Styles and platforms resolved, or LivecamError naming the unknown one (before anything is loaded).
+    `request` must be `normalised`."""
     if not request.styles:
         raise LivecamError("no style given: --styles corporate,healthcare,... (livecam styles lists them)")
     styles = [resolve_style(config, name, request.attire, request.lighting, request.background, request.brand)
@@ -570,27 +598,31 @@ def export_stills(request: StillRequest, config: Config, bench: Workbench | None
     `bench`: loaded models to reuse (a batch); None: loaded here and closed at the end. `extra_check`: one more
     gate check (a team's own rule, or a test forcing a reject).
     """
+    request = normalised(request)
     styles, platforms = check_request(config, request)
     identity = load_identity(request.identity) if request.identity else None
+    # Everything the user gave is checked before the models load and the work starts: the photo, the folder.
+    photo = read_photo(request.photo) if request.frame is None and request.photo is not None else None
+    check_output(request.out)
     own = bench is None
     bench = bench if bench is not None else open_workbench(config)
     try:
-        return _export(request, config, bench, styles, platforms, identity, progress, extra_check)
+        return _export(request, config, bench, styles, platforms, identity, photo, progress, extra_check)
     finally:
         if own:
             bench.close()
 
 
 def _export(request: StillRequest, config: Config, bench: Workbench, styles: list[StylePreset],
-            platforms: list[tuple[str, PlatformSpec]], identity: Identity | None, progress: bool,
-            extra_check: ExtraCheck | None) -> StillRun:
+            platforms: list[tuple[str, PlatformSpec]], identity: Identity | None,
+            photo: tuple[RGBImage, dict[str, Any]] | None, progress: bool, extra_check: ExtraCheck | None) -> StillRun:
     s = config.still
     started = time.perf_counter()
     if request.frame is not None:
         image, what = np.ascontiguousarray(request.frame), "the live frame"
         source = {"file": None, "live": True, "size": list(image.shape[1::-1])}
-    elif request.photo is not None:
-        image, source = read_photo(request.photo)
+    elif photo is not None:
+        image, source = photo
         what = f"photo {request.photo}"
     else:
         image, source = grab_frame(bench, config)

@@ -79,3 +79,42 @@ def test_the_same_batch_on_a_local_ray_instance(tmp_path: Path) -> None:
         assert report["summary"]["kept"] >= 1
         assert {p.name for p in (out / name).iterdir()} == {REPORT_FILE, *report["files"]}
     assert not list(out.glob(".*.partial"))
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("livecam: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_an_unwritable_output_folder_stops_the_batch_before_any_work(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from tests._unwritable import unwritable_folder
+
+    csv = _team_csv(tmp_path)
+    with unwritable_folder(tmp_path / "locked") as locked:
+        assert main(["still", "--batch", str(csv), "--out", str(locked), "--engine", "studio", "--variants",
+                     "1", "--platforms", "x"]) == 2
+        captured = capsys.readouterr()
+        line = _one_error_line(captured.err)  # no row was tried: no per-row warning
+        assert "cannot write to the output directory" in line and str(locked) in line
+        assert captured.out == "" and list(locked.iterdir()) == []
+
+
+def test_a_ray_address_with_no_cluster_fails_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ray", reason="the cluster extra is not installed")
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    csv, out = _team_csv(tmp_path), tmp_path / "team"
+    assert main(["still", "--batch", str(csv), "--out", str(out), "--engine", "studio", "--ray",
+                 f"127.0.0.1:{port}"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"no Ray cluster at 127.0.0.1:{port}" in line
+    assert not out.exists()
+    for address, message in (("nowhere", "HOST:PORT"), ("127.0.0.1:http", "HOST:PORT"),
+                             (f"ray://127.0.0.1:{port}", f"no Ray cluster at 127.0.0.1:{port}")):
+        with pytest.raises(LivecamError, match=message):
+            run_batch(csv, StillRequest(None, out=out), load_config(None), ray_address=address)

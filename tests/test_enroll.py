@@ -47,10 +47,13 @@ def bad_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bad")
     selfie = cv2.imread(str(IDENTITY[0]))
     files = {
-        "corrupt": root / "corrupt.jpg", "text": root / "notes.jpg", "tiny": root / "tiny.jpg",
+        "corrupt": root / "corrupt.jpg", "truncated": root / "partial.jpg", "text": root / "notes.jpg",
+        "tiny": root / "tiny.jpg",
         "blurry": root / "blurry.jpg", "dark": root / "dark.jpg", "cut": root / "cut.jpg",
     }
     files["corrupt"].write_bytes(IDENTITY[0].read_bytes()[:200])
+    whole = IDENTITY[0].read_bytes()
+    files["truncated"].write_bytes(whole[:len(whole) * 2 // 3])  # an unfinished copy: the chin is missing
     files["text"].write_text("these are my selfies\n")
     cv2.imwrite(str(files["tiny"]), cv2.resize(selfie, (120, 150)))
     cv2.imwrite(str(files["blurry"]), cv2.GaussianBlur(selfie, (0, 0), 6))
@@ -71,7 +74,7 @@ def test_shared_photos_are_rejected_with_their_reason(photo: str, reason: str, c
 
 
 @pytest.mark.parametrize(("name", "reason"), [
-    ("corrupt", "not an image"), ("text", "not an image"), ("tiny", "too small (120x150"),
+    ("corrupt", "truncated"), ("truncated", "truncated"), ("text", "not an image"), ("tiny", "too small (120x150"),
     ("blurry", "too blurry"), ("dark", "too dark"), ("cut", "cut off"),
 ])
 def test_bad_files_are_rejected_with_their_reason(name: str, reason: str, bad_photos: dict[str, Path],
@@ -136,6 +139,22 @@ def test_too_few_usable_photos_stop_with_what_to_retake_and_write_nothing(data_d
     message = str(e.value)
     assert "only 3 usable photo(s) of the 8 needed" in message
     assert "blurry.jpg: too blurry" in message and "lp-bmw.jpg: no face found" in message
+    assert not data_dir.exists() or not any(data_dir.rglob("*"))
+
+
+def test_a_truncated_selfie_is_reported_unusable_with_its_reason(data_dir: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from livecam.cli import main
+
+    whole = IDENTITY[5].read_bytes()
+    partial = tmp_path / "partial-06.jpg"
+    partial.write_bytes(whole[:len(whole) * 2 // 3])
+    assert main(["enroll", *map(str, IDENTITY[:5]), str(partial), "--name", "me", "--set",
+                 "enroll.min_photos=6"]) == 2
+    captured = capsys.readouterr()
+    assert "-- partial-06.jpg: truncated" in captured.out  # the photo table
+    assert "only 5 usable photo(s) of the 6 needed" in captured.err and "partial-06.jpg: truncated" in captured.err
+    assert "Traceback" not in captured.err
     assert not data_dir.exists() or not any(data_dir.rglob("*"))
 
 
@@ -244,6 +263,74 @@ def test_an_interrupted_enrolment_resumes_to_the_same_identity(data_dir: Path, t
     b = load_file(result.identity.lora_path)
     assert a.keys() == b.keys() and all(torch_equal(a[k], b[k]) for k in a)
     assert not (identities_dir() / ".halves.partial").exists()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resume_with_other_photos_or_settings_keeps_the_interrupted_enrolment(
+        data_dir: Path, tiny_base: Path, checkers: tuple, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--resume never deletes an interrupted enrolment: a change of photos or of a training setting is one
+    line saying what changed and what to do, and the checkpoints stay for the right command."""
+    import models.lora_training
+    from livecam.cli import main
+    from livecam.enroll import check_resumable, enroll
+
+    sets = [f"models.base={tiny_base}", "models.device=cpu", "enroll.min_photos=6", "enroll.steps=3",
+            "enroll.checkpoint_every=2", "enroll.resolution=64"]
+    photos = [str(p) for p in IDENTITY]
+    real = models.lora_training.train_identity_lora
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        def stop(step: int, loss: float) -> None:
+            if step == 2:  # just after the checkpoint
+                raise KeyboardInterrupt
+        return real(*args, **kwargs, on_step=stop)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(models.lora_training, "train_identity_lora", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        enroll(photos, "me", load_config(None, sets), progress=False)
+    monkeypatch.setattr(models.lora_training, "train_identity_lora", real)
+    staging = identities_dir() / ".me.partial"
+    kept = _files(staging)
+    assert any(name.startswith("checkpoints/step-000002/") for name in kept)
+    capsys.readouterr()
+
+    rotated = str(asset("images/faces/meds-aa-S001-01-exif-rotation.jpg"))  # the same face, other bytes
+    cases = [
+        ([rotated, *photos[1:]], [], ["photos", "meds-aa-S001-01-exif-rotation.jpg", "meds-aa-S001-01.jpg"]),
+        (photos, ["enroll.rank=8"], ["enroll.rank (16 -> 8)"]),
+    ]
+    for given, changes, words in cases:  # the whole command
+        args = [a for change in [*sets, *changes] for a in ("--set", change)]
+        assert main(["enroll", *given, "--name", "me", "--resume", *args]) == 2, changes
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("livecam: error: --resume") and "Traceback" not in err, err
+        assert all(w in lines[0] for w in words), lines[0]
+        assert "same photos and settings" in lines[0] and "livecam identities --delete me" in lines[0]
+        assert _files(staging) == kept, changes  # nothing deleted, nothing overwritten
+    usable = [check_photo(p, load_config(None, sets).enroll, *checkers) for p in IDENTITY]
+    for changes, words in [(["enroll.trigger=sks"], ["enroll.trigger ('ohwx' -> 'sks')"]),
+                           (["enroll.steps=1"], ["enroll.steps = 1", "the 2 steps", "enroll.steps=2"]),
+                           (["models.base=sdxl-turbo"], ["models.base", "'sdxl-turbo'"])]:  # the same check, quicker
+        with pytest.raises(LivecamError) as e:
+            check_resumable(staging, "me", usable, load_config(None, [*sets, *changes]))
+        assert all(w in str(e.value) for w in words), str(e.value)
+    with pytest.raises(LivecamError, match="another order"):
+        check_resumable(staging, "me", usable[::-1], load_config(None, sets))
+    (staging / "enrolment.json").unlink()  # an enrolment interrupted before there was a manifest
+    with pytest.raises(LivecamError, match=r"enroll\.rank"):
+        check_resumable(staging, "me", usable, load_config(None, [*sets, "enroll.rank=8"]))
+    with pytest.raises(LivecamError, match=r"meds-aa-S001-06\.jpg is not among them"):
+        check_resumable(staging, "me", usable[:5], load_config(None, sets))
+    assert _files(staging) == {k: v for k, v in kept.items() if k != "enrolment.json"}
+
+    # The same photos and settings continue it.
+    result = enroll(photos, "me", load_config(None, sets), resume=True, progress=False)
+    assert result.identity.metadata["steps"] == 3 and not staging.exists()
 
 
 def torch_equal(a: object, b: object) -> bool:

@@ -262,11 +262,14 @@ def test_bad_input_gets_a_clear_error_and_leaves_nothing(tmp_path: Path, capsys:
     monkeypatch.setenv("LIVECAM_DATA_DIR", str(tmp_path / "data"))
     corrupt = tmp_path / "broken.jpg"
     corrupt.write_bytes(asset(OBAMA).read_bytes()[:300])
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo\n")
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     out = tmp_path / "out"
     cases = [
-        ([str(corrupt)], "broken.jpg: not an image"),
+        ([str(corrupt)], "broken.jpg: truncated"),
+        ([str(text)], "notes.jpg: not an image"),
         ([str(tmp_path / "missing.jpg")], "missing.jpg: no such file"),
         ([str(asset(OBAMA)), "--styles", "corporate,pirate"], "unknown style 'pirate'"),
         ([str(asset(OBAMA)), "--platforms", "myspace"], "unknown platform 'myspace'"),
@@ -419,3 +422,95 @@ def test_c2pa_signed_stills_with_a_test_certificate(tmp_path: Path, studio_bench
         assert store is not None, name
         assert COMPOSITE in json.dumps(store)
         assert read_disclosure(run.folder / name)["DigitalSourceType"] == COMPOSITE  # the XMP survives signing
+
+
+# --- broken photos, requests and output folders ---------------------------------------------------------------
+
+def _truncated(tmp_path: Path, source: Path, name: str = "partial.jpg", keep: float = 0.6) -> Path:
+    """The first `keep` of a real JPEG: what an interrupted download or copy leaves."""
+    data = source.read_bytes()
+    path = tmp_path / name
+    path.write_bytes(data[:int(len(data) * keep)])
+    return path
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("livecam: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.99])
+def test_a_truncated_photo_is_refused_with_one_line(tmp_path: Path, keep: float,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    partial, out = _truncated(tmp_path, asset(OBAMA), keep=keep), tmp_path / "out"
+    assert main(["still", str(partial), "--engine", "studio", "--out", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "partial.jpg" in line and "truncated" in line
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_photos_are_read_with_their_exif_orientation(tmp_path: Path) -> None:
+    from livecam.stills import read_photo
+
+    rotated, _ = read_photo(asset("images/faces/meds-aa-S001-01-exif-rotation.jpg"))
+    upright, _ = read_photo(asset("images/identity/meds-aa-S001-01.jpg"))
+    assert rotated.shape == upright.shape == (600, 480, 3)
+    assert np.abs(rotated.astype(int) - upright.astype(int)).mean() < 3
+
+
+def test_duplicate_styles_and_platforms_are_made_once(tmp_path: Path, studio_bench: Workbench,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    assert main(["still", str(asset(OBAMA)), "--engine", "studio", "--out", str(out), "--variants", "1",
+                 "--styles", "corporate,corporate,corporate", "--platforms", "linkedin,linkedin"]) == 0
+    printed = capsys.readouterr().out
+    assert "kept 1 of 1 candidates" in printed and "corporate: 1 kept of 1" in printed
+    (folder,) = out.iterdir()
+    report = _report(folder)
+    assert report["summary"]["per_style"] == {"corporate": {"tried": 1, "kept": 1}}
+    assert [c["platform"] for c in report["candidates"][0]["crops"]] == ["linkedin"]
+    _assert_consistent(folder, report)
+    # The same through the API every entry point uses (serve's export, a batch row): order kept.
+    run = export_stills(StillRequest(asset(OBAMA), ("technology", "corporate", "technology", "corporate"),
+                                     variants=1, platforms=(), out=tmp_path / "api"), studio_config(),
+                        bench=studio_bench, progress=False)
+    assert list(run.report["styles"]) == ["technology", "corporate"] and run.tried == 2
+    assert [c["style"] for c in run.report["candidates"]] == ["technology", "corporate"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--styles", ","], "--styles ','"),
+    (["--styles", ""], "--styles ''"),
+    (["--platforms", " , "], "--platforms ' , '"),
+])
+def test_empty_style_or_platform_lists_are_errors(tmp_path: Path, args: list[str], message: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["still", str(asset(OBAMA)), "--engine", "studio", "--out", str(out), *args]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert message in line, line
+    assert not out.exists()
+
+
+def test_a_folder_as_the_photo_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = asset(OBAMA).parent
+    assert main(["still", str(folder), "--engine", "studio", "--out", str(tmp_path / "out")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(folder) in line and "is a folder" in line and "one photo" in line and "--batch" in line
+
+
+def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from tests._unwritable import unwritable_folder
+
+    with unwritable_folder(tmp_path / "locked") as locked:
+        # A photo with no face: had the run started, "no face found" would be the error.
+        assert main(["still", str(asset("images/no_face/lp-bmw.jpg")), "--engine", "studio", "--out",
+                     str(locked)]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert "cannot write to the output directory" in line and str(locked) in line
+        assert main(["still", str(asset(OBAMA)), "--engine", "studio", "--out", str(locked / "sub")]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert "cannot create the output directory" in line and str(locked / "sub") in line
+        assert list(locked.iterdir()) == []
