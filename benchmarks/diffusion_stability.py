@@ -42,7 +42,7 @@ from engine.relight import RelightSettings
 from engine.skin import SkinSettings
 from engine.studio import StudioRenderer
 from engine.styles import DEFAULT_STYLES
-from livecam.capture import read_image
+from livecam.photos import read_image
 from livecam.stats import write_json
 from livecam.tracking import MediaPipeFaceTracker
 

@@ -31,7 +31,7 @@ from benchmarks.face_video import assets_dir
 from benchmarks.live_loop import machine
 from engine.alignment import cosine
 from engine.types import FaceEncoder
-from livecam.capture import read_image
+from livecam.photos import read_image
 from livecam.stats import write_json
 from livecam.tracking import detect_faces
 from models.face_encoder import load_face_encoder

@@ -23,6 +23,7 @@ import numpy as np
 from engine.types import RGBImage
 from livecam.errors import LivecamError
 from livecam.frame import Frame, LatestSlot
+from livecam.photos import read_image
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +62,6 @@ def camera_rgb(image: np.ndarray, source: str) -> RGBImage:
     if channels == 4:
         return cast(RGBImage, cv2.cvtColor(image, cv2.COLOR_BGRA2RGB))
     return np.ascontiguousarray(image[:, :, ::-1])
-
-
-def read_image(path: Path) -> RGBImage:
-    """An image file as RGB uint8, EXIF orientation applied (cv2.imread does). Raises LivecamError."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise LivecamError(f"cannot read image {path}: not an image OpenCV can decode")
-    return camera_rgb(bgr, f"image {path}")
 
 
 class CaptureDevice(Protocol):

@@ -30,7 +30,7 @@ from engine.types import FaceEncoder, Landmarks, RGBImage
 from livecam.config import Config, EnrollSettings
 from livecam.errors import LivecamError
 from livecam.identities import LORA_FILE, METADATA_FILE, Identity, identity_dir, load_identity, staging_dir
-from livecam.photos import PhotoError, read_photo_file
+from livecam.photos import PhotoError, read_image
 from models.face_detector import DetectedFace
 from models.training_settings import TrainingSettings
 
@@ -86,7 +86,7 @@ def check_photo(path: Path, settings: EnrollSettings, detect_faces: Callable[[RG
         return report
     report.sha256 = hashlib.sha256(data).hexdigest()
     try:
-        image = read_photo_file(path)
+        image = read_image(path)
     except PhotoError as e:  # not an image, or cut short or damaged: unusable, with the reason
         report.reason = e.reason
         return report

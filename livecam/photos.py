@@ -34,7 +34,7 @@ class PhotoError(LivecamError):
 NOT_AN_IMAGE = "not an image (it cannot be decoded; is the file complete?)"
 
 
-def read_photo_file(path: Path) -> RGBImage:
+def read_image(path: Path) -> RGBImage:
     """`path` as RGB uint8, EXIF orientation applied. PhotoError when it is not a file, cannot be read, is not
     an image, or is truncated or damaged."""
     if path.is_dir():

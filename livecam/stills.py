@@ -51,11 +51,10 @@ from engine.pose import draw_pose
 from engine.studio import StudioRenderer
 from engine.styles import StylePreset
 from engine.types import FaceEncoder, Landmarks, RGBImage
-from livecam.capture import read_image
 from livecam.config import Config, StillSettings
 from livecam.errors import LivecamError
 from livecam.identities import Identity, load_identity
-from livecam.photos import read_photo_file
+from livecam.photos import read_image
 from livecam.provenance import COMPOSITE, GENERATED, Disclosure, sign_c2pa, write_image
 
 if TYPE_CHECKING:
@@ -313,7 +312,7 @@ def read_photo(path: Path) -> tuple[RGBImage, dict[str, Any]]:
         data = path.read_bytes()
     except OSError as e:
         raise LivecamError(f"photo {path} cannot be read ({e.strerror or e})") from None
-    image = read_photo_file(path)
+    image = read_image(path)
     return image, {"file": str(path), "sha256": hashlib.sha256(data).hexdigest(), "size": list(image.shape[1::-1])}
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks.face_video import assets_dir
-from livecam.capture import read_image
+from livecam.photos import read_image
 from livecam.tracking import detect_faces
 
 ASSETS = assets_dir()

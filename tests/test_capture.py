@@ -111,7 +111,7 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
         open_reader("9")
     bad_image = tmp_path / "bad.png"
     bad_image.write_bytes(b"garbage")
-    with pytest.raises(LivecamError, match=r"cannot read image .*bad.png"):
+    with pytest.raises(LivecamError, match=r"photo .*bad.png: not an image"):
         read_image(bad_image)
 
 

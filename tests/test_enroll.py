@@ -12,8 +12,6 @@ import cv2
 import numpy as np
 import pytest
 
-pytest.importorskip("openvino", reason="the identity extra is not installed")
-
 from livecam.config import load_config
 from livecam.enroll import check_photo, check_set, expand_photos, training_crop
 from livecam.errors import LivecamError
@@ -180,7 +178,8 @@ def test_identity_names_and_deleting(data_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random SDXL saved as a diffusers folder: what `models.base = DIR` points at."""
-    diffusers = pytest.importorskip("diffusers", reason="the diffusion extra is not installed")
+    import diffusers
+
     from benchmarks.random_sdxl import tiny_components
 
     c = tiny_components(0)

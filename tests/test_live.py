@@ -165,7 +165,7 @@ def test_bad_inputs_exit_with_one_clear_line(tmp_path: Path, short_face_video: P
     _one_line_error(_cli("run", "--input", "7", "--output", out), "camera 7 could not be opened")
     _one_line_error(_cli("run", "--input", str(corrupt), "--output", out), "cannot read video file", "corrupt.mp4")
     _one_line_error(_cli("run", "--input", str(empty), "--output", out), "has no images")
-    _one_line_error(_cli("run", "--input", str(junk), "--output", out), "cannot read image", "a.jpg")
+    _one_line_error(_cli("run", "--input", str(junk), "--output", out), "not an image", "a.jpg")
     _one_line_error(_cli("run", "--input", str(short_face_video), "--output", str(tmp_path / "o.mov")), ".mov")
     _one_line_error(_cli("run", "--set", "framing.face_height=9"), "framing.face_height = 9")
     _one_line_error(_cli("run", "--set", "background.mode=image", "--set", "background.image=/no/such.png",

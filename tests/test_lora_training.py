@@ -27,7 +27,7 @@ from engine.relight import RelightSettings
 from engine.skin import SkinSettings
 from engine.studio import StudioRenderer
 from engine.types import Face, RGBImage
-from livecam.capture import read_image
+from livecam.photos import read_image
 from models import lora_training
 from models.diffusion import load_lora
 from models.lora_training import (

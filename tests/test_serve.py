@@ -27,9 +27,6 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 import pytest
-
-pytest.importorskip("aiortc")
-
 from aiohttp import ClientSession, TCPConnector, web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
