@@ -6,7 +6,7 @@ no background replacement), the head-and-shoulders square cropped, the pose cond
 and pasted back. Runs, each after a warm-up, interleaved over rounds (this 2-core VM's speed drifts):
 
 - `livecam_<k>step`: `DiffusionRenderer.render` (the `Denoiser`: TAESD, fixed noise, precomputed
-  embeddings, the stream batch for 2 steps), with `livecam.stats.Stats` as its sections, so every stage is
+  embeddings, the stream batch for 2 steps), with `livecam.live.stats.Stats` as its sections, so every stage is
   timed: the studio's relight/skin/frame, then crop, condition, upload, encode, unet, decode, download,
   paste.
 - `baseline_<k>step`: the same tracking, studio canvas, crop, condition and paste around a plain
@@ -62,8 +62,8 @@ from engine.skin import SkinSettings
 from engine.studio import StudioRenderer
 from engine.styles import DEFAULT_STYLES
 from engine.types import Face, RGBImage
-from livecam.stats import Stats, write_json
-from livecam.tracking import MediaPipeFaceTracker
+from livecam.live.stats import Stats, write_json
+from models.face_landmarker import MediaPipeFaceTracker
 
 FRAME_MS = 33  # the face video plays at 29.97 fps; tracking and framing smooth over these timestamps
 

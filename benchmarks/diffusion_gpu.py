@@ -486,7 +486,7 @@ def run(args: argparse.Namespace, device: Any) -> int:
     }
     out = args.out or Path("benchmarks/results") / (
         f"diffusion_gpu_{'tiny_' if args.tiny else ''}{device_slug(result['machine']['device'])}.json")
-    from livecam.stats import write_json
+    from livecam.live.stats import write_json
 
     write_json(out, result)
     print_table(result)

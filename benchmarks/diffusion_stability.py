@@ -42,9 +42,9 @@ from engine.relight import RelightSettings
 from engine.skin import SkinSettings
 from engine.studio import StudioRenderer
 from engine.styles import DEFAULT_STYLES
+from livecam.live.stats import write_json
 from livecam.photos import read_image
-from livecam.stats import write_json
-from livecam.tracking import MediaPipeFaceTracker
+from models.face_landmarker import MediaPipeFaceTracker
 
 OUTPUT = (640, 360)
 PHOTO = "images/faces/obama_official_2012.jpg"

@@ -31,10 +31,10 @@ from benchmarks.face_video import assets_dir
 from benchmarks.live_loop import machine
 from engine.alignment import cosine
 from engine.types import FaceEncoder
+from livecam.live.stats import write_json
 from livecam.photos import read_image
-from livecam.stats import write_json
-from livecam.tracking import detect_faces
 from models.face_encoder import load_face_encoder
+from models.face_landmarker import detect_faces
 from models.registry import ARCFACE_W600K, FACE_REID_BIN, FACE_REID_XML
 from models.store import model_dir
 

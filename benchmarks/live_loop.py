@@ -41,14 +41,14 @@ from engine import framing as fr
 from engine import relight as rl
 from engine import skin as sk
 from engine.types import RGBImage
-from livecam.capture import FrameSource, open_reader
 from livecam.config import Config, load_config
-from livecam.frame import Frame
-from livecam.live import build_renderer
-from livecam.loop import run_loop
-from livecam.outputs.memory import MemorySink
-from livecam.stats import Stats, write_json
-from livecam.tracking import MediaPipeFaceTracker
+from livecam.live.capture import FrameSource, open_reader
+from livecam.live.frame import Frame
+from livecam.live.loop import run_loop
+from livecam.live.outputs.memory import MemorySink
+from livecam.live.run import build_renderer
+from livecam.live.stats import Stats, write_json
+from models.face_landmarker import MediaPipeFaceTracker
 from models.segmenter import MediaPipeSegmenter
 
 WARMUP_FRAMES = 30

@@ -44,16 +44,16 @@ import numpy as np
 
 from benchmarks.face_video import assets_dir, make_face_video
 from benchmarks.live_loop import machine, model_paths, versions
-from engine.types import Face, Mask, Renderer, RGBImage
-from livecam.capture import CameraReader, FrameSource
+from engine.types import Face, FaceTracker, Mask, Renderer, RGBImage
 from livecam.config import load_config
-from livecam.frame import Frame
-from livecam.live import build_renderer
-from livecam.loop import run_loop
-from livecam.outputs import SinkBase
-from livecam.outputs.memory import MemorySink
-from livecam.stats import Stats, write_json
-from livecam.tracking import FaceTracker, MediaPipeFaceTracker
+from livecam.live.capture import CameraReader, FrameSource
+from livecam.live.frame import Frame
+from livecam.live.loop import run_loop
+from livecam.live.outputs.base import SinkBase
+from livecam.live.outputs.memory import MemorySink
+from livecam.live.run import build_renderer
+from livecam.live.stats import Stats, write_json
+from models.face_landmarker import MediaPipeFaceTracker
 from models.segmenter import MediaPipeSegmenter
 
 log = logging.getLogger("benchmarks.soak")

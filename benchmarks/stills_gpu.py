@@ -1,4 +1,4 @@
-"""Benchmark: a whole still-export job (`livecam.stills.export_stills`) on a CUDA GPU, against a plain diffusers
+"""Benchmark: a whole still-export job (`livecam.stills.export.export_stills`) on a CUDA GPU, against a plain diffusers
 pipeline in the same run.
 
 Issue 5's target: "7 presets x 4 variants at 1024x1024, including the quality gate: <= 60 s on one H100".
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from engine.still import StillGenerator
     from engine.types import RGBImage
     from livecam.config import Config
-    from livecam.stills import Workbench
+    from livecam.stills.export import Workbench
 
 TARGET: dict[str, Any] = {"what": "7 presets x 4 variants at 1024x1024 incl. the quality gate", "limit_s": 60.0,
                           "size": 1024, "styles": 7, "variants": 4}
@@ -103,7 +103,7 @@ GATE_INPUTS = {
                  "face encoder and no crop is written)",
 }
 PHASES = ("prompt", "subject", "framing", "generate", "gate", "files")
-"""Where a livecam run's time goes: the functions of livecam.stills (or the generator's methods) timed."""
+"""Where a livecam run's time goes: the functions of livecam.stills.export (or the generator's methods) timed."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -269,7 +269,7 @@ class TimedGenerator:
 
 @contextmanager
 def timed_phases(generator: TimedGenerator) -> Iterator[Phases]:
-    """A fresh `Phases` on `generator`, with livecam.stills' framing, gate and file functions timed into it
+    """A fresh `Phases` on `generator`, with livecam.stills.export' framing, gate and file functions timed into it
     while inside (a function that is not there is left out: the split is then coarser, never wrong)."""
     from livecam import stills
 
@@ -300,7 +300,7 @@ def livecam_run(bench: Workbench, generator: TimedGenerator, job: Job, name: str
     """One export_stills run, timed; its figures (its files are deleted after counting)."""
     import torch
 
-    from livecam.stills import StillRequest, export_stills
+    from livecam.stills.export import StillRequest, export_stills
 
     request = StillRequest(job.photo, styles=styles or job.styles, variants=variants or job.variants,
                            out=job.out, name=name)
@@ -437,7 +437,7 @@ def run(args: argparse.Namespace, device: Any, tmp: Path) -> int:
     import torch
 
     from livecam.config import load_config
-    from livecam.stills import open_workbench
+    from livecam.stills.export import open_workbench
 
     dtype_name = args.dtype or ("fp16" if device.type == "cuda" else "fp32")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
@@ -562,7 +562,7 @@ def run(args: argparse.Namespace, device: Any, tmp: Path) -> int:
     }
     out = args.out or Path("benchmarks/results") / (
         f"stills_gpu_{'tiny_' if args.tiny else ''}{device_slug(info['device'])}.json")
-    from livecam.stats import write_json
+    from livecam.live.stats import write_json
 
     write_json(out, result)
     print_summary(result)

@@ -49,16 +49,16 @@ from aiohttp import ClientSession, web
 from benchmarks.face_video import make_face_video
 from benchmarks.live_loop import machine, model_paths
 from engine.types import RGBImage
-from livecam.capture import FrameSource, open_reader
 from livecam.config import Config, ServeSettings, load_config
-from livecam.live import build_renderer, resolve_model
-from livecam.loop import run_loop
-from livecam.outputs.memory import MemorySink
-from livecam.serve import make_app
-from livecam.session import LiveSession
-from livecam.stats import Stats, write_json
-from livecam.tracking import MediaPipeFaceTracker
-from livecam.webrtc import LatestFrameTrack, Viewers, encoder_executor, video_frame
+from livecam.live.capture import FrameSource, open_reader
+from livecam.live.loop import run_loop
+from livecam.live.outputs.memory import MemorySink
+from livecam.live.run import build_renderer, resolve_model
+from livecam.live.stats import Stats, write_json
+from livecam.serve.app import make_app
+from livecam.serve.session import LiveSession
+from livecam.serve.webrtc import LatestFrameTrack, Viewers, encoder_executor, video_frame
+from models.face_landmarker import MediaPipeFaceTracker
 
 SIZE = (1280, 720)
 FPS = 30.0

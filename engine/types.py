@@ -52,7 +52,7 @@ class Segmenter(Protocol):
 
 
 class Sections(Protocol):
-    """Named timing sections; `livecam.stats` supplies the real one."""
+    """Named timing sections; `livecam.live.stats` supplies the real one."""
 
     def section(self, name: str) -> AbstractContextManager[None]: ...
 
@@ -107,6 +107,20 @@ class FaceEncoder(Protocol):
         """The L2-normalised embedding ((D,) float32) of the face at `landmarks` (MediaPipe's 468/478
         points or five key points, in pixels of `image`); the face is aligned to the network's reference
         points first."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class FaceTracker(Protocol):
+    def track(self, image: RGBImage, timestamp_ms: int) -> Face | None: ...
+
+    def predict(self, timestamp_ms: int) -> Face | None:
+        """The face expected at `timestamp_ms` from what was tracked so far; None without a recent face."""
+        ...
+
+    def reset(self) -> None:
+        """Forget the faces tracked so far (the input changed size: their pixels mean nothing now)."""
         ...
 
     def close(self) -> None: ...

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.no_pace:
                 extra.append("input.pace=false")
             config = _load(args, extra)
-            from livecam.live import run_live
+            from livecam.live.run import run_live
 
             signal.signal(signal.SIGTERM, _stop_on_sigterm)
             run_live(config, max_frames=args.frames, stats_json=args.stats_json)
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             list_models(_load(args, []))
             return 0
         if args.command == "enroll":
-            from livecam.enroll import enroll
+            from livecam.identity.enroll import enroll
 
             signal.signal(signal.SIGTERM, _stop_on_sigterm)
             result = enroll(args.photos, args.name, _load(args, []), resume=args.resume)
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"use it with: livecam run --set models.identity={identity.name}")
             return 0
         if args.command == "identities":
-            from livecam.identities import delete_identity, find_identities, identities_dir
+            from livecam.identity.store import delete_identity, find_identities, identities_dir
 
             _load(args, [])  # a bad config is still an error here
             if args.delete:
@@ -219,11 +219,11 @@ def _live_overrides(args: argparse.Namespace) -> list[str]:
 def _serve(args: argparse.Namespace) -> int:
     config = _load(args, _live_overrides(args))
     if args.output is not None:
-        from livecam.outputs import check_output
+        from livecam.live.outputs.base import check_output
 
         check_output(args.output, config.input.source)  # before the models load and the server starts
     try:
-        from livecam.serve import run_serve
+        from livecam.serve.app import run_serve
     except ImportError as e:
         raise LivecamError(f"livecam serve needs the serve extra ({e.name} is missing): "
                            "pip install -e \".[serve]\"") from None
@@ -263,7 +263,7 @@ def _split(text: str | None, option: str, none: bool = False) -> tuple[str, ...]
 def _still(args: argparse.Namespace) -> int:
     extra = [f"engine.kind={args.engine}"] if args.engine else []
     config = _load(args, extra)
-    from livecam.stills import StillRequest, export_stills
+    from livecam.stills.export import StillRequest, export_stills
 
     styles = _split(args.styles, "--styles") or (() if args.batch is not None else ("corporate",))
     platforms = _split(args.platforms, "--platforms", none=True)
@@ -271,7 +271,7 @@ def _still(args: argparse.Namespace) -> int:
                            platforms=platforms, out=args.out, name=args.name, attire=args.attire,
                            lighting=args.lighting, background=args.background, seed=args.seed)
     if args.batch is not None:
-        from livecam.batch import run_batch
+        from livecam.stills.batch import run_batch
 
         if args.photo is not None:
             raise LivecamError("--batch takes the photos from the CSV; give no PHOTO with it")

@@ -55,7 +55,7 @@ def _check_camera(config: Config) -> bool:
 
 
 def _check_virtual_camera(config: Config) -> bool:
-    from livecam.outputs.virtualcam import VirtualCamSink
+    from livecam.live.outputs.virtualcam import VirtualCamSink
 
     try:
         sink = VirtualCamSink((config.output.width, config.output.height), config.output.fps,

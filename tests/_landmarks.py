@@ -1,7 +1,7 @@
 """Real MediaPipe face landmarks of the stored test photos, cached per photo.
 
-A thin layer over the project's own reading and detection (`livecam.capture.read_image`, which applies
-EXIF orientation, and `livecam.tracking.detect_faces`), so the engine tests measure on exactly what the
+A thin layer over the project's own reading and detection (`livecam.live.capture.read_image`, which applies
+EXIF orientation, and `models.face_landmarker.detect_faces`), so the engine tests measure on exactly what the
 app sees. The photos and the model live in the shared assets folder; nothing is copied into the repo.
 """
 
@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from benchmarks.face_video import assets_dir
 from livecam.photos import read_image
-from livecam.tracking import detect_faces
+from models.face_landmarker import detect_faces
 
 ASSETS = assets_dir()
 MODEL = ASSETS / "models" / "face_landmarker" / "face_landmarker.task"

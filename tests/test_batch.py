@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from livecam.batch import BATCH_FILE, read_people, run_batch
 from livecam.cli import main
 from livecam.config import load_config
 from livecam.errors import LivecamError
-from livecam.stills import REPORT_FILE, StillRequest
+from livecam.stills.batch import BATCH_FILE, read_people, run_batch
+from livecam.stills.export import REPORT_FILE, StillRequest
 from tests.conftest import asset
 
 

@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from livecam.capture import (
+from livecam.errors import LivecamError
+from livecam.live.capture import (
     FrameSource,
     ImageFolderReader,
     VideoFileReader,
@@ -20,8 +21,7 @@ from livecam.capture import (
     open_reader,
     read_image,
 )
-from livecam.errors import LivecamError
-from livecam.frame import Frame, LatestSlot
+from livecam.live.frame import Frame, LatestSlot
 from tests.conftest import asset
 
 
@@ -154,11 +154,11 @@ class _FlakyCamera:
 
 
 def test_lost_camera_is_reopened_with_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
-    from livecam.capture import CameraReader
+    from livecam.live.capture import CameraReader
 
     camera = _FlakyCamera(["fails_after_2", "absent", "ok"])
     reader = CameraReader(0, 64, 48, 30, reconnect_s=5, open_device=camera, retry_s=0, reopen_s=0)
-    with caplog.at_level("WARNING", logger="livecam.capture"):
+    with caplog.at_level("WARNING", logger="livecam.live.capture"):
         first = [reader.read(), reader.read()]
         back = reader.read()  # reads fail, reopen fails once (absent), then the camera answers again
     assert all(f is not None and f.shape == (48, 64, 3) for f in first)
@@ -170,7 +170,7 @@ def test_lost_camera_is_reopened_with_a_log_line(caplog: pytest.LogCaptureFixtur
 
 
 def test_camera_that_never_comes_back_is_a_clear_error() -> None:
-    from livecam.capture import CameraReader
+    from livecam.live.capture import CameraReader
 
     camera = _FlakyCamera(["fails_after_2", "absent"])
     reader = CameraReader(3, 64, 48, 30, reconnect_s=0.05, open_device=camera, retry_s=0, reopen_s=0.02)
@@ -249,7 +249,7 @@ class _LayoutCamera:
 
 
 def test_camera_reader_turns_greyscale_and_bgra_frames_into_rgb() -> None:
-    from livecam.capture import CameraReader
+    from livecam.live.capture import CameraReader
 
     bgr = _bgr_photo()
     grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)

@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 import pytest
 
-from livecam import live as live_module
-from livecam.capture import CameraReader, Reader
 from livecam.cli import main
 from livecam.errors import LivecamError
+from livecam.live import run as live_module
+from livecam.live.capture import CameraReader, Reader
 from tests.conftest import asset
 
 SMALL = ["--set", "output.width=320", "--set", "output.height=240", "--engine", "studio"]

@@ -24,7 +24,7 @@ from engine.skin import SkinSettings
 from engine.studio import StudioRenderer
 from engine.styles import DEFAULT_STYLES
 from engine.types import Face
-from livecam.tracking import detect_faces
+from models.face_landmarker import detect_faces
 from tests.conftest import load_rgb
 
 OUT = (320, 180)

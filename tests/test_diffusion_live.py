@@ -19,14 +19,14 @@ import torch
 from benchmarks.random_sdxl import tiny_components
 from engine.diffusion import DiffusionRenderer
 from engine.studio import StudioRenderer
-from livecam.capture import FrameSource, open_reader
 from livecam.cli import main
 from livecam.config import load_config
-from livecam.live import build_renderer
-from livecam.loop import run_loop
-from livecam.outputs.memory import MemorySink
-from livecam.stats import Stats
-from livecam.tracking import MediaPipeFaceTracker
+from livecam.live.capture import FrameSource, open_reader
+from livecam.live.loop import run_loop
+from livecam.live.outputs.memory import MemorySink
+from livecam.live.run import build_renderer
+from livecam.live.stats import Stats
+from models.face_landmarker import MediaPipeFaceTracker
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +117,9 @@ def test_auto_takes_the_studio_engine_without_cuda_and_says_why(caplog: pytest.L
 def test_auto_with_missing_weights_takes_the_studio_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     """As if on a GPU machine where the models were never downloaded."""
-    import livecam.live
+    import livecam.live.run
 
-    monkeypatch.setattr(livecam.live, "_diffusion_unavailable", lambda config: None)
+    monkeypatch.setattr(livecam.live.run, "_diffusion_unavailable", lambda config: None)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with caplog.at_level(logging.INFO, logger="livecam"):
         renderer = build_renderer(load_config(None, ["engine.kind=auto", "models.device=cpu",

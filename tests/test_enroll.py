@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from livecam.config import load_config
-from livecam.enroll import check_photo, check_set, expand_photos, training_crop
 from livecam.errors import LivecamError
-from livecam.identities import delete_identity, identities_dir, list_identities, resolve_identity_lora
+from livecam.identity.enroll import check_photo, check_set, expand_photos, training_crop
+from livecam.identity.store import delete_identity, identities_dir, list_identities, resolve_identity_lora
 from tests.conftest import asset
 
 IDENTITY = [asset(f"images/identity/meds-aa-S001-0{i}.jpg") for i in range(1, 7)]
@@ -23,9 +23,9 @@ IDENTITY = [asset(f"images/identity/meds-aa-S001-0{i}.jpg") for i in range(1, 7)
 
 @pytest.fixture(scope="module")
 def checkers(model_dir: Path) -> tuple:
-    from livecam.tracking import detect_faces
     from models.face_detector import YuNetDetector
     from models.face_encoder import load_face_encoder
+    from models.face_landmarker import detect_faces
     from models.registry import FACE_DETECTOR, FACE_LANDMARKER
 
     encoder = load_face_encoder("reid", model_dir, {}, False)
@@ -127,7 +127,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_too_few_usable_photos_stop_with_what_to_retake_and_write_nothing(data_dir: Path, tmp_path: Path) -> None:
-    from livecam.enroll import enroll
+    from livecam.identity.enroll import enroll
 
     bad = tmp_path / "blurry.jpg"
     cv2.imwrite(str(bad), cv2.GaussianBlur(cv2.imread(str(IDENTITY[0])), (0, 0), 6))
@@ -235,7 +235,7 @@ def test_an_interrupted_enrolment_resumes_to_the_same_identity(data_dir: Path, t
     from safetensors.torch import load_file
 
     import models.lora_training
-    from livecam.enroll import enroll
+    from livecam.identity.enroll import enroll
 
     config = load_config(None, [f"models.base={tiny_base}", "models.device=cpu", "enroll.min_photos=6",
                                 "enroll.steps=4", "enroll.checkpoint_every=2", "enroll.resolution=64"])
@@ -275,7 +275,7 @@ def test_resume_with_other_photos_or_settings_keeps_the_interrupted_enrolment(
     line saying what changed and what to do, and the checkpoints stay for the right command."""
     import models.lora_training
     from livecam.cli import main
-    from livecam.enroll import check_resumable, enroll
+    from livecam.identity.enroll import check_resumable, enroll
 
     sets = [f"models.base={tiny_base}", "models.device=cpu", "enroll.min_photos=6", "enroll.steps=3",
             "enroll.checkpoint_every=2", "enroll.resolution=64"]

@@ -12,7 +12,7 @@ from engine import framing as fr
 from engine.crops import DEFAULT_PLATFORMS, PlatformSpec, cut, plan_crop
 from engine.gate import CHECKS, GateSettings, assess
 from engine.quality import eye_openness
-from livecam.tracking import detect_faces
+from models.face_landmarker import detect_faces
 from tests.conftest import load_rgb
 
 

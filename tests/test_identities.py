@@ -10,7 +10,7 @@ import pytest
 
 from livecam.cli import main
 from livecam.errors import LivecamError
-from livecam.identities import LORA_FILE, METADATA_FILE, identities_dir, list_identities, load_identity
+from livecam.identity.store import LORA_FILE, METADATA_FILE, identities_dir, list_identities, load_identity
 
 
 def _identity(root: Path, name: str, metadata: str) -> Path:

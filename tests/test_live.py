@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 
 from engine.types import Face, Mask, RGBImage
-from livecam.capture import FrameSource, open_reader
 from livecam.cli import main
 from livecam.config import load_config
 from livecam.errors import LivecamError
-from livecam.live import build_renderer
-from livecam.loop import run_loop
-from livecam.outputs.memory import MemorySink
-from livecam.stats import Stats
-from livecam.tracking import MediaPipeFaceTracker, detect_faces
+from livecam.live.capture import FrameSource, open_reader
+from livecam.live.loop import run_loop
+from livecam.live.outputs.memory import MemorySink
+from livecam.live.run import build_renderer
+from livecam.live.stats import Stats
+from models.face_landmarker import MediaPipeFaceTracker, detect_faces
 from models.registry import REGISTRY
 from models.segmenter import MediaPipeSegmenter
 from tests.conftest import asset

@@ -14,15 +14,15 @@ import pytest
 
 from engine import framing as fr
 from engine.types import Face, Mask, Renderer, RGBImage
-from livecam.capture import FrameSource, open_reader, read_image
 from livecam.cli import main
 from livecam.config import load_config
 from livecam.errors import LivecamError
-from livecam.live import build_renderer
-from livecam.loop import framed_input, run_loop
-from livecam.outputs.memory import MemorySink
-from livecam.stats import Stats
-from livecam.tracking import MediaPipeFaceTracker, detect_faces
+from livecam.live.capture import FrameSource, open_reader, read_image
+from livecam.live.loop import framed_input, run_loop
+from livecam.live.outputs.memory import MemorySink
+from livecam.live.run import build_renderer
+from livecam.live.stats import Stats
+from models.face_landmarker import MediaPipeFaceTracker, detect_faces
 from models.segmenter import MediaPipeSegmenter
 from tests.conftest import asset
 
@@ -167,7 +167,7 @@ def test_render_error_bursts_keep_the_picture_going(short_face_video: Path, land
     stats = Stats()
     renderer = _FailOn(build_renderer(config, stats), {0, 1, 2, 10, 11, 12, 13})
     renderer.prepare()
-    with caplog.at_level(logging.INFO, logger="livecam.loop"):
+    with caplog.at_level(logging.INFO, logger="livecam.live.loop"):
         sink = _run(short_face_video, renderer, stats, landmarker_path, segmenter_path)
     assert sink.count == stats.frames_out == 24
     assert stats.summary()["render_errors"] == 7
@@ -210,7 +210,7 @@ def test_framed_input_is_the_centre_of_the_frame_at_the_output_size() -> None:
 
 def test_stats_timers_keep_a_fixed_window_and_count_every_sample() -> None:
     """A long run's timers hold the newest WINDOW samples in fixed memory; counts cover the whole run."""
-    from livecam.stats import WINDOW
+    from livecam.live.stats import WINDOW
 
     stats = Stats()
     for i in range(WINDOW + 500):

@@ -14,15 +14,15 @@ import pyvirtualcam
 from pyvirtualcam.camera import BACKENDS
 
 from livecam.errors import LivecamError
-from livecam.frame import Frame
-from livecam.outputs import open_sink
-from livecam.outputs import preview as preview_module
-from livecam.outputs import video_file as video_file_module
-from livecam.outputs import virtualcam as virtualcam_module
-from livecam.outputs.memory import MemorySink
-from livecam.outputs.preview import PreviewSink
-from livecam.outputs.video_file import VideoFileSink, temp_path_for
-from livecam.outputs.virtualcam import VirtualCamSink
+from livecam.live.frame import Frame
+from livecam.live.outputs import open_sink
+from livecam.live.outputs import preview as preview_module
+from livecam.live.outputs import video_file as video_file_module
+from livecam.live.outputs import virtualcam as virtualcam_module
+from livecam.live.outputs.memory import MemorySink
+from livecam.live.outputs.preview import PreviewSink
+from livecam.live.outputs.video_file import VideoFileSink, temp_path_for
+from livecam.live.outputs.virtualcam import VirtualCamSink
 
 SIZE = (320, 240)
 FAKE_BACKEND = "livecam-test-fake"

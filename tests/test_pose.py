@@ -9,7 +9,7 @@ import pytest
 
 from engine import pose
 from engine.framing import FramingSettings, box_to_affine, target_box, transform_points
-from livecam.tracking import detect_faces
+from models.face_landmarker import detect_faces
 from tests.conftest import load_rgb
 
 

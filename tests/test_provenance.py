@@ -15,9 +15,9 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 import livecam
-from livecam import provenance
 from livecam.errors import LivecamError
-from livecam.provenance import (
+from livecam.stills import provenance
+from livecam.stills.provenance import (
     COMPOSITE,
     GENERATED,
     Disclosure,

@@ -33,9 +33,9 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from livecam.config import ServeSettings, load_config
 from livecam.errors import LivecamError
-from livecam.serve import SERVER, make_app, make_runner, serve_settings, viewer_token
-from livecam.session import LiveSession, letterbox
-from livecam.webrtc import client_key
+from livecam.serve.app import SERVER, make_app, make_runner, serve_settings, viewer_token
+from livecam.serve.session import LiveSession, letterbox
+from livecam.serve.webrtc import client_key
 
 T = TypeVar("T")
 SIZE = (320, 180)
@@ -408,7 +408,7 @@ def test_paths_out_of_the_export_folder_and_private_files_are_refused(served: Se
                  "/exports/ann/identity.json", "/exports/ann/pytorch_lora_weights.safetensors",
                  "/exports/run-1/notes.txt", "/exports/.run-1/ok.png", "/exports/run-1/..",
                  "/exports/%2e%2e/identities", "/static/../serve.py", "/static/..%2Fserve.py", "/static/..",
-                 "/static/.hidden", "/static/%2e%2e%2fserve.py", "/../livecam/serve.py",
+                 "/static/.hidden", "/static/%2e%2e%2fapp.py", "/../livecam/serve/app.py",
                  "/exports/run-1/ok.png/..%2F..%2F..%2Fidentities"):
         result = call(base + path)
         assert result[0] in (403, 404), (path, result[0])

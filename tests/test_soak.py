@@ -33,4 +33,4 @@ def test_soak_smoke_run_survives_every_fault(tmp_path: Path) -> None:
     assert result["size_changes"] == 1
     assert result["render_errors"] == faults["frames"]["render_exceptions"] > 0
     assert len(result["face_return_ms"]) == 1 and result["face_return_ms"][0] is not None
-    assert result["log_lines"].get("WARNING livecam.loop") == 1  # one line for the whole burst
+    assert result["log_lines"].get("WARNING livecam.live.loop") == 1  # one line for the whole burst

@@ -23,9 +23,9 @@ from livecam.cli import main
 from livecam.config import Config, load_config
 from livecam.errors import LivecamError
 from livecam.photos import read_image
-from livecam.provenance import COMPOSITE, GENERATED, read_disclosure
-from livecam.stills import REPORT_FILE, StillRequest, Workbench, export_stills, open_workbench
-from livecam.tracking import detect_faces
+from livecam.stills.export import REPORT_FILE, StillRequest, Workbench, export_stills, open_workbench
+from livecam.stills.provenance import COMPOSITE, GENERATED, read_disclosure
+from models.face_landmarker import detect_faces
 from tests.conftest import asset
 
 OBAMA = "images/faces/obama_official_2012.jpg"
@@ -287,7 +287,7 @@ def test_bad_input_gets_a_clear_error_and_leaves_nothing(tmp_path: Path, capsys:
 
 def test_a_failure_midway_removes_the_partial_folder(tmp_path: Path, studio_bench: Workbench,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import livecam.stills as stills
+    import livecam.stills.export as stills
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise LivecamError("disk full (simulated)")
@@ -407,7 +407,7 @@ def test_diffusion_stills_with_the_identity_lora(tmp_path: Path, enrolled: Path,
 def test_c2pa_signed_stills_with_a_test_certificate(tmp_path: Path, studio_bench: Workbench) -> None:
     import c2pa  # noqa: F401  (part of the dev install: missing is a failure, not a skip)
 
-    from livecam.provenance import read_c2pa
+    from livecam.stills.provenance import read_c2pa
     from tests.test_provenance import _certificates
 
     (tmp_path / "certs").mkdir()
@@ -450,7 +450,7 @@ def test_a_truncated_photo_is_refused_with_one_line(tmp_path: Path, keep: float,
 
 
 def test_photos_are_read_with_their_exif_orientation(tmp_path: Path) -> None:
-    from livecam.stills import read_photo
+    from livecam.stills.export import read_photo
 
     rotated, _ = read_photo(asset("images/faces/meds-aa-S001-01-exif-rotation.jpg"))
     upright, _ = read_photo(asset("images/identity/meds-aa-S001-01.jpg"))

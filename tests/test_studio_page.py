@@ -17,7 +17,7 @@ from pathlib import Path
 import playwright.sync_api as playwright_sync
 import pytest
 
-from livecam.provenance import read_disclosure
+from livecam.stills.provenance import read_disclosure
 from tests.conftest import asset
 
 CHROMIUM = Path("/usr/bin/chromium")

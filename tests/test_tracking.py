@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livecam.capture import open_reader, read_image
-from livecam.tracking import MediaPipeFaceTracker, detect_faces, one_euro
+from engine.one_euro import one_euro
+from livecam.live.capture import open_reader, read_image
+from models.face_landmarker import MediaPipeFaceTracker, detect_faces
 from models.segmenter import MediaPipeSegmenter
 from tests.conftest import asset, load_rgb
 

@@ -10,15 +10,16 @@ from typing import TYPE_CHECKING, Any
 from engine.diffusion_settings import DiffusionSettings
 from engine.studio import StudioRenderer
 from engine.types import FaceEncoder, Renderer, RGBImage, Sections
-from livecam.capture import FrameSource, Reader, open_reader
 from livecam.config import Config
 from livecam.errors import LivecamError
-from livecam.identities import Identity, resolve_identity_lora
-from livecam.loop import run_loop
-from livecam.outputs import FrameSink, check_output, check_writable_file, input_path, open_sink, same_file
-from livecam.outputs.video_file import VideoFileSink
-from livecam.stats import Stats, write_json
-from livecam.tracking import MediaPipeFaceTracker
+from livecam.identity.store import Identity, resolve_identity_lora
+from livecam.live.capture import FrameSource, Reader, open_reader
+from livecam.live.loop import run_loop
+from livecam.live.outputs import open_sink
+from livecam.live.outputs.base import FrameSink, check_output, check_writable_file, input_path, same_file
+from livecam.live.outputs.video_file import VideoFileSink
+from livecam.live.stats import Stats, write_json
+from models.face_landmarker import MediaPipeFaceTracker
 from models.registry import FACE_LANDMARKER, SELFIE_SEGMENTER, ModelFile
 from models.store import ModelUnavailable, model_dir, resolve
 
@@ -154,7 +155,7 @@ def face_encoder(config: Config, backend: str | None = None) -> FaceEncoder:
 
 def build_studio(config: Config, sections: Sections) -> StudioRenderer:
     """The studio renderer for `config`, not yet prepared."""
-    from livecam.stills import background_picture, style_background
+    from livecam.stills.export import background_picture, style_background
 
     background = style_background(config.background, config.styles[config.engine.style])
     size = (config.output.width, config.output.height)

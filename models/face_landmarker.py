@@ -6,69 +6,23 @@ stills. Landmarks come out in pixels of the frame (x*width, y*height, z*width).
 
 from __future__ import annotations
 
-import math
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import mediapipe as mp
 import numpy as np
 from mediapipe.tasks.python import BaseOptions, vision
 
 from engine.framing import face_height_px
+from engine.one_euro import OneEuroState, one_euro
 from engine.types import Face, Landmarks, RGBImage
 from models.native_log import native_stderr_silenced
-
-
-@dataclass(frozen=True)
-class OneEuroState:
-    value: np.ndarray
-    derivative: np.ndarray
-    t_s: float
-
-
-def _alpha(cutoff: float | np.ndarray, dt: float) -> float | np.ndarray:
-    tau = 1.0 / (2 * math.pi * cutoff)
-    return 1.0 / (1.0 + tau / dt)
-
-
-def one_euro(state: OneEuroState | None, x: np.ndarray, t_s: float, min_cutoff: float, beta: float,
-             d_cutoff: float = 1.0, speed_unit: float = 1.0) -> tuple[OneEuroState, np.ndarray]:
-    """One step of the One-Euro filter (Casiez et al. 2012) over an array of signals at once.
-
-    Slow movement is smoothed hard (cutoff near `min_cutoff` Hz); fast movement raises the cutoff by
-    `beta * speed / speed_unit`, so the filter follows without lag. Returns the new state and the
-    filtered value.
-    """
-    if state is None or t_s <= state.t_s:
-        return OneEuroState(x, np.zeros_like(x), t_s), x
-    dt = t_s - state.t_s
-    dx = (x - state.value) / dt
-    derivative = state.derivative + _alpha(d_cutoff, dt) * (dx - state.derivative)
-    cutoff = min_cutoff + beta * np.abs(derivative) / speed_unit
-    value = state.value + _alpha(cutoff, dt) * (x - state.value)
-    return OneEuroState(value, derivative, t_s), value
 
 
 def _pixels(normalized: list, width: int, height: int) -> Landmarks:
     arr = np.array([(p.x, p.y, p.z) for p in normalized], dtype=np.float32)
     arr *= np.array([width, height, width], dtype=np.float32)
     return arr
-
-
-class FaceTracker(Protocol):
-    def track(self, image: RGBImage, timestamp_ms: int) -> Face | None: ...
-
-    def predict(self, timestamp_ms: int) -> Face | None:
-        """The face expected at `timestamp_ms` from what was tracked so far; None without a recent face."""
-        ...
-
-    def reset(self) -> None:
-        """Forget the faces tracked so far (the input changed size: their pixels mean nothing now)."""
-        ...
-
-    def close(self) -> None: ...
 
 
 MAX_PREDICTION_MS = 100

@@ -29,7 +29,7 @@ from engine.alignment import centroid, cosine
 from engine.types import FaceEncoder, Landmarks, RGBImage
 from livecam.config import Config, EnrollSettings
 from livecam.errors import LivecamError
-from livecam.identities import LORA_FILE, METADATA_FILE, Identity, identity_dir, load_identity, staging_dir
+from livecam.identity.store import LORA_FILE, METADATA_FILE, Identity, identity_dir, load_identity, staging_dir
 from livecam.photos import PhotoError, read_image
 from models.face_detector import DetectedFace
 from models.training_settings import TrainingSettings
@@ -210,7 +210,7 @@ class EnrollResult:
 def enroll(photos: Sequence[str], name: str, config: Config, resume: bool = False,
            progress: bool = True) -> EnrollResult:
     """Check `photos`, build the dataset, train the LoRA, write identity `name`. Raises LivecamError."""
-    from livecam.identities import check_name
+    from livecam.identity.store import check_name
 
     check_name(name)
     settings = config.enroll
@@ -342,9 +342,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _check_all(paths: list[Path], config: Config) -> tuple[list[PhotoReport], FaceEncoder]:
-    from livecam.live import face_encoder, resolve_model
-    from livecam.tracking import detect_faces
+    from livecam.live.run import face_encoder, resolve_model
     from models.face_detector import YuNetDetector
+    from models.face_landmarker import detect_faces
     from models.registry import FACE_DETECTOR, FACE_LANDMARKER
 
     landmarker = resolve_model(config, FACE_LANDMARKER)
@@ -357,7 +357,7 @@ def _check_all(paths: list[Path], config: Config) -> tuple[list[PhotoReport], Fa
 
 
 def _load_base(config: Config) -> tuple[Any, str]:
-    from livecam.live import diffusion_components
+    from livecam.live.run import diffusion_components
 
     # The base's own VAE: its latent space is the UNet's, and it comes with the base (nothing else to get).
     components = diffusion_components(config, controlnet="", tiny_vae="", vae="", download=config.models.download,

@@ -19,13 +19,12 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from engine import framing as fr
-from engine.types import Face, Mask, Renderer, RGBImage, Segmenter
-from livecam.capture import FrameSource
+from engine.types import Face, FaceTracker, Mask, Renderer, RGBImage, Segmenter
 from livecam.errors import LivecamError
-from livecam.frame import Frame
-from livecam.outputs import FrameSink
-from livecam.stats import Stats
-from livecam.tracking import FaceTracker
+from livecam.live.capture import FrameSource
+from livecam.live.frame import Frame
+from livecam.live.outputs.base import FrameSink
+from livecam.live.stats import Stats
 
 log = logging.getLogger(__name__)
 

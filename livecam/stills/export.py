@@ -12,7 +12,7 @@ One run, start to finish:
 3. Every candidate goes through the quality gate (`engine/gate.py`): a reject is made again with the next seed,
    up to `still.max_retries` times per variant, and the report says why each was rejected.
 4. Each kept image is cropped for every platform (`engine/crops.py`), never enlarged past `still.max_upscale`
-   without saying so, and written with the disclosure (`livecam/provenance.py`), optionally C2PA-signed.
+   without saying so, and written with the disclosure (`livecam/stills/provenance.py`), optionally C2PA-signed.
 5. `report.json` and `contact-sheet.jpg` complete the run folder.
 
 The run is built in a hidden staging folder beside the output and renamed into place only when complete: an
@@ -53,15 +53,15 @@ from engine.styles import StylePreset
 from engine.types import FaceEncoder, Landmarks, RGBImage
 from livecam.config import Config, StillSettings
 from livecam.errors import LivecamError
-from livecam.identities import Identity, load_identity
+from livecam.identity.store import Identity, load_identity
 from livecam.photos import read_image
-from livecam.provenance import COMPOSITE, GENERATED, Disclosure, sign_c2pa, write_image
+from livecam.stills.provenance import COMPOSITE, GENERATED, Disclosure, sign_c2pa, write_image
 
 if TYPE_CHECKING:
     from engine.denoiser import DiffusionComponents
     from engine.still import StillGenerator
-    from livecam.tracking import ImageFaceLandmarker
     from models.face_detector import YuNetDetector
+    from models.face_landmarker import ImageFaceLandmarker
     from models.segmenter import MediaPipeSegmenter
 
 log = logging.getLogger("livecam")
@@ -149,7 +149,7 @@ class Workbench:
 
     def encoder(self, backend: str) -> FaceEncoder:
         if backend not in self.encoders:
-            from livecam.live import face_encoder
+            from livecam.live.run import face_encoder
 
             self.encoders[backend] = face_encoder(self.config, backend)
         return self.encoders[backend]
@@ -189,9 +189,9 @@ def open_workbench(config: Config, engine: str | None = None, components: Diffus
     """Load what stills need per `engine` (studio, diffusion or auto; None: `engine.kind`). LivecamError when
     a model is missing (diffusion) or cannot be had. `components`: diffusion models already loaded (with the
     full VAE), used instead of loading `models.*` (benchmarks, tests, a host that shares them)."""
-    from livecam.live import _diffusion_unavailable, face_encoder, resolve_model
-    from livecam.tracking import ImageFaceLandmarker
+    from livecam.live.run import _diffusion_unavailable, face_encoder, resolve_model
     from models.face_detector import YuNetDetector
+    from models.face_landmarker import ImageFaceLandmarker
     from models.registry import FACE_DETECTOR, FACE_LANDMARKER, SELFIE_SEGMENTER
     from models.segmenter import MediaPipeSegmenter
 
@@ -225,7 +225,7 @@ def _load_generator(bench: Workbench, download: bool, components: DiffusionCompo
     except ImportError as e:
         raise LivecamError(f"the diffusion engine needs the diffusion extra ({e.name} is missing): "
                            "pip install -e \".[diffusion]\"") from None
-    from livecam.live import diffusion_components
+    from livecam.live.run import diffusion_components
 
     config = bench.config
     m, s = config.models, config.still
@@ -319,7 +319,7 @@ def read_photo(path: Path) -> tuple[RGBImage, dict[str, Any]]:
 def grab_frame(bench: Workbench, config: Config, frames: int = 30) -> tuple[RGBImage, dict[str, Any]]:
     """The camera's (`input.source`) sharpest frame with exactly one face among its first `frames` (the
     first ones are skipped while the camera settles its exposure)."""
-    from livecam.capture import open_reader
+    from livecam.live.capture import open_reader
 
     c = config.input
     reader = open_reader(c.source, width=c.width, height=c.height, fps=c.fps, loop=False, reconnect_s=0)

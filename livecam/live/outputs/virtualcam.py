@@ -8,8 +8,8 @@ import pyvirtualcam
 from pyvirtualcam.camera import BACKENDS
 
 from livecam.errors import LivecamError
-from livecam.frame import Frame
-from livecam.outputs import SinkBase
+from livecam.live.frame import Frame
+from livecam.live.outputs.base import SinkBase
 
 ALTERNATIVES = "or use --output preview to watch it, or --output out.mp4 to record it"
 

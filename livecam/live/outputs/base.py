@@ -1,5 +1,4 @@
-"""Where finished frames go: the `FrameSink` protocol, its shared base, the `open_sink` factory and the
-checks that run on an output before any work starts.
+"""The `FrameSink` protocol, its shared base, and the checks that run on an output before any work starts.
 
 Every sink takes `Frame`s whose image is RGB uint8 HxWx3 of exactly the sink's `size` (width, height);
 BGR exists only inside the OpenCV-backed sinks.
@@ -18,7 +17,7 @@ import numpy as np
 
 from engine.types import RGBImage
 from livecam.errors import LivecamError
-from livecam.frame import Frame
+from livecam.live.frame import Frame
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv")
 """File suffixes `open_sink` accepts as a video file output."""
@@ -191,28 +190,3 @@ def check_output(spec: str, source: str = "") -> None:
     if read is not None and same_file(path, read):
         raise LivecamError(f"cannot write video {path}: it is the input ({source}); the recording would "
                            "overwrite it, so give another output name")
-
-
-def open_sink(
-    spec: str, size: tuple[int, int], fps: float, *, device: str = "", backend: str = ""
-) -> FrameSink:
-    """Open the sink named by `spec`: "virtualcam", "preview" or a .mp4/.avi/.mkv file path.
-
-    `size` is (width, height); `device` and `backend` are passed to the virtual camera only.
-    """
-    check_size(size, fps)
-    # Concrete sinks are imported here, not at the top: they import SinkBase from this module, and
-    # `import livecam.outputs` stays free of pyvirtualcam and the GUI until a sink is really opened.
-    if spec == "virtualcam":
-        from livecam.outputs.virtualcam import VirtualCamSink
-
-        return VirtualCamSink(size, fps, device=device, backend=backend)
-    if spec == "preview":
-        from livecam.outputs.preview import PreviewSink
-
-        return PreviewSink(size)
-    if Path(spec).suffix.lower() in VIDEO_EXTENSIONS:
-        from livecam.outputs.video_file import VideoFileSink
-
-        return VideoFileSink(spec, size, fps)
-    raise unknown_output(spec)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from livecam.frame import Frame
-from livecam.outputs import SinkBase
+from livecam.live.frame import Frame
+from livecam.live.outputs.base import SinkBase
 
 
 class MemorySink(SinkBase):

@@ -28,16 +28,17 @@ import numpy as np
 from engine.background import BackgroundSettings
 from engine.diffusion_settings import DiffusionSettings
 from engine.types import Face, Mask, Renderer, RGBImage
-from livecam.capture import FrameSource, open_reader
 from livecam.config import Config
 from livecam.errors import LivecamError
-from livecam.frame import Frame
-from livecam.identities import data_dir, identities_dir, list_identities, load_identity
-from livecam.outputs import FrameSink, SinkBase, open_sink
-from livecam.stats import Stats
+from livecam.identity.store import data_dir, identities_dir, list_identities, load_identity
+from livecam.live.capture import FrameSource, open_reader
+from livecam.live.frame import Frame
+from livecam.live.outputs import open_sink
+from livecam.live.outputs.base import FrameSink, SinkBase
+from livecam.live.stats import Stats
 
 if TYPE_CHECKING:
-    from livecam.stills import StillRun, Workbench
+    from livecam.stills.export import StillRun, Workbench
 
 log = logging.getLogger("livecam")
 
@@ -239,14 +240,14 @@ class LiveSession:
 
     def _run(self) -> None:
         """The session thread: build everything (MediaPipe stays on the thread that uses it), run the loop."""
-        from livecam.live import build_renderer, resolve_model
-        from livecam.tracking import MediaPipeFaceTracker
+        from livecam.live.run import build_renderer, resolve_model
+        from models.face_landmarker import MediaPipeFaceTracker
         from models.registry import FACE_LANDMARKER, SELFIE_SEGMENTER
         from models.segmenter import MediaPipeSegmenter
 
         config = self.config
         stats = self.run_stats
-        from livecam.loop import run_loop
+        from livecam.live.loop import run_loop
 
         try:
             with ExitStack() as stack:
@@ -439,7 +440,7 @@ class LiveSession:
             raise LivecamError(f"identity {name!r}: not enrolled; identities: {', '.join(known) or 'none yet'}")
 
     def _load_lora(self, name: str) -> Any:
-        from livecam.identities import resolve_identity_lora
+        from livecam.identity.store import resolve_identity_lora
         from models.store import ModelUnavailable
 
         try:
@@ -465,7 +466,7 @@ class LiveSession:
         if mode != "image":
             return None
         if "image" not in self._pictures:
-            from livecam.stills import background_picture
+            from livecam.stills.export import background_picture
 
             picture = background_picture(dataclasses.replace(self.config.background, enabled=True, mode="image"))
             assert picture is not None
@@ -474,7 +475,7 @@ class LiveSession:
 
     def _look(self, picture: RGBImage | None) -> tuple[BackgroundSettings, RGBImage | None]:
         """The background settings for the current style and background mode."""
-        from livecam.stills import style_background
+        from livecam.stills.export import style_background
 
         bg = self.config.background
         if self._background == NO_BACKGROUND:
@@ -523,7 +524,7 @@ class LiveSession:
         images per style (default serve.export_variants), with the current identity as the likeness
         reference, into `export_dir`. One export at a time (a second waits). LivecamError: no frame yet, no
         face in it, an unknown style, ..."""
-        from livecam.stills import StillRequest, export_stills
+        from livecam.stills.export import StillRequest, export_stills
 
         chosen = tuple(styles) if styles else (self._style,)
         unknown = [s for s in chosen if s not in self.config.styles]
@@ -541,7 +542,7 @@ class LiveSession:
     def _open_workbench(self) -> Workbench:
         """The still models, loaded at the first export and kept for the next ones (under the export lock)."""
         if self._workbench is None:
-            from livecam.stills import open_workbench
+            from livecam.stills.export import open_workbench
 
             engine = "diffusion" if self.engine == "diffusion" else "studio"
             self._workbench = open_workbench(self.config, engine)

@@ -9,8 +9,8 @@ from pathlib import Path
 import cv2
 
 from livecam.errors import LivecamError
-from livecam.frame import Frame
-from livecam.outputs import VIDEO_EXTENSIONS, SinkBase, check_writable_file
+from livecam.live.frame import Frame
+from livecam.live.outputs.base import VIDEO_EXTENSIONS, SinkBase, check_writable_file
 
 # Codecs this OpenCV build (FFmpeg backend) both writes and reads back; H.264 ("avc1") is not available
 # in the pip wheels, and XVID in .mkv is MPEG-4 Part 2 like mp4v.

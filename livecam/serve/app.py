@@ -1,8 +1,8 @@
 """`livecam serve`: the studio page, its JSON API and the WebRTC stream for webinar viewers (aiohttp + aiortc).
 
-    GET  /                      the studio page (livecam/web/studio.html)
-    GET  /view                  the viewer page (livecam/web/viewer.html)
-    GET  /static/NAME           a file directly in livecam/web/
+    GET  /                      the studio page (livecam/serve/web/studio.html)
+    GET  /view                  the viewer page (livecam/serve/web/viewer.html)
+    GET  /static/NAME           a file directly in livecam/serve/web/
     GET  /api/state             the live settings and their choices
     POST /api/settings          change rendering, style, identity, background
     GET  /api/stats             fps, latency, frames, viewers
@@ -52,11 +52,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from livecam.config import Config, ServeSettings
 from livecam.errors import LivecamError
-from livecam.frame import Frame
-from livecam.identities import identities_dir
-from livecam.provenance import read_disclosure
-from livecam.session import LiveSession
-from livecam.webrtc import LatestFrameTrack, OfferError, Viewers, client_key, encoder_executor, ice_servers
+from livecam.identity.store import identities_dir
+from livecam.live.frame import Frame
+from livecam.serve.session import LiveSession
+from livecam.serve.webrtc import LatestFrameTrack, OfferError, Viewers, client_key, encoder_executor, ice_servers
+from livecam.stills.provenance import read_disclosure
 
 log = logging.getLogger("livecam")
 http_log = logging.getLogger("livecam.http")

@@ -36,7 +36,7 @@ from typing import Any
 
 from livecam.config import Config
 from livecam.errors import LivecamError
-from livecam.stills import REPORT_FILE, StillRequest, Workbench, check_output, export_stills, open_workbench
+from livecam.stills.export import REPORT_FILE, StillRequest, Workbench, check_output, export_stills, open_workbench
 
 log = logging.getLogger("livecam")
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from engine.types import RGBImage
 from livecam.errors import LivecamError
-from livecam.frame import Frame, LatestSlot
+from livecam.live.frame import Frame, LatestSlot
 from livecam.photos import read_image
 
 log = logging.getLogger(__name__)

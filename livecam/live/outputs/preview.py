@@ -8,8 +8,8 @@ import platform
 import cv2
 
 from livecam.errors import LivecamError
-from livecam.frame import Frame
-from livecam.outputs import SinkBase
+from livecam.live.frame import Frame
+from livecam.live.outputs.base import SinkBase
 
 NO_DISPLAY_HINT = "use --output out.mp4 to record to a file or --output virtualcam instead"
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27 = Esc
