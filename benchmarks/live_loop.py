@@ -41,12 +41,12 @@ from engine import framing as fr
 from engine import relight as rl
 from engine import skin as sk
 from engine.types import RGBImage
+from livecam.assembly import build_renderer
 from livecam.config import Config, load_config
 from livecam.live.capture import FrameSource, open_reader
 from livecam.live.frame import Frame
 from livecam.live.loop import run_loop
 from livecam.live.outputs.memory import MemorySink
-from livecam.live.run import build_renderer
 from livecam.live.stats import Stats, write_json
 from models.face_landmarker import MediaPipeFaceTracker
 from models.segmenter import MediaPipeSegmenter

@@ -45,13 +45,13 @@ import numpy as np
 from benchmarks.face_video import assets_dir, make_face_video
 from benchmarks.live_loop import machine, model_paths, versions
 from engine.types import Face, FaceTracker, Mask, Renderer, RGBImage
+from livecam.assembly import build_renderer
 from livecam.config import load_config
 from livecam.live.capture import CameraReader, FrameSource
 from livecam.live.frame import Frame
 from livecam.live.loop import run_loop
 from livecam.live.outputs.base import SinkBase
 from livecam.live.outputs.memory import MemorySink
-from livecam.live.run import build_renderer
 from livecam.live.stats import Stats, write_json
 from models.face_landmarker import MediaPipeFaceTracker
 from models.segmenter import MediaPipeSegmenter

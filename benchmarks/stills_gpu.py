@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from engine.still import StillGenerator
     from engine.types import RGBImage
     from livecam.config import Config
-    from livecam.stills.export import Workbench
+    from livecam.stills.workbench import Workbench
 
 TARGET: dict[str, Any] = {"what": "7 presets x 4 variants at 1024x1024 incl. the quality gate", "limit_s": 60.0,
                           "size": 1024, "styles": 7, "variants": 4}
@@ -436,8 +436,8 @@ def _spread(values: list[float]) -> dict[str, Any]:
 def run(args: argparse.Namespace, device: Any, tmp: Path) -> int:
     import torch
 
+    from livecam.assembly import open_workbench
     from livecam.config import load_config
-    from livecam.stills.export import open_workbench
 
     dtype_name = args.dtype or ("fp16" if device.type == "cuda" else "fp32")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]

@@ -49,11 +49,11 @@ from aiohttp import ClientSession, web
 from benchmarks.face_video import make_face_video
 from benchmarks.live_loop import machine, model_paths
 from engine.types import RGBImage
+from livecam.assembly import build_renderer, resolve_model
 from livecam.config import Config, ServeSettings, load_config
 from livecam.live.capture import FrameSource, open_reader
 from livecam.live.loop import run_loop
 from livecam.live.outputs.memory import MemorySink
-from livecam.live.run import build_renderer, resolve_model
 from livecam.live.stats import Stats, write_json
 from livecam.serve.app import make_app
 from livecam.serve.session import LiveSession

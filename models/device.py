@@ -1,4 +1,4 @@
-"""What accelerator this machine offers, for `livecam doctor` (torch is imported only if installed)."""
+"""What accelerator this machine offers (torch is imported only when asked)."""
 
 from __future__ import annotations
 
@@ -21,3 +21,12 @@ def gpu_report() -> tuple[bool, str]:
         return True, f"{name}, {total / 2**30:.0f} GiB ({free / 2**30:.0f} GiB free), CUDA {torch.version.cuda}"
     build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
     return False, f"PyTorch {torch.__version__} ({build}) sees no CUDA GPU: the studio engine (CPU) will be used"
+
+
+def cuda_available() -> bool:
+    """Whether PyTorch sees a CUDA GPU (False where PyTorch is not installed)."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())

@@ -20,6 +20,7 @@ import pytest
 
 from livecam.cli import main
 from livecam.errors import LivecamError
+from livecam.live import capture as capture_module
 from livecam.live import run as live_module
 from livecam.live.capture import CameraReader, Reader
 from tests.conftest import asset
@@ -254,7 +255,7 @@ def lost_camera(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]
             assert spec == "0"
             return CameraReader(0, 320, 240, 30.0, reconnect_s=0.0, open_device=lambda index: camera,
                                 retry_s=0.0, reopen_s=0.0)
-        monkeypatch.setattr(live_module, "open_reader", open_reader)
+        monkeypatch.setattr(capture_module, "open_reader", open_reader)
     yield install
 
 

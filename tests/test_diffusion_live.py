@@ -19,12 +19,12 @@ import torch
 from benchmarks.random_sdxl import tiny_components
 from engine.diffusion import DiffusionRenderer
 from engine.studio import StudioRenderer
+from livecam.assembly import build_renderer
 from livecam.cli import main
 from livecam.config import load_config
 from livecam.live.capture import FrameSource, open_reader
 from livecam.live.loop import run_loop
 from livecam.live.outputs.memory import MemorySink
-from livecam.live.run import build_renderer
 from livecam.live.stats import Stats
 from models.face_landmarker import MediaPipeFaceTracker
 
@@ -116,13 +116,14 @@ def test_auto_takes_the_studio_engine_without_cuda_and_says_why(caplog: pytest.L
 
 def test_auto_with_missing_weights_takes_the_studio_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            caplog: pytest.LogCaptureFixture) -> None:
-    """As if on a GPU machine where the models were never downloaded."""
-    import livecam.live.run
+    """As if on a GPU machine where the models were never downloaded: the GPU is the one part faked (there is
+    none here); the rule that picks the engine and the loaders run as they are."""
+    import models.device
 
-    monkeypatch.setattr(livecam.live.run, "_diffusion_unavailable", lambda config: None)
+    monkeypatch.setattr(models.device, "cuda_available", lambda: True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with caplog.at_level(logging.INFO, logger="livecam"):
-        renderer = build_renderer(load_config(None, ["engine.kind=auto", "models.device=cpu",
+        renderer = build_renderer(load_config(None, ["engine.kind=auto", "models.device=auto",
                                                      f"models.base={tmp_path / 'nothing-here'}"]), Stats())
     assert isinstance(renderer, StudioRenderer)
     line = [m for m in caplog.messages if m.startswith("engine auto")]

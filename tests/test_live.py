@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from engine.types import Face, Mask, RGBImage
+from livecam.assembly import build_renderer
 from livecam.cli import main
 from livecam.config import load_config
 from livecam.errors import LivecamError
 from livecam.live.capture import FrameSource, open_reader
 from livecam.live.loop import run_loop
 from livecam.live.outputs.memory import MemorySink
-from livecam.live.run import build_renderer
 from livecam.live.stats import Stats
 from models.face_landmarker import MediaPipeFaceTracker, detect_faces
 from models.registry import REGISTRY

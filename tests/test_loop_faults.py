@@ -14,13 +14,13 @@ import pytest
 
 from engine import framing as fr
 from engine.types import Face, Mask, Renderer, RGBImage
+from livecam.assembly import build_renderer
 from livecam.cli import main
 from livecam.config import load_config
 from livecam.errors import LivecamError
 from livecam.live.capture import FrameSource, open_reader, read_image
 from livecam.live.loop import framed_input, run_loop
 from livecam.live.outputs.memory import MemorySink
-from livecam.live.run import build_renderer
 from livecam.live.stats import Stats
 from models.face_landmarker import MediaPipeFaceTracker, detect_faces
 from models.segmenter import MediaPipeSegmenter

@@ -19,12 +19,14 @@ from engine import framing as fr
 from engine.alignment import centroid
 from engine.crops import DEFAULT_PLATFORMS
 from engine.denoiser import DiffusionComponents
+from livecam.assembly import open_workbench
 from livecam.cli import main
 from livecam.config import Config, load_config
 from livecam.errors import LivecamError
 from livecam.photos import read_image
-from livecam.stills.export import REPORT_FILE, StillRequest, Workbench, export_stills, open_workbench
+from livecam.stills.export import REPORT_FILE, StillRequest, export_stills
 from livecam.stills.provenance import COMPOSITE, GENERATED, read_disclosure
+from livecam.stills.workbench import Workbench
 from models.face_landmarker import detect_faces
 from tests.conftest import asset
 

@@ -342,7 +342,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _check_all(paths: list[Path], config: Config) -> tuple[list[PhotoReport], FaceEncoder]:
-    from livecam.live.run import face_encoder, resolve_model
+    from livecam.assembly import face_encoder, resolve_model
     from models.face_detector import YuNetDetector
     from models.face_landmarker import detect_faces
     from models.registry import FACE_DETECTOR, FACE_LANDMARKER
@@ -357,7 +357,7 @@ def _check_all(paths: list[Path], config: Config) -> tuple[list[PhotoReport], Fa
 
 
 def _load_base(config: Config) -> tuple[Any, str]:
-    from livecam.live.run import diffusion_components
+    from livecam.assembly import diffusion_components
 
     # The base's own VAE: its latent space is the UNet's, and it comes with the base (nothing else to get).
     components = diffusion_components(config, controlnet="", tiny_vae="", vae="", download=config.models.download,

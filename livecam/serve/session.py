@@ -26,19 +26,19 @@ import cv2
 import numpy as np
 
 from engine.background import BackgroundSettings
-from engine.diffusion_settings import DiffusionSettings
 from engine.types import Face, Mask, Renderer, RGBImage
 from livecam.config import Config
 from livecam.errors import LivecamError
 from livecam.identity.store import data_dir, identities_dir, list_identities, load_identity
-from livecam.live.capture import FrameSource, open_reader
+from livecam.live.capture import FrameSource
 from livecam.live.frame import Frame
 from livecam.live.outputs import open_sink
 from livecam.live.outputs.base import FrameSink, SinkBase
 from livecam.live.stats import Stats
 
 if TYPE_CHECKING:
-    from livecam.stills.export import StillRun, Workbench
+    from livecam.stills.export import StillRun
+    from livecam.stills.workbench import Workbench
 
 log = logging.getLogger("livecam")
 
@@ -240,10 +240,7 @@ class LiveSession:
 
     def _run(self) -> None:
         """The session thread: build everything (MediaPipe stays on the thread that uses it), run the loop."""
-        from livecam.live.run import build_renderer, resolve_model
-        from models.face_landmarker import MediaPipeFaceTracker
-        from models.registry import FACE_LANDMARKER, SELFIE_SEGMENTER
-        from models.segmenter import MediaPipeSegmenter
+        from livecam.assembly import build_renderer, open_segmenter, open_source, open_tracker
 
         config = self.config
         stats = self.run_stats
@@ -253,13 +250,11 @@ class LiveSession:
             with ExitStack() as stack:
                 inner = build_renderer(config, stats)
                 stack.callback(inner.close)
-                landmarker = resolve_model(config, FACE_LANDMARKER)
                 # Always segment, so the page can switch the background on even when the config starts without.
-                segmenter = MediaPipeSegmenter(resolve_model(config, SELFIE_SEGMENTER))
+                segmenter = open_segmenter(config)
                 stack.callback(segmenter.close)
                 c = config.input
-                reader = open_reader(c.source, width=c.width, height=c.height, fps=c.fps, loop=c.loop,
-                                     reconnect_s=c.reconnect_s)
+                reader = open_source(config)
                 stack.callback(reader.close)
                 fanout = None
                 if self.output:
@@ -268,12 +263,7 @@ class LiveSession:
                     fanout = stack.enter_context(open_sink(self.output, self.size, fps, device=o.device,
                                                            backend=o.backend))
                 sink = stack.enter_context(LatestSink(self.size, fanout))
-                t = config.tracking
-                tracker = stack.enter_context(MediaPipeFaceTracker(
-                    landmarker, min_detection_confidence=t.min_detection_confidence,
-                    min_presence_confidence=t.min_presence_confidence,
-                    min_tracking_confidence=t.min_tracking_confidence, smoothing=t.smoothing,
-                    min_cutoff=t.min_cutoff, beta=t.beta))
+                tracker = stack.enter_context(open_tracker(config))
                 renderer = SwitchRenderer(inner, needs_mask=True)
                 renderer.prepare()
                 source = stack.enter_context(FrameSource(reader, pace=c.pace))
@@ -288,7 +278,8 @@ class LiveSession:
                 log.info("%s -> web stream%s %dx%d, %s engine", reader.description,
                          f" and {self.output}" if self.output else "", *self.size, renderer.name)
                 self._ready.set()
-                run_loop(source, tracker, segmenter, renderer, sink, stats, self.max_frames, predict=t.predict)
+                run_loop(source, tracker, segmenter, renderer, sink, stats, self.max_frames,
+                         predict=config.tracking.predict)
         except BaseException as e:  # handed to start() or to the server, which reports it
             self._error = e
             if self._ready.is_set():
@@ -440,33 +431,23 @@ class LiveSession:
             raise LivecamError(f"identity {name!r}: not enrolled; identities: {', '.join(known) or 'none yet'}")
 
     def _load_lora(self, name: str) -> Any:
-        from livecam.identity.store import resolve_identity_lora
-        from models.store import ModelUnavailable
+        from livecam.assembly import load_identity_lora
 
-        try:
-            from models.diffusion import load_lora
-        except ImportError as e:
-            raise LivecamError(f"identity {name!r}: the diffusion extra is missing ({e.name})") from None
-        path, _ = resolve_identity_lora(name)
-        try:
-            return load_lora(path)
-        except ModelUnavailable as e:
-            raise LivecamError(f"identity {name!r}: {e}") from None
+        return load_identity_lora(name)[0]
 
     def _subject(self) -> str:
         """Who the diffusion prompt pictures: the identity's trigger words, unless engine.subject was set."""
-        subject = self.config.engine.subject
-        if self._identity and subject == DiffusionSettings().subject and self._identity in {
-                i.name for i in list_identities()}:
-            return load_identity(self._identity).subject
-        return subject
+        from livecam.assembly import prompt_subject
+
+        known = self._identity and self._identity in {i.name for i in list_identities()}
+        return prompt_subject(self.config, load_identity(self._identity) if known else None)
 
     def _picture(self, mode: str) -> RGBImage | None:
         """background.image, read once, for mode "image"; None for the other modes."""
         if mode != "image":
             return None
         if "image" not in self._pictures:
-            from livecam.stills.export import background_picture
+            from livecam.assembly import background_picture
 
             picture = background_picture(dataclasses.replace(self.config.background, enabled=True, mode="image"))
             assert picture is not None
@@ -475,7 +456,7 @@ class LiveSession:
 
     def _look(self, picture: RGBImage | None) -> tuple[BackgroundSettings, RGBImage | None]:
         """The background settings for the current style and background mode."""
-        from livecam.stills.export import style_background
+        from livecam.assembly import style_background
 
         bg = self.config.background
         if self._background == NO_BACKGROUND:
@@ -542,7 +523,7 @@ class LiveSession:
     def _open_workbench(self) -> Workbench:
         """The still models, loaded at the first export and kept for the next ones (under the export lock)."""
         if self._workbench is None:
-            from livecam.stills.export import open_workbench
+            from livecam.assembly import open_workbench
 
             engine = "diffusion" if self.engine == "diffusion" else "studio"
             self._workbench = open_workbench(self.config, engine)

@@ -34,9 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from livecam.assembly import open_workbench
 from livecam.config import Config
 from livecam.errors import LivecamError
-from livecam.stills.export import REPORT_FILE, StillRequest, Workbench, check_output, export_stills, open_workbench
+from livecam.stills.export import REPORT_FILE, StillRequest, check_output, export_stills
+from livecam.stills.workbench import Workbench
 
 log = logging.getLogger("livecam")
 

@@ -50,26 +50,22 @@ from engine.gate import Assessment, GateSettings, assess
 from engine.pose import draw_pose
 from engine.studio import StudioRenderer
 from engine.styles import StylePreset
-from engine.types import FaceEncoder, Landmarks, RGBImage
+from engine.types import Landmarks, RGBImage
+from livecam.assembly import background_picture, open_workbench, prompt_subject, style_background
 from livecam.config import Config, StillSettings
 from livecam.errors import LivecamError
 from livecam.identity.store import Identity, load_identity
 from livecam.photos import read_image
 from livecam.stills.provenance import COMPOSITE, GENERATED, Disclosure, sign_c2pa, write_image
+from livecam.stills.workbench import Workbench
 
 if TYPE_CHECKING:
-    from engine.denoiser import DiffusionComponents
-    from engine.still import StillGenerator
-    from models.face_detector import YuNetDetector
-    from models.face_landmarker import ImageFaceLandmarker
-    from models.segmenter import MediaPipeSegmenter
+    pass
 
 log = logging.getLogger("livecam")
 
 REPORT_FILE = "report.json"
 CONTACT_SHEET = "contact-sheet"
-STUDIO_MODEL = "MediaPipe face landmarker + selfie segmentation (livecam studio engine)"
-STUDIO_LICENCE = "Apache-2.0"
 # Studio-engine variants: the key light from either side at a few strengths (the photo itself does not change).
 _STUDIO_LIGHTS = (("left", 1.0), ("right", 1.0), ("left", 1.5), ("right", 1.5), ("left", 0.6), ("right", 0.6))
 
@@ -129,135 +125,6 @@ class Subject:
     """The embedding likeness is measured against (the identity's centroid, or the photo's face)."""
     reference_kind: str
     source: dict[str, Any]
-
-
-@dataclass
-class Workbench:
-    """Everything loaded for stills, reused across runs (a batch loads it once)."""
-
-    config: Config
-    engine: str
-    landmarker: ImageFaceLandmarker
-    detector: YuNetDetector
-    segmenter: MediaPipeSegmenter
-    encoders: dict[str, FaceEncoder]
-    generator: StillGenerator | None = None
-    model: str = STUDIO_MODEL
-    licence: str = STUDIO_LICENCE
-    model_names: dict[str, str] = field(default_factory=dict)
-    _identity: str | None = None
-
-    def encoder(self, backend: str) -> FaceEncoder:
-        if backend not in self.encoders:
-            from livecam.live.run import face_encoder
-
-            self.encoders[backend] = face_encoder(self.config, backend)
-        return self.encoders[backend]
-
-    def use_identity(self, identity: Identity | None) -> None:
-        """Fuse `identity`'s LoRA into the generator (diffusion only; nothing when it is already in)."""
-        name = identity.name if identity is not None else ""
-        if self.generator is None or name == self._identity:
-            return
-        lora = None
-        if identity is not None:
-            from models.diffusion import load_lora
-            from models.store import ModelUnavailable
-
-            try:
-                lora = load_lora(identity.lora_path)
-            except ModelUnavailable as e:
-                raise LivecamError(f"identity {identity.name!r}: {e}") from None
-        try:
-            self.generator.set_identity(lora)
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise LivecamError(f"identity {name!r} does not fit the base model {self.config.models.base}: {e}") \
-                from None
-        self._identity = name
-
-    def close(self) -> None:
-        if self.generator is not None:
-            self.generator.close()
-        for encoder in self.encoders.values():
-            encoder.close()
-        self.segmenter.close()
-        self.landmarker.close()
-
-
-def open_workbench(config: Config, engine: str | None = None, components: DiffusionComponents | None = None
-                   ) -> Workbench:
-    """Load what stills need per `engine` (studio, diffusion or auto; None: `engine.kind`). LivecamError when
-    a model is missing (diffusion) or cannot be had. `components`: diffusion models already loaded (with the
-    full VAE), used instead of loading `models.*` (benchmarks, tests, a host that shares them)."""
-    from livecam.live.run import _diffusion_unavailable, face_encoder, resolve_model
-    from models.face_detector import YuNetDetector
-    from models.face_landmarker import ImageFaceLandmarker
-    from models.registry import FACE_DETECTOR, FACE_LANDMARKER, SELFIE_SEGMENTER
-    from models.segmenter import MediaPipeSegmenter
-
-    kind = engine or config.engine.kind
-    landmarker = ImageFaceLandmarker(resolve_model(config, FACE_LANDMARKER), max_faces=4)
-    bench = Workbench(config, "studio", landmarker, YuNetDetector(resolve_model(config, FACE_DETECTOR)),
-                      MediaPipeSegmenter(resolve_model(config, SELFIE_SEGMENTER)), {})
-    try:
-        bench.encoders[config.models.face_encoder] = face_encoder(config)
-        if kind == "auto":
-            reason = _diffusion_unavailable(config)
-            if reason is None:
-                try:
-                    _load_generator(bench, download=False)
-                except LivecamError as e:
-                    reason = str(e)
-            if reason is not None:
-                log.info("engine auto: the studio engine (%s)", reason)
-        elif kind == "diffusion":
-            _load_generator(bench, download=config.models.download, components=components)
-    except BaseException:
-        bench.close()
-        raise
-    return bench
-
-
-def _load_generator(bench: Workbench, download: bool, components: DiffusionComponents | None = None) -> None:
-    try:
-        from engine.still import StillGenerator, native_size
-        from models.diffusion import licence_warning
-    except ImportError as e:
-        raise LivecamError(f"the diffusion engine needs the diffusion extra ({e.name} is missing): "
-                           "pip install -e \".[diffusion]\"") from None
-    from livecam.live.run import diffusion_components
-
-    config = bench.config
-    m, s = config.models, config.still
-    if components is None:
-        log.info("loading the diffusion models (%s) with the full VAE...", m.base)
-        components = diffusion_components(config, controlnet=m.controlnet, tiny_vae=m.tiny_vae, vae=m.vae,
-                                          download=download, load_full_vae=True)
-    size = s.size or native_size(components)
-    settings = dataclasses.replace(config.engine.diffusion, size=size, steps=s.steps, strength=s.strength)
-    bench.generator = StillGenerator(components, settings)
-    bench.engine = "diffusion"
-    bench.model_names = dict(components.names)
-    bench.model = " + ".join(components.names.get(k, "") for k in ("base", "controlnet", "vae", "speed_lora")
-                             if components.names.get(k))
-    bench.licence = _licences(config)
-    warning = licence_warning(m.base)
-    if warning:
-        log.warning("%s", warning)
-
-
-def _licences(config: Config) -> str:
-    """The licences of the configured diffusion models, from the registry ("see its model card" otherwise)."""
-    from models.registry import HUB_MODELS
-
-    parts = []
-    for key in ("base", "controlnet", "vae", "speed_lora"):
-        spec = getattr(config.models, key)
-        if not spec:
-            continue
-        entry = HUB_MODELS.get(spec) or next((h for h in HUB_MODELS.values() if h.repo_id == spec), None)
-        parts.append(f"{key}: {entry.licence}" if entry else f"{key}: see the model card of {spec}")
-    return "; ".join(parts)
 
 
 # --- the subject -----------------------------------------------------------------------------------------------
@@ -380,24 +247,6 @@ def _backdrop(config: Config, style: StylePreset) -> tuple[bgmod.BackgroundSetti
     if style.color:
         return dataclasses.replace(bg, enabled=True, mode="color", color=style.color), None
     return style_background(bg, style), background_picture(bg)
-
-
-def style_background(bg: bgmod.BackgroundSettings, style: StylePreset) -> bgmod.BackgroundSettings:
-    """[background] with the style's studio backdrop colour (unless background.tint is set)."""
-    if bg.mode == "studio" and style.backdrop and not bg.tint:
-        return dataclasses.replace(bg, tint=style.backdrop)
-    return bg
-
-
-def background_picture(bg: bgmod.BackgroundSettings) -> RGBImage | None:
-    """The picture of mode "image" ([background].image, loaded), None for the other modes; LivecamError when
-    the file is missing."""
-    if not (bg.enabled and bg.mode == "image"):
-        return None
-    path = Path(bg.image).expanduser()
-    if not path.is_file():
-        raise LivecamError(f"background.image = {bg.image!r}: no such file")
-    return read_image(path)
 
 
 def studio_square(bench: Workbench, config: Config, subject: Subject, style: StylePreset, side: int | None,
@@ -635,8 +484,7 @@ def _export(request: StillRequest, config: Config, bench: Workbench, styles: lis
     first_seed = s.seed if request.seed is None else request.seed
     generator = bench.generator
     engine = bench.engine
-    subject_words = identity.subject if identity is not None and config.engine.subject == "a person" \
-        else config.engine.subject
+    subject_words = prompt_subject(config, identity)
     staging, final = _staging(request.out, _run_name(request, source))
     writer = _Writer(staging, s)
     candidates: list[dict[str, Any]] = []
