@@ -225,8 +225,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         from livecam.serve.app import run_serve
     except ImportError as e:
-        raise LivecamError(f"livecam serve needs the serve extra ({e.name} is missing): "
-                           "pip install -e \".[serve]\"") from None
+        from livecam.assembly import missing_package
+
+        raise missing_package("livecam serve", e) from None
     run_serve(config, host=args.host, port=args.port, token=args.token, output=args.output,
               max_frames=args.frames)
     return 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 
+from livecam.assembly import REINSTALL
 from livecam.config import Config
 from livecam.errors import LivecamError
 from models.device import gpu_report
@@ -103,8 +104,8 @@ def _check_diffusion(config: Config, gpu: bool) -> None:
     """Whether the diffusion engine could run, and which engine `auto` will pick; never a failure (the
     studio engine always works)."""
     if importlib.util.find_spec("diffusers") is None or importlib.util.find_spec("torch") is None:
-        _line(NOTE, "diffusion", "the diffusion extra is not installed (pip install -e \".[diffusion]\"): "
-                                 "`auto` uses the studio engine")
+        _line(PROBLEM, "diffusion", f"torch or diffusers is missing (a partial install): {REINSTALL}; "
+                                    "`auto` uses the studio engine until then")
         return
     m = config.models
     missing = []
@@ -171,12 +172,12 @@ def list_models(config: Config) -> None:
               f"  what     {unpinned.purpose}\n  source   {unpinned.source}\n  licence  {licence}\n"
               f"  get it   not downloaded by livecam: {unpinned.how_to_get}")
 
-    # The cache lookup needs huggingface_hub (part of the diffusion extra); the registry prints without it.
+    # The cache lookup needs huggingface_hub (part of the install); the registry prints without it.
     installed = all(importlib.util.find_spec(name) is not None for name in ("diffusers", "huggingface_hub"))
     print("\ndiffusion models (Hugging Face Hub cache; set by models.base, models.controlnet, models.tiny_vae, "
           "models.vae, models.speed_lora)")
     if not installed:
-        print("  the diffusion extra is not installed (pip install -e \".[diffusion]\"): cache status unknown")
+        print(f"  diffusers is missing (a partial install: {REINSTALL}): cache status unknown")
     for hub in HUB_MODELS.values():
         state = hub_status(hub) if installed else "status unknown"
         licence = hub.licence if hub.commercial_use else f"NON-COMMERCIAL: {hub.licence}"

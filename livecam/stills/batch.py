@@ -221,7 +221,7 @@ def check_ray_address(address: str, timeout_s: float = 3.0) -> None:
     listens for minutes, with only its own warnings. `local` (a Ray started here) and `auto` (the cluster this
     machine belongs to) are Ray's to find."""
     if importlib.util.find_spec("ray") is None:
-        raise LivecamError('--ray needs the cluster extra: pip install -e ".[cluster]"')
+        raise LivecamError('--ray needs the cluster extra: pip install -c constraints.txt -e ".[cluster]"')
     if address in ("local", "auto"):
         return
     host, sep, port = address.removeprefix("ray://").rpartition(":")
@@ -263,7 +263,7 @@ def _run_ray(people: list[Person], base: StillRequest, config: Config, brand: st
         import ray
         from ray.util import ActorPool
     except ImportError:
-        raise LivecamError('--ray needs the cluster extra: pip install -e ".[cluster]"') from None
+        raise LivecamError('--ray needs the cluster extra: pip install -c constraints.txt -e ".[cluster]"') from None
     env = {k: v for k, v in os.environ.items() if k.startswith("LIVECAM_")}
     started_here = not ray.is_initialized()
     if started_here:

@@ -57,7 +57,7 @@ JPEG_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
 # An APP1 segment's length field counts itself (2 bytes) and the payload; the payload is the header + the packet.
 JPEG_MAX_XMP_PACKET = 0xFFFF - 2 - len(JPEG_XMP_HEADER)
 SIGNING_ALGORITHMS = ("es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519")
-C2PA_MISSING = 'C2PA signing needs the provenance extra: pip install -e ".[provenance]"'
+C2PA_MISSING = 'C2PA signing needs the provenance extra: pip install -c constraints.txt -e ".[provenance]"'
 C2PA_CERT_HINT = ("c2pa wants an X.509 v3 end-entity certificate (not a CA) with an authority key identifier, key "
                   "usage digitalSignature and extended key usage emailProtection, followed in the chain file by the "
                   "certificate of the CA that issued it")
