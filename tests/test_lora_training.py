@@ -29,7 +29,7 @@ from engine.studio import StudioRenderer
 from engine.types import Face, RGBImage
 from livecam.photos import read_image
 from models import lora_training
-from models.diffusion import load_lora
+from models.lora_file import load_lora
 from models.lora_training import (
     LORA_FILE,
     TrainingSettings,
