@@ -82,7 +82,8 @@ def diffusion_components(config: Config, *, controlnet: str, tiny_vae: str, vae:
     ControlNet and autoencoders; LivecamError saying how to get what is missing. Warns once about the base
     model's licence where it has conditions."""
     try:
-        from models.diffusion import licence_warning, load_components
+        from models.diffusion import load_components
+        from models.sources import licence_warning
     except ImportError as e:
         raise missing_package("the diffusion engine", e) from None
     m = config.models
@@ -116,7 +117,7 @@ def load_identity_lora(name: str) -> tuple[dict[str, Any], Identity | None]:
     """The LoRA state dict of `name` (an enrolled identity or a .safetensors file) and, when enrolled, the
     identity; LivecamError naming it when it cannot be loaded."""
     try:
-        from models.diffusion import load_lora
+        from models.lora_file import load_lora
     except ImportError as e:
         raise missing_package(f"identity {name!r}", e) from None
     try:

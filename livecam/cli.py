@@ -223,7 +223,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         check_output(args.output, config.input.source)  # before the models load and the server starts
     try:
-        from livecam.serve.app import run_serve
+        from livecam.serve.runner import run_serve
     except ImportError as e:
         from livecam.assembly import missing_package
 

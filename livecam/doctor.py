@@ -15,8 +15,8 @@ from livecam.assembly import REINSTALL
 from livecam.config import Config
 from livecam.errors import LivecamError
 from models.device import gpu_report
-from models.diffusion import hub_status
 from models.registry import HUB_MODELS, REGISTRY, UNPINNED
+from models.sources import hub_status
 from models.store import model_dir, status
 
 OK, PROBLEM, NOTE = "ok", "!!", "--"

@@ -14,22 +14,20 @@ batch order of each pass over the photos, each step's noise and timesteps, the L
 run depends on nothing but the seed, a checkpoint needs no RNG state, and a resumed run repeats exactly what
 an uninterrupted one does (bit for bit on the CPU; CUDA kernels may round differently run to run).
 
+This module is the loop: the plan for the device, the objective (what a step draws and computes), the
+optimizer steps, evaluation. Beside it: the data, encoded once (`lora_data`), the adapters put on and taken off
+the components and saved (`lora_adapters`), checkpoints and resuming (`lora_checkpoints`).
+
 torch, diffusers and peft are imported inside the functions, as everywhere in `models/`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
-import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +35,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.types import RGBImage
+from models.lora_adapters import ADAPTER, adapters, check_no_adapters, save_lora, trained_modules
+from models.lora_checkpoints import (
+    checkpoint_to_resume,
+    discard_checkpoints,
+    examples_fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from models.lora_data import TrainingData, check_examples, prepare_data, training_resolution
 from models.training_settings import TrainingSettings
 
 if TYPE_CHECKING:
@@ -46,25 +53,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LORA_FILE", "TrainingPlan", "TrainingResult", "TrainingSettings", "evaluation_loss", "latest_checkpoint",
-           "train_identity_lora", "training_plan", "training_resolution"]
+__all__ = ["TrainingPlan", "TrainingResult", "TrainingSettings", "evaluation_loss", "train_identity_lora",
+           "training_plan"]
 
-LORA_FILE = "pytorch_lora_weights.safetensors"
-"""The file name diffusers' `save_lora_weights` writes and `load_lora_weights` looks for."""
-CHECKPOINTS = "checkpoints"
-ADAPTER = "identity_training"
-UNET_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
-TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
-_FORMAT = 1
-"""Version of the checkpoint layout (state.json's "format")."""
 _WEIGHT_DECAY = 1e-4
 _MAX_GRAD_NORM = 1.0
 _SMOOTHING = 0.95
 """Weight of the past in the displayed (exponentially smoothed) loss: single steps vary a lot with the timestep."""
 # What a generator is seeded for, beside the seed and the step: independent streams.
 _ORDER, _STEP, _EVAL, _INIT = 1, 2, 3, 4
-# Settings a resumed run may change: they do not change what the steps compute.
-_RESUMABLE_CHANGES = ("steps", "checkpoint_every", "gradient_checkpointing")
 
 
 @dataclass
@@ -103,53 +100,6 @@ class TrainingPlan:
         return ", ".join(parts)
 
 
-@dataclass
-class _Data:
-    """Everything the steps read, made once: latents of every view (the photos, then their mirror images),
-    the caption of each view, and the encoded captions unless the text encoders are trained."""
-
-    latents: torch.Tensor
-    """(views, C, h, w) float32 on the device, scaled as the UNet expects."""
-    captions: list[str]
-    """One per photo; view v shows photo v % photos."""
-    photos: int
-    embeds: torch.Tensor | None
-    """(photos, tokens, D) in the UNet's dtype; None when the text encoders are trained (encoded per step)."""
-    pooled: torch.Tensor | None
-    """(photos, P) for SDXL, else None."""
-    time_ids: torch.Tensor | None
-    """(1, 6) SDXL micro-conditioning: original size, crop top-left (0, 0), target size."""
-
-
-def training_resolution(components: DiffusionComponents, settings: TrainingSettings) -> int:
-    """The side of the square training images: `settings.resolution`, or with 0 the base's native size (the
-    UNet's sample_size times the VAE's downsampling: 1024 for SDXL, 512 for SDXL-Turbo). Raises ValueError
-    for a size the model cannot take."""
-    vae_factor = _vae_scale_factor(_training_vae(components))
-    resolution = settings.resolution
-    if not resolution:
-        sample_size = components.unet.config.sample_size
-        if not isinstance(sample_size, int):
-            raise ValueError(f"resolution = 0: the UNet's sample_size {sample_size!r} is not one number; set "
-                             "resolution explicitly")
-        resolution = sample_size * vae_factor
-    # The latent must halve cleanly at each of the UNet's downsamplings.
-    multiple = vae_factor * 2 ** (len(components.unet.config.block_out_channels) - 1)
-    if resolution % multiple:
-        raise ValueError(f"resolution = {resolution}: this model needs a multiple of {multiple}")
-    return resolution
-
-
-def latest_checkpoint(out_dir: str | Path) -> tuple[int, Path] | None:
-    """(step, folder) of the newest complete checkpoint under `out_dir/checkpoints`, or None."""
-    found = []
-    for path in (Path(out_dir) / CHECKPOINTS).glob("step-*"):
-        suffix = path.name.removeprefix("step-")
-        if path.is_dir() and suffix.isdigit() and (path / "state.json").is_file():
-            found.append((int(suffix), path))
-    return max(found) if found else None
-
-
 def train_identity_lora(components: DiffusionComponents, examples: Sequence[tuple[RGBImage, str]],
                         settings: TrainingSettings, out_dir: str | Path, resume: bool = False,
                         progress: bool = True, eval_every: int = 0,
@@ -175,27 +125,19 @@ def train_identity_lora(components: DiffusionComponents, examples: Sequence[tupl
     t_start = time.perf_counter()
     out = Path(out_dir)
     resolution = training_resolution(components, settings)
-    _check_examples(examples, resolution)
+    check_examples(examples, resolution)
     if eval_every < 0:
         raise ValueError(f"eval_every = {eval_every}: must be 0 (only at the end) or a number of steps")
     plan = training_plan(settings, components)
-    fingerprint = _fingerprint(examples, resolution)
-    checkpoint = latest_checkpoint(out) if resume else None
-    state: dict[str, Any] = {}
-    if checkpoint is not None:
-        state = json.loads((checkpoint[1] / "state.json").read_text(encoding="utf-8"))
-        _check_resumable(state, settings, fingerprint, checkpoint[1])
-    elif (out / CHECKPOINTS).exists():
-        if resume:
-            log.info("no checkpoint in %s: training from the start", out / CHECKPOINTS)
-        shutil.rmtree(out / CHECKPOINTS)  # a fresh run's checkpoints must not mix with an older run's
+    fingerprint = examples_fingerprint(examples, resolution)
+    checkpoint = checkpoint_to_resume(out, resume, settings, fingerprint)
     out.mkdir(parents=True, exist_ok=True)
 
     host = host_pipeline(components)
-    trained = _trained_modules(components, settings)
-    _check_no_adapters(trained)
-    with _adapters(trained, settings, plan):
-        data = _prepare_data(components, host, examples, settings.flip, encode_text=not settings.train_text_encoder)
+    trained = trained_modules(components, settings)
+    check_no_adapters(trained)
+    with adapters(trained, settings, _generator(settings.seed, _INIT), plan.checkpointing):
+        data = prepare_data(components, host, examples, settings.flip, encode_text=not settings.train_text_encoder)
         objective = _Objective(components, host, data, plan, settings.seed)
         params = [p for module in trained.values() for p in module.parameters() if p.requires_grad]
         groups = [{"params": [p for p in trained["unet"].parameters() if p.requires_grad],
@@ -209,9 +151,9 @@ def train_identity_lora(components: DiffusionComponents, examples: Sequence[tupl
         start, train_loss = 0, math.nan
         eval_losses: list[tuple[int, float]] = []
         if checkpoint is not None:
-            start, train_loss, eval_losses = _load_checkpoint(checkpoint[1], state, trained, optimizer, scaler,
-                                                              components.device)
-            log.info("resuming identity training from step %d (%s)", start, checkpoint[1])
+            start, train_loss, eval_losses = load_checkpoint(*checkpoint, trained, optimizer, scaler,
+                                                             components.device)
+            log.info("resuming identity training from step %d (%s)", start, checkpoint[0])
         prepare_seconds = time.perf_counter() - t_start
         if eval_every and start == 0:
             eval_losses.append((0, objective.evaluation()))
@@ -227,17 +169,16 @@ def train_identity_lora(components: DiffusionComponents, examples: Sequence[tupl
                 if eval_every and done % eval_every == 0:
                     eval_losses.append((done, objective.evaluation()))
                 if settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < settings.steps:
-                    _save_checkpoint(out, done, trained, optimizer, scaler, {
-                        "format": _FORMAT, "step": done, "settings": _training_fields(settings),
-                        "fingerprint": fingerprint, "train_loss": train_loss, "eval_losses": eval_losses})
+                    save_checkpoint(out, done, trained, optimizer, scaler, settings=settings, fingerprint=fingerprint,
+                                    train_loss=train_loss, eval_losses=eval_losses)
                 if on_step is not None:
                     on_step(done, loss)
         finally:
             bar.close()
         if not eval_losses or eval_losses[-1][0] != settings.steps:
             eval_losses.append((settings.steps, objective.evaluation()))
-        lora_path = _save_lora(host, trained, out)
-    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # the LoRA is saved: nothing is left to resume
+        lora_path = save_lora(host, trained, out)
+    discard_checkpoints(out)  # the LoRA is saved: nothing is left to resume
     seconds = time.perf_counter() - t_start
     log.info("identity LoRA saved to %s (%d steps, %.0f s, evaluation loss %.4f)", lora_path, settings.steps,
              seconds, eval_losses[-1][1])
@@ -255,67 +196,19 @@ def evaluation_loss(components: DiffusionComponents, examples: Sequence[tuple[RG
     from engine.denoiser import host_pipeline
 
     resolution = training_resolution(components, settings)
-    _check_examples(examples, resolution)
+    check_examples(examples, resolution)
     plan = training_plan(settings, components)
     host = host_pipeline(components)
-    _check_no_adapters(_trained_modules(components, settings, all_text_encoders=True))
+    check_no_adapters(trained_modules(components, settings, all_text_encoders=True))
     try:
         if lora is not None:
             host.load_lora_weights(str(lora), adapter_name=ADAPTER)
         # After the LoRA: it may change the text encoders too.
-        data = _prepare_data(components, host, examples, flip=False, encode_text=True)
+        data = prepare_data(components, host, examples, flip=False, encode_text=True)
         return _Objective(components, host, data, plan, settings.seed).evaluation()
     finally:
         if lora is not None:
             host.unload_lora_weights()
-
-
-def _check_examples(examples: Sequence[tuple[RGBImage, str]], resolution: int) -> None:
-    if len(examples) == 0:
-        raise ValueError("examples: no training photos; expected at least one (image, caption) pair")
-    expected = (resolution, resolution, 3)
-    for i, example in enumerate(examples):
-        if not isinstance(example, tuple | list) or len(example) != 2:
-            raise ValueError(f"examples[{i}]: expected an (image, caption) pair, got {type(example).__name__}")
-        image, caption = example
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != expected:
-            got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-            raise ValueError(f"examples[{i}]: expected a uint8 RGB image of {expected} (the training resolution), "
-                             f"got {got}")
-        if not isinstance(caption, str) or not caption.strip():
-            raise ValueError(f"examples[{i}]: the caption is empty; expected e.g. 'a photo of ohwx person'")
-
-
-def _fingerprint(examples: Sequence[tuple[RGBImage, str]], resolution: int) -> str:
-    """What a checkpoint was trained on: the photos' pixels and the captions."""
-    digest = hashlib.sha256(str(resolution).encode())
-    for image, caption in examples:
-        digest.update(np.ascontiguousarray(image).tobytes())
-        digest.update(caption.encode("utf-8") + b"\0")
-    return digest.hexdigest()
-
-
-def _check_resumable(state: dict[str, Any], settings: TrainingSettings, fingerprint: str, folder: Path) -> None:
-    if state.get("format") != _FORMAT:
-        raise ValueError(f"resume: {folder} is a checkpoint of another format ({state.get('format')!r}); train "
-                         "again without resume")
-    if int(state.get("step", 0)) > settings.steps:
-        raise ValueError(f"steps = {settings.steps}: the checkpoint in {folder} is already at step {state['step']}; "
-                         "ask for at least as many steps, or train again without resume")
-    if state.get("fingerprint") != fingerprint:
-        raise ValueError(f"resume: the checkpoint in {folder} was trained on other photos or captions; train "
-                         "again without resume, or use another output folder")
-    saved = state.get("settings", {})
-    changed = [f"{name} ({saved.get(name)!r} -> {value!r})" for name, value in _training_fields(settings).items()
-               if name not in _RESUMABLE_CHANGES and saved.get(name) != value]
-    if changed:
-        raise ValueError(f"resume: the checkpoint in {folder} was trained with other settings: {', '.join(changed)}; "
-                         f"only {', '.join(_RESUMABLE_CHANGES)} may change when resuming")
-
-
-def _training_fields(settings: TrainingSettings) -> dict[str, Any]:
-    """TrainingSettings' own fields: a subclass (the config's [enroll]) may add fields training ignores."""
-    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(TrainingSettings)}
 
 
 def _seed(*parts: int) -> int:
@@ -359,181 +252,12 @@ def training_plan(settings: TrainingSettings, components: DiffusionComponents) -
     return TrainingPlan(autocast=autocast, scaler=scaler, checkpointing=settings.gradient_checkpointing)
 
 
-def _training_vae(components: DiffusionComponents) -> Any:
-    """The full VAE when loaded (the UNet's own latent space); else the live frames' autoencoder (TAESD's
-    latents approximate it)."""
-    return components.vae if components.vae is not None else components.tiny_vae
-
-
-def _vae_scale_factor(vae: Any) -> int:
-    config = vae.config
-    blocks = getattr(config, "block_out_channels", None) or getattr(config, "encoder_block_out_channels", None)
-    return 2 ** (len(blocks) - 1) if blocks else 8
-
-
-def _trained_modules(components: DiffusionComponents, settings: TrainingSettings,
-                     all_text_encoders: bool = False) -> dict[str, Any]:
-    """{"unet": ..., and with train_text_encoder "text_encoder"(, "text_encoder_2")}: the modules that get an
-    adapter, under the names diffusers' LoRA files use."""
-    modules: dict[str, Any] = {"unet": components.unet}
-    if settings.train_text_encoder or all_text_encoders:
-        for name in ("text_encoder", "text_encoder_2"):
-            module = getattr(components, name)
-            if module is not None:
-                modules[name] = module
-    return modules
-
-
-def _check_no_adapters(modules: dict[str, Any]) -> None:
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for name, module in modules.items():
-        if any(isinstance(m, BaseTunerLayer) for m in module.modules()):
-            raise ValueError(f"components.{name} already carries LoRA adapter layers: fuse and unload them "
-                             "(as the engine does) before training or evaluating an identity")
-
-
-@contextlib.contextmanager
-def _adapters(modules: dict[str, Any], settings: TrainingSettings, plan: TrainingPlan) -> Iterator[None]:
-    """A fresh LoRA adapter on each module while inside, the only trainable weights, in float32; on the way
-    out (also on an error) the adapters are removed and the modules' flags restored: the caller's components
-    are as they were."""
-    import torch
-    from diffusers.utils import recurse_remove_peft_layers
-    from peft import LoraConfig
-
-    flags = {name: [p.requires_grad for p in module.parameters()] for name, module in modules.items()}
-    modes = {name: module.training for name, module in modules.items()}
-    checkpointing = {name: _is_checkpointing(module) for name, module in modules.items()}
-    device = next(modules["unet"].parameters()).device
-    try:
-        for module in modules.values():
-            module.requires_grad_(False)
-        generator = _generator(settings.seed, _INIT)
-        forked = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else []
-        for name, module in modules.items():
-            targets = UNET_TARGETS if name == "unet" else TEXT_ENCODER_TARGETS
-            config = LoraConfig(r=settings.rank, lora_alpha=settings.rank, init_lora_weights="gaussian",
-                                target_modules=list(targets))
-            with torch.random.fork_rng(devices=forked):  # PEFT's own init must not move the caller's RNG
-                module.add_adapter(config, adapter_name=ADAPTER)
-            with torch.no_grad():
-                for param_name, param in module.named_parameters():
-                    if ".lora_" not in param_name:
-                        continue
-                    # Master weights in float32 (autocast computes in half); A drawn from our seeded generator
-                    # so that a seed gives the same start on every device (PEFT's gaussian: std 1/r), B zero.
-                    param.data = param.data.float()
-                    if ".lora_A." in param_name:
-                        param.copy_(torch.randn(param.shape, generator=generator) / settings.rank)
-                    else:
-                        param.zero_()
-                    param.requires_grad_(True)
-            if plan.checkpointing:
-                _set_checkpointing(module, True)
-            module.train()  # transformers checkpoints only in training mode; no module here has dropout
-        yield
-    finally:
-        for name, module in modules.items():
-            if name == "unet":
-                if hasattr(module, "peft_config") or any(".lora_" in n for n, _ in module.named_parameters()):
-                    module.unload_lora()
-            else:
-                recurse_remove_peft_layers(module)
-                if getattr(module, "peft_config", None) is not None:
-                    del module.peft_config
-                module._hf_peft_config_loaded = False
-            if plan.checkpointing and not checkpointing[name]:
-                _set_checkpointing(module, False)
-            module.train(modes[name])
-            for param, flag in zip(module.parameters(), flags[name], strict=True):
-                param.requires_grad_(flag)
-
-
-def _is_checkpointing(module: Any) -> bool:
-    # transformers 5 renamed gradient to activation checkpointing (the old names warn, and go in v6).
-    if hasattr(module, "is_activation_checkpointing"):
-        return bool(module.is_activation_checkpointing)
-    return bool(getattr(module, "is_gradient_checkpointing", False))
-
-
-def _set_checkpointing(module: Any, on: bool) -> None:
-    """Gradient checkpointing on or off, in a diffusers model or a transformers one (non-reentrant: the
-    frozen inputs need no gradient for the adapter's to flow)."""
-    if hasattr(module, "enable_gradient_checkpointing"):  # diffusers
-        (module.enable_gradient_checkpointing if on else module.disable_gradient_checkpointing)()
-    elif hasattr(module, "activation_checkpointing_enable"):
-        if on:
-            module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            module.activation_checkpointing_disable()
-    elif on:
-        module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        module.gradient_checkpointing_disable()
-
-
-def _prepare_data(components: DiffusionComponents, host: Any, examples: Sequence[tuple[RGBImage, str]],
-                  flip: bool, encode_text: bool) -> _Data:
-    """Encode the photos (and their mirror images) with the VAE and, with `encode_text`, the captions."""
-    import torch
-
-    from engine.denoiser import encode_prompt
-
-    device = components.device
-    vae = _training_vae(components)
-    vae_dtype = next(vae.parameters()).dtype
-    # SDXL's own VAE overflows in fp16 (its config says so): encode in float32. fp16 -> fp32 -> fp16 is exact,
-    # so the caller's VAE comes back unchanged.
-    upcast = bool(getattr(vae.config, "force_upcast", False)) and vae_dtype == torch.float16
-    scale = float(getattr(vae.config, "scaling_factor", 1.0))
-    shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
-    images = [image for image, _ in examples]
-    if flip:
-        images += [np.ascontiguousarray(image[:, ::-1]) for image, _ in examples]
-    latents = []
-    try:
-        if upcast:
-            vae.to(torch.float32)
-        dtype = torch.float32 if upcast else vae_dtype
-        with torch.no_grad():  # not inference_mode: these tensors are inputs of the training graph
-            for image in images:  # one at a time: a 1024 px encode in float32 needs GBs of activations
-                pixels = torch.tensor(image, device=device).permute(2, 0, 1).unsqueeze(0).to(dtype) / 127.5 - 1.0
-                encoded = vae.encode(pixels)
-                # AutoencoderKL: the posterior's mean (mode), as the engine encodes; its spread is tiny next to
-                # the diffusion noise, and the mean keeps the latents fixed. AutoencoderTiny: its latents.
-                latent = encoded.latents if hasattr(encoded, "latents") else encoded.latent_dist.mode()
-                latents.append((latent.float() - shift) * scale)
-    finally:
-        if upcast:
-            vae.to(vae_dtype)
-    captions = [caption for _, caption in examples]
-    unet_dtype = components.unet.dtype
-    embeds = pooled = time_ids = None
-    if encode_text:
-        encoded_captions: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-        for caption in dict.fromkeys(captions):
-            with torch.no_grad():
-                e, p = encode_prompt(host, caption, device)
-                # encode_prompt runs in inference mode; a clone outside it can enter the training graph.
-                encoded_captions[caption] = (e.clone(), None if p is None else p.clone())
-        embeds = torch.cat([encoded_captions[c][0] for c in captions]).to(device, unet_dtype)
-        pooled_parts = [p for p in (encoded_captions[c][1] for c in captions) if p is not None]
-        if pooled_parts:
-            pooled = torch.cat(pooled_parts).to(device, unet_dtype)
-    if getattr(components.unet.config, "addition_embed_type", None) == "text_time":
-        height, width = examples[0][0].shape[:2]
-        time_ids = torch.tensor([[height, width, 0, 0, height, width]], device=device, dtype=unet_dtype)
-    return _Data(latents=torch.cat(latents), captions=captions, photos=len(examples), embeds=embeds, pooled=pooled,
-                 time_ids=time_ids)
-
-
 class _Objective:
     """The noise-prediction loss of the UNet (with whatever adapter it carries) on chosen views, noise and
     timesteps, and the fixed evaluation batch."""
 
-    def __init__(self, components: DiffusionComponents, host: Any, data: _Data, plan: TrainingPlan, seed: int) -> None:
+    def __init__(self, components: DiffusionComponents, host: Any, data: TrainingData, plan: TrainingPlan,
+                 seed: int) -> None:
         from diffusers import DDPMScheduler
 
         self.components = components
@@ -661,79 +385,3 @@ def _progress_bar(total: int, start: int, enabled: bool) -> Any:
 
     return tqdm(total=total, initial=start, desc="identity LoRA", unit="step", disable=not enabled,
                 dynamic_ncols=True)
-
-
-def _adapter_weights(modules: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The adapters' weights under "module:parameter" names."""
-    return {f"{name}:{param_name}": param.detach().contiguous() for name, module in modules.items()
-            for param_name, param in module.named_parameters() if ".lora_" in param_name}
-
-
-def _save_checkpoint(out: Path, step: int, modules: dict[str, Any], optimizer: Any, scaler: Any,
-                     state: dict[str, Any]) -> None:
-    """out/checkpoints/step-NNNNNN/: adapter weights, optimizer (and loss scaler) state, state.json. Written
-    to a temporary folder and renamed, so a crash never leaves half a checkpoint; the previous one is
-    removed after."""
-    import torch
-    from safetensors.torch import save_file
-
-    folder = out / CHECKPOINTS
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"step-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:06d}.", dir=folder))
-    try:
-        save_file({k: v.cpu() for k, v in _adapter_weights(modules).items()}, str(tmp / "adapter.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        if scaler is not None:
-            torch.save(scaler.state_dict(), tmp / "scaler.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    for old in folder.iterdir():
-        if old != final:  # older checkpoints, and temporary folders a crash left behind
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_checkpoint(folder: Path, state: dict[str, Any], modules: dict[str, Any], optimizer: Any, scaler: Any,
-                     device: torch.device) -> tuple[int, float, list[tuple[int, float]]]:
-    """Put a checkpoint's weights and optimizer state in place; returns (step, smoothed loss, eval losses)."""
-    import torch
-    from safetensors.torch import load_file
-
-    saved = load_file(str(folder / "adapter.safetensors"))
-    current = _adapter_weights(modules)
-    if set(saved) != set(current):
-        raise ValueError(f"resume: the checkpoint in {folder} has other adapter weights than this model takes; "
-                         "train again without resume")
-    with torch.no_grad():
-        for name, module in modules.items():
-            for param_name, param in module.named_parameters():
-                if ".lora_" in param_name:
-                    param.copy_(saved[f"{name}:{param_name}"])
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
-    if scaler is not None and (folder / "scaler.pt").is_file():
-        scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
-    eval_losses = [(int(s), float(v)) for s, v in state.get("eval_losses", [])]
-    return int(state["step"]), float(state.get("train_loss", math.nan)), eval_losses
-
-
-def _save_lora(host: Any, modules: dict[str, Any], out: Path) -> Path:
-    """The adapters in diffusers format, through the pipeline class's own `save_lora_weights`; written to a
-    temporary folder and moved, so `out` never holds half a file."""
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import get_peft_model_state_dict
-
-    layers = {name: convert_state_dict_to_diffusers(get_peft_model_state_dict(module, adapter_name=ADAPTER))
-              for name, module in modules.items()}
-    kwargs = {"unet_lora_layers": layers["unet"]}
-    for name in ("text_encoder", "text_encoder_2"):
-        if name in layers:
-            kwargs[f"{name}_lora_layers"] = layers[name]
-    target = out / LORA_FILE
-    with tempfile.TemporaryDirectory(prefix=".lora.", dir=out) as tmp:
-        type(host).save_lora_weights(tmp, safe_serialization=True, **kwargs)
-        os.replace(Path(tmp) / LORA_FILE, target)
-    return target

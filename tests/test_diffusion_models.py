@@ -1,4 +1,5 @@
-"""Resolving and loading the diffusion engine's models (models/diffusion.py), offline on tiny random models.
+"""Resolving and loading the diffusion engine's models (models/sources.py, diffusion.py, lora_file.py), offline on
+tiny random models.
 
 Every loading path runs for real: diffusers folders, a Hub repo read from a (hand-made) Hugging Face cache, one
 original-format checkpoint, LoRA files in diffusers, PEFT-with-alpha and kohya formats, a fused speed LoRA. No
@@ -23,15 +24,10 @@ from safetensors.torch import save_file
 
 from benchmarks.random_sdxl import tiny_components, tiny_tokenizer
 from engine.denoiser import Denoiser, DiffusionComponents, encode_prompt, host_pipeline
-from models.diffusion import (
-    hub_status,
-    licence_warning,
-    load_components,
-    load_lora,
-    resolve_device,
-    resolve_dtype,
-)
+from models.diffusion import load_components, resolve_device, resolve_dtype
+from models.lora_file import load_lora
 from models.registry import HUB_MODELS
+from models.sources import hub_status, licence_warning
 from models.store import ModelUnavailable
 from tests._single_file import sdxl_original_state_dict, unet_to_original, write_sdxl_single_file
 
@@ -190,16 +186,16 @@ def test_float16_prefers_the_fp16_weights_and_falls_back_to_full_precision(
         saved: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     """In float16 a model's `.fp16` weights are read when it has them (half the download); a model without
     them loads from its float32 weights, converted."""
-    from models.diffusion import _Loader, _Source
+    from models.sources import Loader, Source
 
     _, c = saved
     half = copy.deepcopy(c["tiny_vae"]).to(torch.float16)
     with_fp16 = tmp_path / "with_fp16"
     half.save_pretrained(with_fp16, variant="fp16")
     assert (with_fp16 / "diffusion_pytorch_model.fp16.safetensors").is_file()
-    loader = _Loader(download=False, dtype=torch.float16, cache_dir=None)
+    loader = Loader(download=False, dtype=torch.float16, cache_dir=None)
     for folder in (with_fp16, saved[0] / "taesd"):
-        model = loader.model(diffusers.AutoencoderTiny, _Source("models.tiny_vae", str(folder), path=folder))
+        model = loader.model(diffusers.AutoencoderTiny, Source("models.tiny_vae", str(folder), path=folder))
         assert next(model.parameters()).dtype == torch.float16
         _assert_same(model, half)
 

@@ -28,16 +28,12 @@ from engine.skin import SkinSettings
 from engine.studio import StudioRenderer
 from engine.types import Face, RGBImage
 from livecam.photos import read_image
-from models import lora_training
-from models.diffusion import load_lora
-from models.lora_training import (
-    LORA_FILE,
-    TrainingSettings,
-    evaluation_loss,
-    latest_checkpoint,
-    train_identity_lora,
-    training_resolution,
-)
+from models import lora_adapters, lora_training
+from models.lora_adapters import LORA_FILE
+from models.lora_checkpoints import latest_checkpoint
+from models.lora_data import training_resolution
+from models.lora_file import load_lora
+from models.lora_training import TrainingSettings, evaluation_loss, train_identity_lora
 from tests._landmarks import asset, photo_landmarks
 
 Weights = dict[str, Any]
@@ -133,7 +129,7 @@ def test_training_leaves_the_base_model_unchanged(
     modules: list[Any] = [comp.unet, comp.text_encoder, comp.text_encoder_2]
     for module in modules:
         assert not any(p.requires_grad for p in module.parameters())
-        assert not module.training and not lora_training._is_checkpointing(module)
+        assert not module.training and not lora_adapters.is_checkpointing(module)
     attn = comp.unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1
     assert type(attn.to_q) is torch.nn.Linear and type(attn.to_out[0]) is torch.nn.Linear
 
@@ -250,7 +246,7 @@ def test_gradient_checkpointing_and_mixed_precision_paths(pristine: DiffusionCom
     modules: list[Any] = [comp.unet, comp.text_encoder, comp.text_encoder_2]
 
     def look(step: int, loss: float) -> None:
-        during.append(all(lora_training._is_checkpointing(m) and m.training for m in modules))
+        during.append(all(lora_adapters.is_checkpointing(m) and m.training for m in modules))
 
     mixed = train_identity_lora(comp, examples[:2], TrainingSettings(steps=2, train_text_encoder=True, **FAST),
                                 tmp_path / "mixed", progress=False, on_step=look)
@@ -259,7 +255,7 @@ def test_gradient_checkpointing_and_mixed_precision_paths(pristine: DiffusionCom
     assert {k.split(".")[0] for k in weights} == {"unet", "text_encoder", "text_encoder_2"}
     assert all(torch.isfinite(v).all() and v.dtype == torch.float32 for v in weights.values())
     assert np.isfinite(mixed.final_loss)
-    assert not any(lora_training._is_checkpointing(m) or m.training for m in modules)
+    assert not any(lora_adapters.is_checkpointing(m) or m.training for m in modules)
 
 
 @pytest.mark.parametrize(("dtype", "mode", "bf16_gpu", "expected"), [

@@ -33,8 +33,11 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from livecam.config import ServeSettings, load_config
 from livecam.errors import LivecamError
-from livecam.serve.app import SERVER, make_app, make_runner, serve_settings, viewer_token
-from livecam.serve.session import LiveSession, letterbox
+from livecam.serve.app import SERVER, make_app
+from livecam.serve.guards import viewer_token
+from livecam.serve.runner import make_runner, serve_settings
+from livecam.serve.session import LiveSession
+from livecam.serve.switch_renderer import letterbox
 from livecam.serve.webrtc import client_key
 
 T = TypeVar("T")

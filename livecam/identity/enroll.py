@@ -235,7 +235,8 @@ def enroll(photos: Sequence[str], name: str, config: Config, resume: bool = Fals
         check_resumable(staging, name, usable, config)
 
     components, base_name = _load_base(config)
-    from models.lora_training import train_identity_lora, training_resolution
+    from models.lora_data import training_resolution
+    from models.lora_training import train_identity_lora
 
     try:
         resolution = training_resolution(components, settings)
@@ -288,7 +289,7 @@ def check_resumable(staging: Path, name: str, usable: list[PhotoReport], config:
     """LivecamError (and nothing touched) when the interrupted enrolment in `staging` was started with other
     photos, another base model or other training settings than these, or has done more steps than asked for:
     it could not be continued, and training would fail only after the base model is loaded."""
-    from models.lora_training import _RESUMABLE_CHANGES, latest_checkpoint
+    from models.lora_checkpoints import RESUMABLE_CHANGES, latest_checkpoint
 
     def refuse(what: str, to_continue: str = "rerun with the same photos and settings") -> LivecamError:
         return LivecamError(f"--resume: {what}; {to_continue} to continue it, or enrol under another --name "
@@ -324,7 +325,7 @@ def check_resumable(staging: Path, name: str, usable: list[PhotoReport], config:
     if isinstance(saved, dict):
         current = {f.name: getattr(config.enroll, f.name) for f in fields(TrainingSettings)}
         changed = [f"enroll.{k} ({saved[k]!r} -> {v!r})" for k, v in current.items()
-                   if k not in _RESUMABLE_CHANGES and k in saved and saved[k] != v]
+                   if k not in RESUMABLE_CHANGES and k in saved and saved[k] != v]
         if changed:
             raise refuse(f"{', '.join(changed)} changed since the interrupted enrolment of {name!r} started")
     if checkpoint is not None and checkpoint[0] > config.enroll.steps:

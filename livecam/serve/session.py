@@ -1,10 +1,9 @@
 """A live camera that a server drives: the loop on a background thread, live controls, newest frames, export.
 
 `LiveSession` builds what `run_live` builds (source, tracker, segmenter, renderer) and runs `run_loop` on its
-own thread. Its sink keeps the newest rendered frame in a latest-value slot, hands each frame to listeners
-(the WebRTC track) and, optionally, to one more output (the virtual camera, a file: a fan-out). A small
-renderer wrapper keeps the newest raw camera frame (for the raw view and for export) and, with rendering off,
-sends that frame letterboxed to the output size instead of the render.
+own thread, between two parts of its own: a `SwitchRenderer` around the engine (`switch_renderer`: the newest
+raw camera frame, and rendering off) and a `LatestSink` (`latest_sink`: the newest frame, the listeners, the
+fan-out to one more output).
 
 Controls (`update`, `set_style`, ...) are thread-safe: a web handler calls them while the render thread runs,
 and the engines pick the change up on their next frame (`set_look`, `set_style`, `set_identity`).
@@ -15,26 +14,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import cv2
-import numpy as np
-
 from engine.background import BackgroundSettings
-from engine.types import Face, Mask, Renderer, RGBImage
+from engine.types import RGBImage
 from livecam.config import Config
 from livecam.errors import LivecamError
 from livecam.identity.store import data_dir, identities_dir, list_identities, load_identity
 from livecam.live.capture import FrameSource
 from livecam.live.frame import Frame
 from livecam.live.outputs import open_sink
-from livecam.live.outputs.base import FrameSink, SinkBase
 from livecam.live.stats import Stats
+from livecam.serve.latest_sink import LatestSink
+from livecam.serve.switch_renderer import SwitchRenderer
 
 if TYPE_CHECKING:
     from livecam.stills.export import StillRun
@@ -45,8 +40,6 @@ log = logging.getLogger("livecam")
 BACKGROUND_MODES = ("studio", "blur", "color", "image")
 NO_BACKGROUND = "none"
 """Offered only when the config turns the background off (`background.enabled = false`)."""
-FPS_WINDOW_S = 2.0
-"""The stats' fps is measured over the frames published in this many recent seconds."""
 START_TIMEOUT_S = 120.0
 """How long `start()` waits for the models to load and the loop to start (the diffusion engine's load)."""
 
@@ -63,127 +56,6 @@ class _Generative(Protocol):
     def set_style(self, prompt: str) -> None: ...
 
     def set_identity(self, lora: Any, scale: float = 1.0) -> None: ...
-
-
-def letterbox(image: RGBImage, size: tuple[int, int]) -> RGBImage:
-    """`image` (RGB uint8 HxWx3) scaled to fit `size` (width, height), centred on black: RGB uint8 of `size`."""
-    width, height = size
-    ih, iw = image.shape[:2]
-    scale = min(width / iw, height / ih)
-    nw, nh = min(width, max(1, round(iw * scale))), min(height, max(1, round(ih * scale)))
-    out = np.zeros((height, width, 3), np.uint8)
-    x0, y0 = (width - nw) // 2, (height - nh) // 2
-    if (nw, nh) == (iw, ih):
-        out[y0:y0 + nh, x0:x0 + nw] = image
-    else:
-        out[y0:y0 + nh, x0:x0 + nw] = cv2.resize(image, (nw, nh),
-                                                 interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    return out
-
-
-class SwitchRenderer:
-    """A `Renderer` around the engine's: remembers the newest raw camera image and, with rendering off, returns
-    it letterboxed to the output size instead of rendering."""
-
-    def __init__(self, inner: Renderer, needs_mask: bool) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.output_size = inner.output_size
-        self.needs_mask = needs_mask
-        self._rendering = True
-        self._lock = threading.Lock()
-        self._raw: RGBImage | None = None
-
-    @property
-    def rendering(self) -> bool:
-        return self._rendering
-
-    @rendering.setter
-    def rendering(self, on: bool) -> None:
-        self._rendering = bool(on)
-
-    def latest_raw(self) -> RGBImage | None:
-        """The newest camera image (not a copy: the capture never reuses an image buffer)."""
-        with self._lock:
-            return self._raw
-
-    def prepare(self) -> None:
-        self.inner.prepare()
-
-    def render(self, image: RGBImage, face: Face | None, mask: Mask | None, timestamp_ms: int) -> RGBImage:
-        with self._lock:
-            self._raw = image
-        if not self._rendering:
-            return letterbox(image, self.output_size)
-        return self.inner.render(image, face, mask, timestamp_ms)
-
-    def counters(self) -> dict[str, float]:
-        return self.inner.counters()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class LatestSink(SinkBase):
-    """Keeps the newest frame, passes every frame to the listeners and to an optional second sink (fan-out)."""
-
-    def __init__(self, size: tuple[int, int], fanout: FrameSink | None = None) -> None:
-        super().__init__(size)
-        self._fanout = fanout
-        self._lock = threading.Lock()
-        self._latest: Frame | None = None
-        self._times: deque[float] = deque(maxlen=512)
-        self._listeners: list[Callable[[Frame], None]] = []
-        self._stop = threading.Event()
-        self.count = 0
-
-    @property
-    def wants_stop(self) -> bool:
-        return self._stop.is_set() or (self._fanout is not None and self._fanout.wants_stop)
-
-    def request_stop(self) -> None:
-        self._stop.set()
-
-    def add_listener(self, listener: Callable[[Frame], None]) -> None:
-        with self._lock:
-            self._listeners.append(listener)
-
-    def remove_listener(self, listener: Callable[[Frame], None]) -> None:
-        with self._lock:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-    def send(self, frame: Frame) -> None:
-        self._check(frame)
-        with self._lock:
-            self._latest = frame
-            self.count += 1
-            self._times.append(time.perf_counter())
-            listeners = list(self._listeners)
-        if self._fanout is not None:
-            self._fanout.send(frame)
-        for listener in listeners:
-            listener(frame)
-
-    def latest(self) -> Frame | None:
-        with self._lock:
-            return self._latest
-
-    def recent_fps(self, window_s: float = FPS_WINDOW_S) -> float:
-        """Frames per second over the last `window_s` seconds (0 when fewer than two frames came in it)."""
-        now = time.perf_counter()
-        with self._lock:
-            recent = [t for t in self._times if now - t <= window_s]
-        if len(recent) < 2 or recent[-1] <= recent[0]:
-            return 0.0
-        return (len(recent) - 1) / (recent[-1] - recent[0])
-
-    def _release(self, ok: bool) -> None:
-        if self._fanout is not None:
-            if ok:
-                self._fanout.close()
-            else:
-                self._fanout.abort()
 
 
 class LiveSession:

@@ -52,7 +52,7 @@ class Workbench:
             return
         lora = None
         if identity is not None:
-            from models.diffusion import load_lora
+            from models.lora_file import load_lora
             from models.store import ModelUnavailable
 
             try:
