@@ -276,7 +276,7 @@ def timed_phases(generator: TimedGenerator) -> Iterator[Phases]:
 
     phases = generator.phases = Phases()
     wrapped = {"load_subject": ("subject", None), "studio_square": ("framing", None),
-               "measure": ("gate", phases.gate), "_write_kept": ("files", None)}
+               "measure": ("gate", phases.gate), "write_kept": ("files", None)}
     with ExitStack() as stack:
         for name, (phase, each) in wrapped.items():
             if hasattr(stills, name):
