@@ -90,7 +90,7 @@ def studio_square(bench: Workbench, config: Config, subject: Subject, style: Sty
     studio = StudioRenderer(size, framing, background, dataclasses.replace(relight, adapt_s=0.0),
                             config.skin, background_image=picture)
     studio.prepare()
-    mask = bench.segmenter.segment(image, 0) if studio.needs_mask else None
+    mask = subject.mask(bench.segmenter) if studio.needs_mask else None
     square = studio.render(image, Face(subject.landmarks, frame_size), mask, 0)
     assert studio.last_box is not None
     affine = fr.box_to_affine(studio.last_box, size)
@@ -106,7 +106,7 @@ def brand_backdrop(bench: Workbench, config: Config, image: RGBImage, style: Sty
     background, picture = _backdrop(config, style)
     size = (image.shape[1], image.shape[0])
     backdrop = bgmod.cover_resize(picture, size) if picture is not None else bgmod.solid(size, background.color)
-    mask = bench.segmenter.segment(image, 0)
+    mask = bench.segmenter.segment(image, 0)  # a generated image, new each time: segmented each time
     alpha = bgmod.alpha_u8(bgmod.refine_mask(mask, background.feather_px, None, 0.0))
     return bgmod.composite(image, backdrop, alpha)
 

@@ -5,7 +5,7 @@ given)."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy.typing as npt
 from engine import framing as fr
 from engine import quality
 from engine.alignment import cosine
-from engine.types import Landmarks, RGBImage
+from engine.types import Landmarks, Mask, RGBImage, Segmenter
 from livecam.config import Config
 from livecam.errors import LivecamError
 from livecam.identity.store import Identity
@@ -33,6 +33,14 @@ class Subject:
     """The embedding likeness is measured against (the identity's centroid, or the photo's face)."""
     reference_kind: str
     source: dict[str, Any]
+    _mask: Mask | None = field(default=None, init=False, repr=False)
+
+    def mask(self, segmenter: Segmenter) -> Mask:
+        """The person mask of the photo, segmented on first use: every framing and lighting variant of a run
+        renders the same photo, so one segmentation serves them all."""
+        if self._mask is None:
+            self._mask = segmenter.segment(self.image, 0)
+        return self._mask
 
 
 def count_people(bench: Workbench, image: RGBImage) -> int:
