@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from engine.crops import PlatformSpec
 from engine.pose import draw_pose
@@ -185,7 +186,8 @@ def _export(request: StillRequest, config: Config, bench: Workbench, styles: lis
                      request.variants or s.variants, Writer(staging, s), final.name)
     candidates: list[Candidate] = []
     sheet: list[tuple[RGBImage, str, str]] = []
-    bar = _progress(len(styles) * run.variants, progress)
+    bar = tqdm(total=len(styles) * run.variants, desc="headshots", unit="variant", leave=False,
+               disable=not progress)
     try:
         for style_name, style in run.styles.items():
             seed = first_seed
@@ -240,22 +242,3 @@ def _export(request: StillRequest, config: Config, bench: Workbench, styles: lis
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return StillRun(final, report)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix(self, **kwargs: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="headshots", unit="variant", leave=False)
