@@ -269,13 +269,14 @@ class TimedGenerator:
 
 @contextmanager
 def timed_phases(generator: TimedGenerator) -> Iterator[Phases]:
-    """A fresh `Phases` on `generator`, with livecam.stills.export' framing, gate and file functions timed into it
-    while inside (a function that is not there is left out: the split is then coarser, never wrong)."""
-    from livecam import stills
+    """A fresh `Phases` on `generator`, with the subject, framing, gate and file functions the run loop of
+    livecam.stills.export calls timed into it while inside (patched where that loop looks them up; a function
+    that is not there is left out: the split is then coarser, never wrong)."""
+    from livecam.stills import export as stills
 
     phases = generator.phases = Phases()
     wrapped = {"load_subject": ("subject", None), "studio_square": ("framing", None),
-               "measure": ("gate", phases.gate), "_write_kept": ("files", None)}
+               "measure": ("gate", phases.gate), "write_kept": ("files", None)}
     with ExitStack() as stack:
         for name, (phase, each) in wrapped.items():
             if hasattr(stills, name):

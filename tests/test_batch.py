@@ -11,7 +11,8 @@ from livecam.cli import main
 from livecam.config import load_config
 from livecam.errors import LivecamError
 from livecam.stills.batch import BATCH_FILE, read_people, run_batch
-from livecam.stills.export import REPORT_FILE, StillRequest
+from livecam.stills.export import StillRequest
+from livecam.stills.files import REPORT_FILE
 from tests.conftest import asset
 
 

@@ -24,7 +24,8 @@ from livecam.cli import main
 from livecam.config import Config, load_config
 from livecam.errors import LivecamError
 from livecam.photos import read_image
-from livecam.stills.export import REPORT_FILE, StillRequest, export_stills
+from livecam.stills.export import StillRequest, export_stills
+from livecam.stills.files import REPORT_FILE
 from livecam.stills.provenance import COMPOSITE, GENERATED, read_disclosure
 from livecam.stills.workbench import Workbench
 from models.face_landmarker import detect_faces
@@ -289,12 +290,12 @@ def test_bad_input_gets_a_clear_error_and_leaves_nothing(tmp_path: Path, capsys:
 
 def test_a_failure_midway_removes_the_partial_folder(tmp_path: Path, studio_bench: Workbench,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import livecam.stills.export as stills
+    from livecam.stills.files import Writer
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise LivecamError("disk full (simulated)")
 
-    monkeypatch.setattr(stills._Writer, "sign", broken)  # after every image is written
+    monkeypatch.setattr(Writer, "sign", broken)  # after every image is written
     with pytest.raises(LivecamError, match="disk full"):
         export_stills(StillRequest(asset(OBAMA), ("corporate",), variants=1, out=tmp_path), studio_config(),
                       bench=studio_bench, progress=False)
@@ -452,7 +453,7 @@ def test_a_truncated_photo_is_refused_with_one_line(tmp_path: Path, keep: float,
 
 
 def test_photos_are_read_with_their_exif_orientation(tmp_path: Path) -> None:
-    from livecam.stills.export import read_photo
+    from livecam.stills.subject import read_photo
 
     rotated, _ = read_photo(asset("images/faces/meds-aa-S001-01-exif-rotation.jpg"))
     upright, _ = read_photo(asset("images/identity/meds-aa-S001-01.jpg"))

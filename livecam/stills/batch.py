@@ -37,7 +37,8 @@ from typing import Any
 from livecam.assembly import open_workbench
 from livecam.config import Config
 from livecam.errors import LivecamError
-from livecam.stills.export import REPORT_FILE, StillRequest, check_output, export_stills
+from livecam.stills.export import StillRequest, export_stills
+from livecam.stills.files import REPORT_FILE, check_output
 from livecam.stills.workbench import Workbench
 
 log = logging.getLogger("livecam")
