@@ -517,19 +517,6 @@ def test_cli_serve_prints_the_urls_fans_out_and_stops_after_frames(short_face_vi
         video.release()
 
 
-def test_benchmark_cost_per_viewer_is_measured_against_the_baseline() -> None:
-    from benchmarks.webrtc_viewers import per_viewer_cost
-
-    def run(cpu_s: float, published: int, received: list[int]) -> dict[str, Any]:
-        return {"cpu_s": cpu_s, "frames_published": published, "frames_received": received}
-
-    # Baseline 10 ms per published frame; 2 viewers: 300 frames each cost 12 s - 3 s of baseline = 15 ms each.
-    cost = per_viewer_cost({0: [run(3.0, 300, [])], 2: [run(5.0, 150, [150, 150]), run(7.0, 150, [150, 150])]})
-    assert cost["baseline_cpu_ms_per_published_frame"] == 10.0
-    assert cost["2"] == {"cpu_ms_per_frame_per_viewer": 15.0, "core_share_per_viewer_at_30fps": 0.45,
-                         "viewers_per_core_at_30fps": 2}
-
-
 def test_a_session_that_cannot_start_says_why(tmp_path: Path) -> None:
     session = LiveSession(load_config(None, [f"input.source={tmp_path / 'missing.mp4'}", "engine.kind=studio"]))
     with pytest.raises(LivecamError, match=r"missing\.mp4"):
