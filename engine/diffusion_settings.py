@@ -15,9 +15,6 @@ class DiffusionSettings:
     """Denoising steps per frame (1-4)."""
     strength: float = 0.5
     """img2img strength: how far from the camera image the model may go (0.05-1)."""
-    style: str = "corporate"
-    subject: str = "a person"
-    """Who the prompt pictures; an identity LoRA's trigger words go here."""
     seed: int = 0
     """Seed of the noise."""
     fixed_noise: bool = True
@@ -58,8 +55,6 @@ class DiffusionSettings:
             raise ValueError(f"size = {self.size}: must be a multiple of 32")
         check_range("steps", self.steps, 1, 4)
         check_range("strength", self.strength, 0.05, 1.0)
-        if not self.style.strip():
-            raise ValueError("style = '': must name a style preset")
         check_range("controlnet_scale", self.controlnet_scale, 0.0, 2.0)
         check_range("identity_scale", self.identity_scale, 0.0, 2.0)
         check_range("similar_threshold", self.similar_threshold, 0.0, 1.0)

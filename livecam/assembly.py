@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import background as bgmod
-from engine.diffusion_settings import DiffusionSettings
 from engine.studio import StudioRenderer
 from engine.styles import StylePreset
 from engine.types import FaceEncoder, Renderer, RGBImage, Sections
-from livecam.config import Config
+from livecam.config import DEFAULT_SUBJECT, Config
 from livecam.errors import LivecamError
 from livecam.identity.store import Identity, resolve_identity_lora
 from livecam.photos import read_image
@@ -131,7 +130,7 @@ def prompt_subject(config: Config, identity: Identity | None) -> str:
     """Who the diffusion prompt pictures: an enrolled identity's trigger words (the ones its LoRA was trained
     with), unless `engine.subject` was set to something else."""
     subject = config.engine.subject
-    if identity is not None and subject == DiffusionSettings().subject:
+    if identity is not None and subject == DEFAULT_SUBJECT:
         return identity.subject
     return subject
 

@@ -4,6 +4,9 @@ The studio engine's sections ([framing], [background], [relight], [skin]) are th
 dataclasses, so each setting is defined and validated in one place. Every dataclass validates itself
 in `__post_init__` and raises ValueError starting with the field name; the loader adds the section
 and the file, so an error reads `config.toml: framing.face_height = 2.0: must be between 0.05 and 0.9`.
+
+The module is long because it is the whole schema of config.toml in one place, one frozen dataclass per
+section, each validating its own keys: split, the one reference a user and a developer read would scatter.
 """
 
 from __future__ import annotations
@@ -78,15 +81,25 @@ class OutputSettings:
         check_range("fps", self.fps, 1, 240)
 
 
+DEFAULT_SUBJECT = "a person"
+"""The prompt's subject when engine.subject is not set (an enrolled identity then supplies its own)."""
+
+
 @dataclass(frozen=True)
 class EngineSettings(DiffusionSettings):
     """Which engine runs, and the diffusion engine's own settings (inherited, defined once in the engine)."""
 
     kind: str = "auto"
     """studio (CPU, runs anywhere), diffusion (GPU), or auto (diffusion when it can run, else studio)."""
+    style: str = "corporate"
+    """The style preset the live camera wears (its backdrop; with diffusion, its prompt)."""
+    subject: str = DEFAULT_SUBJECT
+    """Who the diffusion prompt pictures; an enrolled identity's trigger words replace the default."""
 
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, ENGINE_KINDS)
+        if not self.style.strip():
+            raise ValueError("style = '': must name a style preset")
         super().__post_init__()
 
     @property
