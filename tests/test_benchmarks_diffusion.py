@@ -1,7 +1,6 @@
 """The diffusion benchmarks run end to end on tiny models and write their JSON; the full-size SDXL components
 have the published architectures (built on the meta device: no memory, about a second).
 
-Skipped where the diffusion extra is not installed (`pip install -e ".[diffusion]"`); CI installs it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """The stills benchmark runs a whole export (`export_stills`) and the plain pipeline on tiny models and writes
 its JSON; speed is the benchmark's business, not this test's.
 
-Skipped where the diffusion extra is not installed (`pip install -e ".[diffusion]"`); CI installs it.
 """
 
 from __future__ import annotations

@@ -543,7 +543,7 @@ def test_livecam_models_lists_the_hub_models(capsys: pytest.CaptureFixture[str],
     assert "ByteDance/SDXL-Lightning / sdxl_lightning_2step_lora.safetensors" in out
 
 
-def test_livecam_models_without_the_diffusion_extra(capsys: pytest.CaptureFixture[str],
+def test_livecam_models_on_a_partial_install_without_diffusers(capsys: pytest.CaptureFixture[str],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from livecam.config import load_config
     from livecam.doctor import list_models
@@ -553,5 +553,5 @@ def test_livecam_models_without_the_diffusion_extra(capsys: pytest.CaptureFixtur
                         lambda name, *args: None if name == "diffusers" else real(name, *args))
     list_models(load_config(None))
     out = capsys.readouterr().out
-    assert "the diffusion extra is not installed" in out
+    assert "diffusers is missing (a partial install: reinstall livecam: pip install -c constraints.txt -e .)" in out
     assert "sdxl-turbo (base): status unknown" in out and "face_landmarker" in out

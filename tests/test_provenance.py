@@ -428,5 +428,5 @@ def test_c2pa_refuses_an_unusable_certificate_and_keeps_the_file(tmp_path: Path,
 
 def test_c2pa_missing_extra_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(provenance, "c2pa_available", lambda: False)
-    with pytest.raises(ProvenanceError, match=r'pip install -e "\.\[provenance\]"'):
+    with pytest.raises(ProvenanceError, match=r'pip install -c constraints.txt -e "\.\[provenance\]"'):
         sign_c2pa(tmp_path / "a.jpg", generated(), tmp_path / "c.pem", tmp_path / "k.pem")
