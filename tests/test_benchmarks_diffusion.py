@@ -1,6 +1,5 @@
 """The diffusion benchmarks run end to end on tiny models and write their JSON; the full-size SDXL components
 have the published architectures (built on the meta device: no memory, about a second).
-
 """
 
 from __future__ import annotations

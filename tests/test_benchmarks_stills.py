@@ -1,6 +1,5 @@
 """The stills benchmark runs a whole export (`export_stills`) and the plain pipeline on tiny models and writes
 its JSON; speed is the benchmark's business, not this test's.
-
 """
 
 from __future__ import annotations
