@@ -162,3 +162,9 @@ def test_a_bad_file_value_is_still_named_by_the_file(tmp_path: Path) -> None:
     with pytest.raises(LivecamError) as info:
         load_config(path, ["output.width=800", "relight.key_strength=0.5"])
     assert str(info.value).startswith(f"{path}: relight.key_light = 'up'"), str(info.value)
+
+
+def test_an_empty_engine_style_is_named() -> None:
+    """engine.style is the app's setting (the engine takes a prompt): checked and named where config is read."""
+    with pytest.raises(LivecamError, match=r"engine\.style = '': must name a style preset"):
+        load_config(None, ["engine.style= "])
