@@ -38,10 +38,8 @@ import numpy as np
 import torch
 
 from benchmarks.diffusion_gpu import quiet_libraries
-from benchmarks.face_video import make_face_video
 from benchmarks.live_loop import machine, model_paths, summarise
 from benchmarks.live_loop import versions as base_versions
-from benchmarks.random_sdxl import tiny_components
 from engine import framing as fr
 from engine.background import BackgroundSettings
 from engine.denoiser import DiffusionComponents, encode_prompt
@@ -64,6 +62,8 @@ from engine.styles import DEFAULT_STYLES
 from engine.types import Face, RGBImage
 from livecam.live.stats import Stats, write_json
 from models.face_landmarker import MediaPipeFaceTracker
+from tests.media import make_face_video
+from tests.tiny_sdxl import tiny_components
 
 FRAME_MS = 33  # the face video plays at 29.97 fps; tracking and framing smooth over these timestamps
 
@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
                for k in args.steps}
     result = {
         "benchmark": "diffusion_cpu",
-        "engine": "diffusion, tiny random SDXL (benchmarks.random_sdxl.tiny_components)",
+        "engine": "diffusion, tiny random SDXL (tests.tiny_sdxl.tiny_components)",
         "machine": {**machine(), "load_average_before": [round(x, 2) for x in load_before],
                     "load_average_after": [round(x, 2) for x in os.getloadavg()], "torch_threads":
                     torch.get_num_threads()},

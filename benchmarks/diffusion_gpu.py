@@ -2,7 +2,7 @@
 pipeline in the same run.
 
 Models: the real SDXL architectures (UNet, ControlNet, TAESD-XL, the full VAE) with random weights, built
-offline by `benchmarks.random_sdxl.full_size_components`: speed does not depend on the weights, so no
+offline by `tests.tiny_sdxl.full_size_components`: speed does not depend on the weights, so no
 download is needed. Random prompt embeddings of the real shapes stand in for the text encoders.
 
 For each size x steps x ControlNet on/off ("configs", e.g. `512_1step_cn`):
@@ -170,7 +170,7 @@ def tiny_models(device: Any, dtype: Any, seed: int) -> dict[str, Any]:
     encoders, as `full_size_components` gives them."""
     import torch
 
-    from benchmarks.random_sdxl import tiny_components
+    from tests.tiny_sdxl import tiny_components
 
     c = tiny_components(seed)
     for key in ("unet", "controlnet", "vae", "tiny_vae"):
@@ -369,9 +369,9 @@ def run(args: argparse.Namespace, device: Any) -> int:
     import torch
     from PIL import Image
 
-    from benchmarks.random_sdxl import full_size_components
     from engine.denoiser import Denoiser, DiffusionComponents
     from engine.diffusion_settings import DiffusionSettings
+    from tests.tiny_sdxl import full_size_components
 
     dtype_name = args.dtype or ("fp16" if device.type == "cuda" else "fp32")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
@@ -469,9 +469,9 @@ def run(args: argparse.Namespace, device: Any) -> int:
 
     result = {
         "benchmark": "diffusion_gpu",
-        "models": ("tiny random SDXL (benchmarks.random_sdxl.tiny_components)" if args.tiny else
+        "models": ("tiny random SDXL (tests.tiny_sdxl.tiny_components)" if args.tiny else
                    "SDXL base UNet + SDXL ControlNet + TAESD-XL + SDXL VAE architectures, random weights "
-                   "(benchmarks.random_sdxl.full_size_components)"),
+                   "(tests.tiny_sdxl.full_size_components)"),
         "machine": machine(device),
         "versions": versions(),
         "dtype": dtype_name,

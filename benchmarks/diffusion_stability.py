@@ -30,9 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.face_video import assets_dir
 from benchmarks.live_loop import machine, versions
-from benchmarks.random_sdxl import tiny_components
 from engine.background import BackgroundSettings
 from engine.denoiser import DiffusionComponents
 from engine.diffusion import DiffusionRenderer
@@ -45,6 +43,8 @@ from engine.styles import DEFAULT_STYLES
 from livecam.live.stats import write_json
 from livecam.photos import read_image
 from models.face_landmarker import MediaPipeFaceTracker
+from tests.media import assets_dir
+from tests.tiny_sdxl import tiny_components
 
 OUTPUT = (640, 360)
 PHOTO = "images/faces/obama_official_2012.jpg"
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {**versions(), "torch": torch.__version__},
         "config": {"frames": args.frames, "warmup_frames": args.warmup, "relight": False,
                    "engine_size": args.size, "output": OUTPUT, "photo": PHOTO,
-                   "sensor_noise_sigma": SENSOR_NOISE, "models": "tiny random-weight SDXL (benchmarks/random_sdxl.py)"},
+                   "sensor_noise_sigma": SENSOR_NOISE, "models": "tiny random-weight SDXL (tests/tiny_sdxl.py)"},
         "input_frame_difference": round(frame_difference(frames[args.warmup:]), 3),
         "results": results,
     }

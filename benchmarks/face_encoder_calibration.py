@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.face_video import assets_dir
 from benchmarks.live_loop import machine
 from engine.alignment import cosine
 from engine.types import FaceEncoder
@@ -37,6 +36,7 @@ from models.face_encoder import load_face_encoder
 from models.face_landmarker import detect_faces
 from models.registry import ARCFACE_W600K, FACE_REID_BIN, FACE_REID_XML
 from models.store import model_dir
+from tests.media import assets_dir
 
 EXIF_TWIN = ("faces/meds-aa-S001-01-exif-rotation.jpg", "identity/meds-aa-S001-01.jpg")
 

@@ -1,6 +1,6 @@
 """Benchmark: the live loop (studio engine) against a plain serial baseline, in the same run.
 
-Input: 640x480 video with one real moving face (benchmarks/face_video.py), output 1280x720, every studio
+Input: 640x480 video with one real moving face (tests/media.py), output 1280x720, every studio
 effect on. Runs, each after a warm-up:
 
 - `livecam_no_pace`: the real loop (capture thread, segmentation beside tracking, render of frame n beside
@@ -35,7 +35,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from benchmarks.face_video import assets_dir, make_face_video
 from engine import background as bg
 from engine import framing as fr
 from engine import relight as rl
@@ -50,6 +49,7 @@ from livecam.live.outputs.memory import MemorySink
 from livecam.live.stats import Stats, write_json
 from models.face_landmarker import MediaPipeFaceTracker
 from models.segmenter import MediaPipeSegmenter
+from tests.media import assets_dir, make_face_video
 
 WARMUP_FRAMES = 30
 

@@ -2,7 +2,7 @@
 
 The real live loop (capture thread, MediaPipe tracking and segmentation, studio engine, 1280x720 out, every
 effect on) runs for `--minutes` on a stand-in webcam that plays a real video in a loop: the shared video's
-face region (x=40, y=100, 200x200) scaled to 512x512, 29.97 fps, as benchmarks/face_video.py makes it.
+face region (x=40, y=100, 200x200) scaled to 512x512, 29.97 fps, as tests/media.py makes it.
 Every `--cycle-s` seconds (60 by default) the same faults come round, injected only at the protocol edges
 (no product code is changed or patched):
 
@@ -42,7 +42,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from benchmarks.face_video import assets_dir, make_face_video
 from benchmarks.live_loop import machine, model_paths, versions
 from engine.types import Face, FaceTracker, Mask, Renderer, RGBImage
 from livecam.assembly import build_renderer
@@ -55,6 +54,7 @@ from livecam.live.outputs.memory import MemorySink
 from livecam.live.stats import Stats, write_json
 from models.face_landmarker import MediaPipeFaceTracker
 from models.segmenter import MediaPipeSegmenter
+from tests.media import assets_dir, make_face_video
 
 log = logging.getLogger("benchmarks.soak")
 

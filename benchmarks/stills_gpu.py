@@ -4,7 +4,7 @@ pipeline in the same run.
 Issue 5's target: "7 presets x 4 variants at 1024x1024, including the quality gate: <= 60 s on one H100".
 
 Models: the real SDXL architectures with random weights, built offline (nothing downloaded; speed does not
-depend on the weights): UNet, ControlNet and the full AutoencoderKL from `benchmarks.random_sdxl`, and the two
+depend on the weights): UNet, ControlNet and the full AutoencoderKL from `tests.tiny_sdxl`, and the two
 SDXL CLIP text encoders (CLIP ViT-L/14 and OpenCLIP bigG/14 text towers, their published configs) built here,
 because stills encode each style's prompt with the real encoders. The tokenizer is `random_sdxl.tiny_tokenizer`
 (byte-level, no merges: the prompt becomes more tokens than CLIP's BPE makes, but both pad or truncate to 77,
@@ -64,7 +64,7 @@ from benchmarks.diffusion_gpu import (
     quiet_libraries,
     versions,
 )
-from benchmarks.face_video import assets_dir
+from tests.media import assets_dir
 
 if TYPE_CHECKING:
     from engine.denoiser import DiffusionComponents
@@ -164,8 +164,8 @@ def sdxl_text_encoders(device: Any, dtype: Any, seed: int) -> tuple[Any, Any]:
 
 def build_components(tiny: bool, device: Any, dtype: Any, seed: int) -> DiffusionComponents:
     """The diffusion components stills load (text encoders, UNet, ControlNet, full VAE), random weights."""
-    from benchmarks.random_sdxl import full_size_components, tiny_components, tiny_tokenizer
     from engine.denoiser import DiffusionComponents
+    from tests.tiny_sdxl import full_size_components, tiny_components, tiny_tokenizer
 
     if tiny:
         models = tiny_components(seed)
@@ -527,13 +527,13 @@ def run(args: argparse.Namespace, device: Any, tmp: Path) -> int:
     result = {
         "benchmark": "stills_gpu",
         "device": info["device"],
-        "models": ("tiny random SDXL (benchmarks.random_sdxl.tiny_components)" if args.tiny else
-                   "SDXL base UNet + SDXL ControlNet + SDXL VAE (random weights, benchmarks.random_sdxl."
+        "models": ("tiny random SDXL (tests.tiny_sdxl.tiny_components)" if args.tiny else
+                   "SDXL base UNet + SDXL ControlNet + SDXL VAE (random weights, tests.tiny_sdxl."
                    "full_size_components) + SDXL's two CLIP text encoders (published configs, random weights)"),
         "approximations": [
             "random weights: the same work as trained ones, but the images are noise",
             GATE_INPUTS[args.gate_input],
-            "tokenizer: byte-level CLIPTokenizer without merges (benchmarks.random_sdxl.tiny_tokenizer); prompts "
+            "tokenizer: byte-level CLIPTokenizer without merges (tests.tiny_sdxl.tiny_tokenizer); prompts "
             "pad or truncate to 77 tokens either way, so the text encoders do the same work",
             "VAE force_upcast off, as with sdxl-vae-fp16-fix (livecam's models.vae)",
         ],

@@ -3,7 +3,7 @@ projected wall time of a default enrolment (10 selfies, the default step count) 
 five minutes on one H100.
 
 Models: the real SDXL architectures with random weights, built offline: the UNet and the full VAE from
-`benchmarks.random_sdxl.full_size_components`, and SDXL's two text encoders (CLIP ViT-L and OpenCLIP bigG
+`tests.tiny_sdxl.full_size_components`, and SDXL's two text encoders (CLIP ViT-L and OpenCLIP bigG
 text towers) from their published configs, fed by the tiny byte-level tokenizer (77 tokens either way, so
 encoding costs the same). Speed does not depend on the weights. The VAE runs without force_upcast, as the
 default stills VAE (sdxl-vae-fp16-fix) does.
@@ -106,8 +106,8 @@ def full_size_models(device: Any, dtype: Any, seed: int) -> Any:
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from benchmarks.random_sdxl import full_size_components, tiny_tokenizer
     from engine.denoiser import DiffusionComponents
+    from tests.tiny_sdxl import full_size_components, tiny_tokenizer
 
     c = full_size_components(device, dtype, controlnet=False, seed=seed)
     c["vae"].register_to_config(force_upcast=False)  # as sdxl-vae-fp16-fix, the default stills VAE
@@ -126,8 +126,8 @@ def tiny_models(device: Any, seed: int) -> Any:
     """DiffusionComponents of `tiny_components` in float32 (the CPU smoke test)."""
     import torch
 
-    from benchmarks.random_sdxl import tiny_components
     from engine.denoiser import DiffusionComponents
+    from tests.tiny_sdxl import tiny_components
 
     c = tiny_components(seed)
     for key in ("unet", "vae", "tiny_vae", "text_encoder", "text_encoder_2"):
@@ -255,7 +255,7 @@ def run(args: argparse.Namespace, device: Any) -> int:
     info = machine(device)
     result = {
         "benchmark": "training_gpu",
-        "models": ("tiny random SDXL (benchmarks.random_sdxl.tiny_components)" if args.tiny else
+        "models": ("tiny random SDXL (tests.tiny_sdxl.tiny_components)" if args.tiny else
                    "SDXL base UNet + SDXL VAE + CLIP-L and OpenCLIP-bigG text encoders, random weights"),
         "machine": info,
         "versions": versions() | _more_versions(),

@@ -46,7 +46,6 @@ import cv2
 import numpy as np
 from aiohttp import ClientSession, web
 
-from benchmarks.face_video import make_face_video
 from benchmarks.live_loop import machine, model_paths
 from engine.types import RGBImage
 from livecam.assembly import build_renderer, resolve_model
@@ -59,6 +58,7 @@ from livecam.serve.app import make_app
 from livecam.serve.session import LiveSession
 from livecam.serve.webrtc import LatestFrameTrack, Viewers, encoder_executor, video_frame
 from models.face_landmarker import MediaPipeFaceTracker
+from tests.media import make_face_video
 
 SIZE = (1280, 720)
 FPS = 30.0

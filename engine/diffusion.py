@@ -200,6 +200,27 @@ class DiffusionRenderer:
             self._pending.identity_scale = scale
             self._pending.identity_changed = True
 
+    @property
+    def fuser(self) -> IdentityFuser:
+        """What fuses identities into this renderer's weights: a still generator sharing the components uses it
+        (`StillGenerator(..., fuser=)`), so one fuser knows what the shared weights hold."""
+        return self._fuser
+
+    def sync(self) -> None:
+        """Apply a pending identity or style now, not at the next frame. Call it only while no frame renders
+        (a paused render thread): afterwards the weights hold the identity last set."""
+        if self._prepared and self._has_pending():
+            self._apply_pending()
+
+    def reclaim_weights(self) -> None:
+        """Another user of the shared components (a still export) fused another identity: fuse this renderer's
+        own again, and encode its prompt again, before the next frame (thread-safe)."""
+        with self._lock:
+            if not self._pending.identity_changed:
+                self._pending.identity = self._identity
+                self._pending.identity_scale = self._identity_scale
+                self._pending.identity_changed = True
+
     def prepare(self) -> None:
         """The studio canvas, the identity LoRA fused into the weights, the prompt encoded, the Denoiser's
         constants. Runs again (on the render thread) after `set_style` or `set_identity`."""

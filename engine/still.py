@@ -33,7 +33,10 @@ class StillGenerator:
     """`generate(canvas, condition, seed)` -> a size x size candidate. Not thread-safe."""
 
     def __init__(self, components: DiffusionComponents, settings: DiffusionSettings,
-                 identity: dict[str, torch.Tensor] | None = None) -> None:
+                 identity: dict[str, torch.Tensor] | None = None, fuser: IdentityFuser | None = None) -> None:
+        """`fuser`: the identity fuser of a live renderer whose components these are (`DiffusionRenderer.fuser`):
+        one owner of what is fused into the shared weights. The caller pauses that renderer while a still
+        fuses another identity, and hands the weights back (`DiffusionRenderer.reclaim_weights`)."""
         if components.vae is None:
             raise ValueError("components.vae: stills need the full VAE (load_full_vae=True), got None")
         self.components = components
@@ -43,9 +46,11 @@ class StillGenerator:
                                             compile=False, cuda_graphs=False)
         self._denoiser = Denoiser(full, self.settings)
         self._host = host_pipeline(full)
-        self._fuser = IdentityFuser(full, self._host)
+        self._shared = fuser is not None
+        self._fuser = fuser if fuser is not None else IdentityFuser(full, self._host)
         self._prompt: str | None = None
-        self.set_identity(identity)
+        if not self._shared or identity is not None:
+            self.set_identity(identity)
 
     @property
     def size(self) -> int:
@@ -60,6 +65,11 @@ class StillGenerator:
         `identity_scale` (a batch switches person without reloading the model)."""
         self._fuser.fuse(identity, self.settings.identity_scale)
         self._prompt = None  # a LoRA with text-encoder weights changes the embeddings
+
+    def weights_changed(self) -> None:
+        """The shared weights now hold another identity (fused by the live renderer): encode the prompt again
+        before the next candidate (an identity LoRA may change the text encoders)."""
+        self._prompt = None
 
     def set_prompt(self, prompt: str) -> None:
         """Encode `prompt` and prepare the Denoiser's constants for it (once per style)."""
@@ -78,8 +88,9 @@ class StillGenerator:
         return out
 
     def close(self) -> None:
-        """Give the weights back as they were (the components may be shared with a live renderer)."""
-        self._fuser.restore()
+        """Give the weights back as they were (a shared fuser stays with its live renderer, which owns them)."""
+        if not self._shared:
+            self._fuser.restore()
 
     def describe(self) -> dict[str, Any]:
         s = self.settings

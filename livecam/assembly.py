@@ -27,7 +27,7 @@ from models.store import ModelUnavailable, model_dir, resolve
 
 if TYPE_CHECKING:
     from engine.denoiser import DiffusionComponents
-    from engine.diffusion import LikenessCheck
+    from engine.diffusion import DiffusionRenderer, LikenessCheck
     from livecam.live.capture import Reader
     from livecam.stills.workbench import Workbench
     from models.face_landmarker import MediaPipeFaceTracker
@@ -165,8 +165,9 @@ def build_studio(config: Config, sections: Sections) -> StudioRenderer:
                           background_image=background_picture(background), sections=sections)
 
 
-def build_renderer(config: Config, sections: Sections) -> Renderer:
-    """The renderer for `config`, not yet prepared.
+def build_renderer(config: Config, sections: Sections, full_vae: bool = False) -> Renderer:
+    """The renderer for `config`, not yet prepared. `full_vae`: load the full VAE beside the tiny one, so that
+    stills can share the live diffusion models (`open_workbench(live=...)`).
 
     `engine.kind = "auto"` takes the diffusion engine when a CUDA GPU is there and the models are already
     downloaded; otherwise the studio engine, with one log line saying why.
@@ -182,7 +183,7 @@ def build_renderer(config: Config, sections: Sections) -> Renderer:
             return studio
     try:
         return build_diffusion(config, studio, sections, download=config.models.download if kind == "diffusion"
-                               else False)
+                               else False, full_vae=full_vae)
     except LivecamError as e:
         if kind == "diffusion":
             raise
@@ -190,7 +191,8 @@ def build_renderer(config: Config, sections: Sections) -> Renderer:
         return studio
 
 
-def build_diffusion(config: Config, studio: StudioRenderer, sections: Sections, download: bool) -> Renderer:
+def build_diffusion(config: Config, studio: StudioRenderer, sections: Sections, download: bool,
+                    full_vae: bool = False) -> Renderer:
     """The diffusion renderer around `studio`, with its models loaded (LivecamError when they cannot be)."""
     try:
         from engine.diffusion import DiffusionRenderer
@@ -203,7 +205,7 @@ def build_diffusion(config: Config, studio: StudioRenderer, sections: Sections, 
         log.info("identity %s (prompt subject %r)", enrolled.name, subject)
     log.info("loading the diffusion models (%s)...", m.base)
     components = diffusion_components(config, controlnet=m.controlnet, tiny_vae=m.tiny_vae, vae=m.vae,
-                                      download=download)
+                                      download=download, load_full_vae=full_vae)
     prompt = config.styles[config.engine.style].prompt(subject)
     check = likeness_check(config, enrolled) if identity is not None and enrolled is not None else None
     return DiffusionRenderer(components, config.engine.diffusion, studio, prompt, identity, sections=sections,
@@ -258,11 +260,13 @@ def open_segmenter(config: Config) -> MediaPipeSegmenter:
 
 # --- stills -----------------------------------------------------------------------------------------------------
 
-def open_workbench(config: Config, engine: str | None = None, components: DiffusionComponents | None = None
-                   ) -> Workbench:
+def open_workbench(config: Config, engine: str | None = None, components: DiffusionComponents | None = None,
+                   live: DiffusionRenderer | None = None) -> Workbench:
     """Load what stills need per `engine` (studio, diffusion or auto; None: `engine.kind`). LivecamError when
     a model is missing (diffusion) or cannot be had. `components`: diffusion models already loaded (with the
-    full VAE), used instead of loading `models.*` (benchmarks, tests, a host that shares them)."""
+    full VAE), used instead of loading `models.*` (benchmarks, tests). `live`: a running diffusion renderer
+    (built with `full_vae`) whose models and identity fuser the stills share: nothing more is loaded, and the
+    caller pauses it around an export (`Workbench.assume_identity`, `DiffusionRenderer.reclaim_weights`)."""
     from livecam.stills.workbench import Workbench
     from models.face_detector import YuNetDetector
     from models.face_landmarker import ImageFaceLandmarker
@@ -283,14 +287,16 @@ def open_workbench(config: Config, engine: str | None = None, components: Diffus
             if reason is not None:
                 log.info("engine auto: the studio engine (%s)", reason)
         elif kind == "diffusion":
-            _load_generator(bench, download=config.models.download, components=components)
+            _load_generator(bench, download=config.models.download,
+                            components=live.components if live is not None else components, live=live)
     except BaseException:
         bench.close()
         raise
     return bench
 
 
-def _load_generator(bench: Workbench, download: bool, components: DiffusionComponents | None = None) -> None:
+def _load_generator(bench: Workbench, download: bool, components: DiffusionComponents | None = None,
+                    live: DiffusionRenderer | None = None) -> None:
     try:
         from engine.still import StillGenerator, native_size
     except ImportError as e:
@@ -303,7 +309,9 @@ def _load_generator(bench: Workbench, download: bool, components: DiffusionCompo
                                           download=download, load_full_vae=True)
     size = s.size or native_size(components)
     settings = dataclasses.replace(config.engine.diffusion, size=size, steps=s.steps, strength=s.strength)
-    bench.generator = StillGenerator(components, settings)
+    if components.vae is None:
+        raise LivecamError("the live diffusion models were loaded without the full VAE that stills need")
+    bench.generator = StillGenerator(components, settings, fuser=live.fuser if live is not None else None)
     bench.engine = "diffusion"
     bench.model_names = dict(components.names)
     bench.model = " + ".join(components.names.get(k, "") for k in ("base", "controlnet", "vae", "speed_lora")

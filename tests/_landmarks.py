@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.face_video import assets_dir
 from livecam.photos import read_image
 from models.face_landmarker import detect_faces
+from tests.media import assets_dir
 
 ASSETS = assets_dir()
 MODEL = ASSETS / "models" / "face_landmarker" / "face_landmarker.task"

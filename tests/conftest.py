@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.face_video import assets_dir, make_face_video
 from engine.types import RGBImage
 from models.registry import FACE_DETECTOR, FACE_LANDMARKER, FACE_REID_BIN, FACE_REID_XML, SELFIE_SEGMENTER
+from tests.media import assets_dir, make_face_video
 
 ASSETS = assets_dir()
 
@@ -79,7 +79,7 @@ def segmenter_path(model_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def face_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """90 frames, 640x480, 29.97 fps, one real moving face (see benchmarks/face_video.py)."""
+    """90 frames, 640x480, 29.97 fps, one real moving face (see tests/media.py)."""
     return make_face_video(tmp_path_factory.mktemp("video") / "face.mp4")
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from benchmarks import diffusion_cpu, diffusion_gpu
-from benchmarks.random_sdxl import full_size_components
+from tests.tiny_sdxl import full_size_components
 
 
 def test_gpu_benchmark_tiny_runs_every_path_and_writes_json(tmp_path: Path) -> None:

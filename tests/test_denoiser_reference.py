@@ -9,9 +9,9 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionXLControlNetImg2ImgPipeline
 from PIL import Image
 
-from benchmarks.random_sdxl import tiny_components
 from engine.denoiser import Denoiser, DiffusionComponents, encode_prompt, host_pipeline
 from engine.diffusion_settings import DiffusionSettings
+from tests.tiny_sdxl import tiny_components
 
 SIZE = 64
 SEED = 7

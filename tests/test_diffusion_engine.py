@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.random_sdxl import tiny_components
 from engine.background import BackgroundSettings
 from engine.denoiser import Denoiser, DiffusionComponents, encode_prompt, host_pipeline, trailing_timesteps
 from engine.diffusion import DiffusionRenderer, feather_mask, square_region
@@ -26,6 +25,7 @@ from engine.styles import DEFAULT_STYLES
 from engine.types import Face
 from models.face_landmarker import detect_faces
 from tests.conftest import load_rgb
+from tests.tiny_sdxl import tiny_components
 
 OUT = (320, 180)
 SIZE = 64

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.random_sdxl import tiny_components
 from engine.diffusion import DiffusionRenderer
 from engine.studio import StudioRenderer
 from livecam.assembly import build_renderer
@@ -27,6 +26,7 @@ from livecam.live.loop import run_loop
 from livecam.live.outputs.memory import MemorySink
 from livecam.live.stats import Stats
 from models.face_landmarker import MediaPipeFaceTracker
+from tests.tiny_sdxl import tiny_components
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +160,68 @@ def test_still_with_the_diffusion_engine_from_saved_models(tiny_dirs: dict[str, 
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert str(tiny_dirs["base"]) in report["model"] and str(tiny_dirs["vae"]) in report["model"]
     assert [c["seed"] for c in report["candidates"]] == [0, 1]
+
+
+class _Loads:
+    """Counts every model, pipeline and tokenizer load (`from_pretrained`, `from_single_file`) from now on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import transformers
+
+        self.calls: list[str] = []
+        for owner in (diffusers.ModelMixin, diffusers.DiffusionPipeline, transformers.PreTrainedModel,
+                      transformers.PreTrainedTokenizerBase):
+            for name in ("from_pretrained", "from_single_file"):
+                if name in vars(owner):
+                    monkeypatch.setattr(owner, name, self._counting(vars(owner)[name].__func__, name))
+
+    def _counting(self, load: Any, name: str) -> classmethod:  # type: ignore[type-arg]
+        def counted(cls: Any, *args: Any, **kwargs: Any) -> Any:
+            self.calls.append(f"{cls.__name__}.{name}")
+            return load(cls, *args, **kwargs)
+
+        return classmethod(counted)
+
+
+def test_a_live_diffusion_sessions_export_loads_nothing_new(tiny_dirs: dict[str, Path], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The export runs on the live models (one SDXL + ControlNet on the GPU, not two); the live identity, here a
+    LoRA file the export does not use, is given back to the live engine afterwards."""
+    import time
+
+    from livecam.serve.session import LiveSession
+    from tests.conftest import asset
+    from tests.tiny_sdxl import tiny_lora
+
+    monkeypatch.setenv("LIVECAM_DATA_DIR", str(tmp_path / "data"))
+    lora = tiny_lora(tmp_path / "someone.safetensors")
+    photo = asset("images/faces/obama_official_2012.jpg")
+    config = load_config(None, _settings(tiny_dirs, "engine.kind=diffusion", f"input.source={photo}",
+                                         "input.loop=true", f"models.identity={lora}",
+                                         "still.size=64", "still.steps=2", "still.checks=", "still.min_sharpness=0",
+                                         "still.platforms=", "serve.export_variants=1"))
+    loads = _Loads(monkeypatch)
+    with LiveSession(config) as session:
+        renderer = session._live_diffusion()
+        assert isinstance(renderer, DiffusionRenderer) and renderer.components.vae is not None
+        weight = renderer.components.unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1.to_q.weight
+        deadline = time.monotonic() + 60
+        while session.frames_out < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert renderer.counts["generated"] >= 1 and session.frames_out >= 3
+        live_weight = weight.detach().clone()
+        loaded = len(loads.calls)
+        assert any(c.startswith("UNet2DConditionModel") for c in loads.calls)  # the counter sees the loads
+
+        run = session.export()
+        assert run.report["engine"] == "diffusion" and len(run.report["candidates"]) >= 1
+        assert loads.calls[loaded:] == []  # the export loaded nothing
+        session.export()  # a second export: the workbench is kept, still nothing loaded
+        assert loads.calls[loaded:] == []
+        generated, frames = renderer.counts["generated"], session.frames_out
+        while (renderer.counts["generated"] == generated or session.frames_out < frames + 3) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The live engine runs on after the exports, and renders again (the weights were handed back to it).
+        assert renderer.counts["generated"] > generated and session.frames_out >= frames + 3
+        torch.testing.assert_close(weight, live_weight, rtol=0, atol=0)  # with its own identity fused again

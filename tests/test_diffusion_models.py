@@ -22,7 +22,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from benchmarks.random_sdxl import tiny_components, tiny_tokenizer
 from engine.denoiser import Denoiser, DiffusionComponents, encode_prompt, host_pipeline
 from models.diffusion import load_components, resolve_device, resolve_dtype
 from models.lora_file import load_lora
@@ -30,6 +29,7 @@ from models.registry import HUB_MODELS
 from models.sources import hub_status, licence_warning
 from models.store import ModelUnavailable
 from tests._single_file import sdxl_original_state_dict, unet_to_original, write_sdxl_single_file
+from tests.tiny_sdxl import tiny_components, tiny_tokenizer
 
 ATTENTION = ["to_q", "to_k", "to_v", "to_out.0"]
 

@@ -180,7 +180,7 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random SDXL saved as a diffusers folder: what `models.base = DIR` points at."""
     import diffusers
 
-    from benchmarks.random_sdxl import tiny_components
+    from tests.tiny_sdxl import tiny_components
 
     c = tiny_components(0)
     path = tmp_path_factory.mktemp("tiny") / "base"

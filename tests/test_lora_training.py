@@ -17,7 +17,6 @@ import torch
 from safetensors.torch import load_file
 
 from benchmarks import training_gpu
-from benchmarks.random_sdxl import full_size_components, tiny_components
 from engine.background import BackgroundSettings
 from engine.denoiser import DiffusionComponents
 from engine.diffusion import DiffusionRenderer
@@ -35,6 +34,7 @@ from models.lora_data import training_resolution
 from models.lora_file import load_lora
 from models.lora_training import TrainingSettings, evaluation_loss, train_identity_lora
 from tests._landmarks import asset, photo_landmarks
+from tests.tiny_sdxl import full_size_components, tiny_components
 
 Weights = dict[str, Any]
 """Tensors by name."""

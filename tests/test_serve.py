@@ -37,7 +37,7 @@ from livecam.serve.app import SERVER, make_app
 from livecam.serve.guards import viewer_token
 from livecam.serve.runner import make_runner, serve_settings
 from livecam.serve.session import LiveSession
-from livecam.serve.switch_renderer import letterbox
+from livecam.serve.switch_renderer import SwitchRenderer, letterbox
 from livecam.serve.webrtc import client_key
 
 T = TypeVar("T")
@@ -515,6 +515,30 @@ def test_cli_serve_prints_the_urls_fans_out_and_stops_after_frames(short_face_vi
         assert (video.get(cv2.CAP_PROP_FRAME_WIDTH), video.get(cv2.CAP_PROP_FRAME_HEIGHT)) == SIZE
     finally:
         video.release()
+
+
+def test_a_paused_switch_holds_the_engine_until_the_pause_ends() -> None:
+    """What an export on the live diffusion models relies on: no engine render runs inside `paused()`."""
+    from engine.background import BackgroundSettings
+    from engine.framing import FramingSettings
+    from engine.relight import RelightSettings
+    from engine.skin import SkinSettings
+    from engine.studio import StudioRenderer
+
+    studio = StudioRenderer((64, 36), FramingSettings(), BackgroundSettings(enabled=False), RelightSettings(),
+                            SkinSettings())
+    switch = SwitchRenderer(studio, needs_mask=False)
+    switch.prepare()
+    image = np.full((48, 64, 3), 90, np.uint8)
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (switch.render(image, None, None, 0), done.set()))
+    with switch.paused():
+        worker.start()
+        assert not done.wait(0.3)  # the render thread waits at its frame
+        assert switch.latest_raw() is image  # the raw frame still reaches export
+    assert done.wait(10)
+    worker.join()
+    switch.close()
 
 
 def test_a_session_that_cannot_start_says_why(tmp_path: Path) -> None:

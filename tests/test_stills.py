@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.random_sdxl import tiny_components
 from engine import framing as fr
 from engine.alignment import centroid
 from engine.crops import DEFAULT_PLATFORMS
@@ -30,6 +29,7 @@ from livecam.stills.provenance import COMPOSITE, GENERATED, read_disclosure
 from livecam.stills.workbench import Workbench
 from models.face_landmarker import detect_faces
 from tests.conftest import asset
+from tests.tiny_sdxl import tiny_components, tiny_lora
 
 OBAMA = "images/faces/obama_official_2012.jpg"
 S001 = [f"images/identity/meds-aa-S001-0{i}.jpg" for i in range(1, 7)]
@@ -195,21 +195,8 @@ def enrolled(tmp_path_factory: pytest.TempPathFactory, studio_bench: Workbench) 
     meta = {"name": "s001", "trigger": "ohwx", "class_word": "person", "encoder": "reid",
             "centroid": [float(v) for v in centroid(np.stack(embeddings))], "photos": []}
     (folder / "identity.json").write_text(json.dumps(meta))
-    _tiny_lora(folder / "pytorch_lora_weights.safetensors")
+    tiny_lora(folder / "pytorch_lora_weights.safetensors")
     return data
-
-
-def _tiny_lora(file: Path) -> None:
-    import diffusers
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig, get_peft_model_state_dict
-
-    unet = tiny_components(0)["unet"]
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                                init_lora_weights=False))
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    diffusers.StableDiffusionXLPipeline.save_lora_weights(file.parent, unet_lora_layers=layers,
-                                                          weight_name=file.name)
 
 
 def test_identity_likeness_is_measured_against_the_enrolled_centroid(tmp_path: Path, enrolled: Path,

@@ -120,7 +120,8 @@ class LiveSession:
 
         try:
             with ExitStack() as stack:
-                inner = build_renderer(config, stats)
+                # The full VAE too, so that a diffusion session's exports share its models (see export()).
+                inner = build_renderer(config, stats, full_vae=True)
                 stack.callback(inner.close)
                 # Always segment, so the page can switch the background on even when the config starts without.
                 segmenter = open_segmenter(config)
@@ -390,15 +391,39 @@ class LiveSession:
             identity = self._identity if self._identity in {i.name for i in list_identities()} else ""
             request = StillRequest(photo=None, frame=raw.copy(), styles=chosen, identity=identity,
                                    variants=variants or self.config.serve.export_variants, out=self.export_dir)
-            return export_stills(request, self.config, self._open_workbench(), progress=False)
+            bench = self._open_workbench()
+            live = self._live_diffusion()
+            if live is None:
+                return export_stills(request, self.config, bench, progress=False)
+            # The stills run on the live models: the live engine holds still meanwhile (one GPU, one set of
+            # weights, and the still may fuse another identity into them); the outputs keep the last frame.
+            renderer = self._require_renderer()
+            with renderer.paused():
+                with self._control:
+                    live.sync()  # the weights now hold the identity last set live
+                    bench.assume_identity(self._identity)
+                try:
+                    return export_stills(request, self.config, bench, progress=False)
+                finally:
+                    if bench.identity != self._identity:
+                        live.reclaim_weights()
+                        bench.assume_identity(self._identity)
+
+    def _live_diffusion(self) -> Any:
+        """The live diffusion renderer when it runs (a `DiffusionRenderer`, duck-typed), else None."""
+        renderer = self._renderer
+        if renderer is None or renderer.name != "diffusion":
+            return None
+        return renderer.inner
 
     def _open_workbench(self) -> Workbench:
-        """The still models, loaded at the first export and kept for the next ones (under the export lock)."""
+        """The still models, opened at the first export and kept for the next ones (under the export lock).
+        With the diffusion engine live they are the live models (nothing more is loaded)."""
         if self._workbench is None:
             from livecam.assembly import open_workbench
 
-            engine = "diffusion" if self.engine == "diffusion" else "studio"
-            self._workbench = open_workbench(self.config, engine)
+            live = self._live_diffusion()
+            self._workbench = open_workbench(self.config, "diffusion" if live is not None else "studio", live=live)
         return self._workbench
 
 

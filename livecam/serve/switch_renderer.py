@@ -5,6 +5,8 @@ of the render."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -30,7 +32,8 @@ def letterbox(image: RGBImage, size: tuple[int, int]) -> RGBImage:
 
 class SwitchRenderer:
     """A `Renderer` around the engine's: remembers the newest raw camera image and, with rendering off, returns
-    it letterboxed to the output size instead of rendering."""
+    it letterboxed to the output size instead of rendering. `paused()` holds the engine still (an export that
+    shares its weights)."""
 
     def __init__(self, inner: Renderer, needs_mask: bool) -> None:
         self.inner = inner
@@ -40,6 +43,8 @@ class SwitchRenderer:
         self._rendering = True
         self._lock = threading.Lock()
         self._raw: RGBImage | None = None
+        self._engine = threading.Lock()
+        """Held around each engine render, and by `paused()` for as long as the engine must not run."""
 
     @property
     def rendering(self) -> bool:
@@ -62,7 +67,15 @@ class SwitchRenderer:
             self._raw = image
         if not self._rendering:
             return letterbox(image, self.output_size)
-        return self.inner.render(image, face, mask, timestamp_ms)
+        with self._engine:
+            return self.inner.render(image, face, mask, timestamp_ms)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No engine render runs inside this block: it waits for the frame in progress, and the render thread
+        waits at the next one (the outputs keep the last frame)."""
+        with self._engine:
+            yield
 
     def counters(self) -> dict[str, float]:
         return self.inner.counters()

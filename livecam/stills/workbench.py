@@ -45,6 +45,17 @@ class Workbench:
             self.encoders[backend] = self.encoder_factory(backend)
         return self.encoders[backend]
 
+    @property
+    def identity(self) -> str | None:
+        """The name of the identity whose LoRA the generator's weights hold ("" none; None not known yet)."""
+        return self._identity
+
+    def assume_identity(self, name: str) -> None:
+        """The generator's weights already hold `name`'s LoRA ("" none): a live renderer sharing them fused it."""
+        if name != self._identity and self.generator is not None:
+            self.generator.weights_changed()
+        self._identity = name
+
     def use_identity(self, identity: Identity | None) -> None:
         """Fuse `identity`'s LoRA into the generator (diffusion only; nothing when it is already in)."""
         name = identity.name if identity is not None else ""

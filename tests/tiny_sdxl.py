@@ -8,6 +8,7 @@ ControlNet's zero-initialised output layers are randomised, or it would not chan
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -171,3 +172,16 @@ def full_size_components(device: str | torch.device, dtype: torch.dtype, control
         "scheduler": EulerAncestralDiscreteScheduler(**SDXL_TURBO_SCHEDULER_CONFIG),
         "prompt_embeds": embeds, "pooled_embeds": pooled,
     }
+
+
+def tiny_lora(file: Path, targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")) -> Path:
+    """A LoRA on the tiny UNet with random (non-zero) weights, saved as `file` the way enrolment saves one."""
+    import diffusers
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    unet = tiny_components(0)["unet"]
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=list(targets), init_lora_weights=False))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    diffusers.StableDiffusionXLPipeline.save_lora_weights(file.parent, unet_lora_layers=layers, weight_name=file.name)
+    return file
