@@ -122,15 +122,11 @@ def run_baseline(video: Path, config: Config, frames: int) -> dict[str, Any]:
                 with stats.section("render"):
                     landmarks = face.landmarks if face is not None else None
                     face_stats = rl.face_region_stats(image, landmarks) if landmarks is not None else None
-                    light = rl.update_light(light, face_stats, t_ms, config.relight)
-                    key_map = None
+                    light = rl.update_light(light, face_stats, t_ms, config.relight, rl.scene_highlight(image))
+                    key = None
                     if landmarks is not None:
-                        centre = landmarks[list(sk.FACE_OVAL), :2].mean(axis=0)
-                        key = rl.key_light_map((image.shape[1], image.shape[0]), (float(centre[0]), float(centre[1])),
-                                               fr.face_height_px(landmarks), config.relight.key_light,
-                                               config.relight.key_strength)
-                        key_map = np.repeat(key[:, :, None], 3, axis=2)
-                    lit = rl.apply(image, rl.tone_luts(light.gains), key_map)
+                        key = rl.key_light_map((image.shape[1], image.shape[0]), landmarks, config.relight)
+                    lit = rl.apply(image, rl.tone_tables(light.gains, key), key)
                     if landmarks is not None:
                         lit = sk.smooth_skin(lit, landmarks, config.skin.strength)
                     frame_state, box = fr.update_framing(frame_state, landmarks, (image.shape[1], image.shape[0]),

@@ -1,8 +1,13 @@
-"""Face-aware relighting: auto exposure and white balance measured on the face, plus a soft key light.
+"""Face-aware relighting: auto exposure and white balance measured on the face's skin, and a key light.
 
-Per frame: `face_region_stats` measures the face, `update_light` moves the per-channel gains toward
-their target, `tone_luts` turns gains into a lookup table with a soft shoulder, and `apply` runs the
-table and multiplies by a cached key-light gain map.
+Per frame: `face_region_stats` measures the skin and `scene_highlight` the picture's brightest parts,
+`update_light` moves the per-channel gains toward their target, `tone_tables` turns the gains into lookup
+tables with a soft highlight shoulder, and `apply` runs them with a key-light map (`engine.lighting`): the
+key light's per-pixel gain goes into the tone curve, before its shoulder, so it never clips highlights.
+
+Exposure treats every skin tone alike: a face moves `exposure_strength` of the way (in log) toward
+`target_luma`, so darker skin stays darker than lighter skin, and all the way where the picture has room for
+it (its highlights are dim too: an under-exposed picture, not a dark skin); no face stays below `min_luma`.
 """
 
 from __future__ import annotations
@@ -15,36 +20,35 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from engine.skin import FACE_OVAL
+from engine import lighting
+from engine.lighting import KEY_LIGHTS, KEY_STYLES, LUMA_WEIGHTS, SETUPS, KeyMap, LightingSetup
+from engine.skin import FACE_OVAL, FEATURES, fill_polygons
 from engine.types import Landmarks, RGBImage
-from engine.validation import check_range
+from engine.validation import check_choice, check_range
 
-KEY_SIDES = ("left", "right", "none")
-_SIDES_TEXT = ", ".join(repr(s) for s in KEY_SIDES)
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-"""Rec. 601 luma weights on the encoded (gamma) RGB values."""
+__all__ = ["KEY_LIGHTS", "KEY_STYLES", "LUMA_WEIGHTS", "SETUPS", "KeyMap", "LightingSetup", "setup"]
 SKIN_REFERENCE_RG = 1.42
 SKIN_REFERENCE_BG = 0.85
 """R/G and B/G of well-balanced skin: the middle of the range measured on the test portraits
 (R/G 1.25..1.56, B/G 0.72..0.94, across skin tones)."""
 WB_GAIN_RANGE = (0.8, 1.25)
-KEY_MAP_UNIT = 128
-"""Key-light maps hold gains in 1/128 units: 128 = 1.0, 255 = 1.99."""
 
 # Without a face the gains return to 1 this many times slower than they adapt, so a tracking dropout of
 # a few frames barely changes the exposure.
 _DRIFT_FACTOR = 4.0
 # Tone curve: below the knee the gain is a straight multiply; above it a shoulder rolls off to white.
 _KNEE = 0.75
-# The key map is computed on a grid this many times coarser than the output, then upscaled: it is smooth.
-_KEY_MAP_STEP = 8
 # Face stats are measured on the face resized to about this height (pixels): plenty for a mean.
-_STATS_HEIGHT = 48
-# The hull is shrunk toward its centre so the measurement avoids hair, ears and background at its edge.
-_STATS_SHRINK = 0.8
-
-# Centred on 0: added before rounding (convertScaleAbs rounds to nearest).
-_BAYER_4 = (np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]], np.float32) + 0.5) / 16 - 0.5
+_STATS_HEIGHT = 64
+# The oval is shrunk toward its centre so the measurement avoids hair, ears and background at its edge, and
+# eyes, brows and lips are cut out with a margin of this many face heights: the skin alone is measured.
+_STATS_SHRINK = 0.9
+_STATS_FEATURE_MARGIN = 0.05
+# The picture's highlights (this percentile of its luma, on about this many pixels) may be brought up to
+# _SCENE_WHITE: that much lift is exposure the picture lacks, whatever the skin tone.
+_SCENE_PERCENTILE = 98.0
+_SCENE_SAMPLES = 4000
+_SCENE_WHITE = 0.7
 
 
 @dataclass(frozen=True)
@@ -53,15 +57,23 @@ class RelightSettings:
 
     enabled: bool = True
     target_luma: float = 0.55
-    """Face mean luma to reach, 0..1."""
-    max_gain: float = 2.0
+    """Face (skin) mean luma to aim for, 0..1."""
+    exposure_strength: float = 0.6
+    """How far (0..1, in log) a face moves toward `target_luma` when the picture's highlights leave no room
+    to go all the way: 1 = every skin tone to the same brightness, less keeps darker skin darker."""
+    min_luma: float = 0.3
+    """No face's skin is left darker than this (0..1), within `max_gain`."""
+    max_gain: float = 4.0
     """Largest exposure gain (and 1/max_gain the smallest)."""
     white_balance: float = 0.6
     """How far (0..1) to move the face's R/G and B/G toward a neutral skin reference."""
     key_light: str = "left"
-    """Side the key light comes from, as the viewer sees the output: "left", "right" or "none"."""
-    key_strength: float = 0.25
-    """Key-light strength 0..1."""
+    """Lighting setup (`SETUPS`): "left"/"right" (the key's side as the viewer sees it), "broad", "short",
+    "butterfly", "rim"; or "none"."""
+    key_style: str = "soft"
+    """"soft" (key side about 1.3x the other) or "strong" (about 1.6x)."""
+    key_strength: float = 1.0
+    """How much of the style's key light, 0..1 (0 = none)."""
     adapt_s: float = 0.6
     """Time constant with which the gains follow their target, seconds."""
 
@@ -69,10 +81,12 @@ class RelightSettings:
         if not isinstance(self.enabled, bool):
             raise ValueError(f"enabled = {self.enabled!r}: must be true or false")
         check_range("target_luma", self.target_luma, 0.2, 0.9)
+        check_range("exposure_strength", self.exposure_strength, 0.0, 1.0)
+        check_range("min_luma", self.min_luma, 0.0, 0.6)
         check_range("max_gain", self.max_gain, 1.0, 4.0)
         check_range("white_balance", self.white_balance, 0.0, 1.0)
-        if self.key_light not in KEY_SIDES:
-            raise ValueError(f"key_light = {self.key_light!r}: must be one of {_SIDES_TEXT}")
+        check_choice("key_light", self.key_light, KEY_LIGHTS)
+        check_choice("key_style", self.key_style, tuple(KEY_STYLES))
         check_range("key_strength", self.key_strength, 0.0, 1.0)
         check_range("adapt_s", self.adapt_s, 0.0, 10.0)
 
@@ -85,10 +99,18 @@ class LightState:
     last_ms: int | None = None
 
 
+def setup(name: str) -> LightingSetup:
+    """The lighting setup called `name` (one of `SETUPS`: the stills' variants use them by name)."""
+    check_choice("key_light", name, tuple(SETUPS))
+    return SETUPS[name]
+
+
 def face_region_stats(image: RGBImage, landmarks: Landmarks) -> npt.NDArray[np.float32] | None:
-    """Mean RGB (float32[3], 0..255) of the face in `image` (RGB uint8), over the convex hull of the
-    face oval shrunk a little; measured at low resolution. None when the face lies outside the image."""
-    oval = np.asarray(landmarks, dtype=np.float32)[list(FACE_OVAL), :2]
+    """Mean RGB (float32[3], 0..255) of the face's skin in `image` (RGB uint8): the face oval shrunk a
+    little, less eyes, brows and lips (so hair, background, eye whites and lips do not count), measured at
+    low resolution. None when the face lies outside the image."""
+    points = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    oval = points[list(FACE_OVAL)]
     centre = oval.mean(axis=0)
     hull = centre + _STATS_SHRINK * (oval - centre)
     ih, iw = image.shape[:2]
@@ -100,18 +122,31 @@ def face_region_stats(image: RGBImage, landmarks: Landmarks) -> npt.NDArray[np.f
     scale = min(1.0, _STATS_HEIGHT / (y1 - y0))
     small_size = (max(2, round((x1 - x0) * scale)), max(2, round((y1 - y0) * scale)))
     small = cv2.resize(image[y0:y1, x0:x1], small_size, interpolation=cv2.INTER_AREA)
+    to_small = np.array([small_size[0] / (x1 - x0), small_size[1] / (y1 - y0)])
     region = np.zeros(small.shape[:2], np.uint8)
-    # Edge-convention points to OpenCV's pixel-centre convention, with 4 bits of sub-pixel precision.
-    poly = np.round(((hull - [x0, y0]) * [small_size[0] / (x1 - x0), small_size[1] / (y1 - y0)] - 0.5) * 16)
-    cv2.fillConvexPoly(region, poly.astype(np.int32), 255, lineType=cv2.LINE_8, shift=4)
+    fill_polygons(region, [(hull - [x0, y0]) * to_small], 255)
+    face_px = float(np.hypot(*(points[152] - points[10]))) * to_small[1]
+    features = [(points[list(f)] - [x0, y0]) * to_small for f in FEATURES]
+    fill_polygons(region, features, 0, outline_px=_STATS_FEATURE_MARGIN * face_px)
     if not region.any():
         return None
     return np.array(cv2.mean(small, region)[:3], dtype=np.float32)
 
 
-def target_gains(face_mean_rgb: npt.NDArray[np.float32], settings: RelightSettings) -> tuple[float, float, float]:
-    """Per-channel gains that white-balance the face toward the skin reference and bring its luma to
-    `target_luma`. `face_mean_rgb`: float32[3], 0..255."""
+def scene_highlight(image: RGBImage) -> float:
+    """The picture's highlight level: the 98th percentile of its luma (0..1), on about `_SCENE_SAMPLES`
+    pixels taken on a regular grid (a percentile needs no more, and a grid costs nothing to take)."""
+    ih, iw = image.shape[:2]
+    stride = max(1, math.isqrt(ih * iw // _SCENE_SAMPLES))
+    luma = image[::stride, ::stride].reshape(-1, 3) @ np.array(LUMA_WEIGHTS, np.float32)
+    return float(np.percentile(luma, _SCENE_PERCENTILE)) / 255.0
+
+
+def target_gains(face_mean_rgb: npt.NDArray[np.float32], settings: RelightSettings,
+                 highlight: float = 1.0) -> tuple[float, float, float]:
+    """Per-channel gains that white-balance the face toward the skin reference and move its luma toward
+    `target_luma`: `exposure_strength` of the way (in log), all of it where the picture's `highlight`
+    (`scene_highlight`, 0..1) leaves room, and at least to `min_luma`. `face_mean_rgb`: float32[3], 0..255."""
     r, g, b = (max(float(v), 1.0) / 255.0 for v in face_mean_rgb)
     lo, hi = WB_GAIN_RANGE
     strength = settings.white_balance
@@ -119,7 +154,12 @@ def target_gains(face_mean_rgb: npt.NDArray[np.float32], settings: RelightSettin
     wb_b = min(max((SKIN_REFERENCE_BG / (b / g)) ** strength, lo), hi)
     wr, wg, wb = LUMA_WEIGHTS
     luma = wr * r * wb_r + wg * g + wb * b * wb_b
-    exposure = min(max(settings.target_luma / luma, 1.0 / settings.max_gain), settings.max_gain)
+    full = math.log(settings.target_luma / luma)
+    change = settings.exposure_strength * full
+    if full > 0.0:  # a dark face: go further where the picture's highlights have room to rise
+        room = math.log(_SCENE_WHITE / max(highlight, 1e-3))
+        change = max(change, min(full, room), math.log(settings.min_luma / luma))
+    exposure = min(max(math.exp(change), 1.0 / settings.max_gain), settings.max_gain)
     return (exposure * wb_r, exposure, exposure * wb_b)
 
 
@@ -128,8 +168,10 @@ def update_light(
     face_mean_rgb: npt.NDArray[np.float32] | None,
     timestamp_ms: int,
     settings: RelightSettings,
+    highlight: float = 1.0,
 ) -> LightState:
-    """Move the gains toward the target for this frame's face (exponential, time constant `adapt_s`).
+    """Move the gains toward the target for this frame's face (exponential, time constant `adapt_s`);
+    `highlight`: the frame's `scene_highlight`.
 
     The first measurement snaps; without a face the gains drift back to 1 (more slowly).
     """
@@ -139,7 +181,7 @@ def update_light(
         target = (1.0, 1.0, 1.0)
         time_constant = settings.adapt_s * _DRIFT_FACTOR
     else:
-        target = target_gains(face_mean_rgb, settings)
+        target = target_gains(face_mean_rgb, settings, highlight)
         time_constant = settings.adapt_s
         if state.last_ms is None:
             return LightState(target, timestamp_ms)
@@ -188,46 +230,52 @@ def tone_luts(gains: tuple[float, float, float]) -> npt.NDArray[np.uint8]:
     return np.rint(curves * 255.0).astype(np.uint8).reshape(256, 1, 3)
 
 
-def key_light_map(
-    size: tuple[int, int],
-    face_center_xy: tuple[float, float],
-    face_height_px: float,
-    side: str,
-    strength: float,
-) -> npt.NDArray[np.uint8]:
-    """A smooth HxW uint8 gain map in 1/128 units (128 = unchanged) for an output of `size` (width, height).
+@dataclass(frozen=True)
+class ToneTables:
+    """The tone tables for one set of gains: `base`, the curve at those gains; with a key map, `up` from it to
+    the curve at the map's highest gain (`KeyMap.hi`) and `down` from it to the curve at its lowest."""
 
-    A broad soft lobe above and beside the face on the key `side` ("left"/"right" as the viewer sees it)
-    brightens; the other side falls off gently (fill). `side` "none" or strength 0 gives all 128.
-    """
-    width, height = size
-    if side not in KEY_SIDES:
-        raise ValueError(f"key_light = {side!r}: must be one of {_SIDES_TEXT}")
-    if side == "none" or strength <= 0.0:
-        return np.full((height, width), KEY_MAP_UNIT, np.uint8)
-    sign = 1.0 if side == "right" else -1.0
-    fx, fy = face_center_xy
-    fh = max(face_height_px, 1.0)
-    # Coarse grid at the centres of _KEY_MAP_STEP x _KEY_MAP_STEP cells, in face heights from the face.
-    gw, gh = max(2, -(-width // _KEY_MAP_STEP)), max(2, -(-height // _KEY_MAP_STEP))
-    u = ((np.arange(gw, dtype=np.float32) + 0.5) * (width / gw) - fx) / fh
-    v = ((np.arange(gh, dtype=np.float32) + 0.5) * (height / gh) - fy) / fh
-    uu, vv = np.meshgrid(u, v)
-    lobe = np.exp(-((uu - sign * 0.9) ** 2 + (vv + 0.4) ** 2) / (2.0 * 1.1**2))
-    fill = 1.0 / (1.0 + np.exp(sign * uu / 0.5))  # ~1 on the fill side, ~0 on the key side
-    gain = 1.0 + strength * (0.45 * lobe - 0.25 * fill)
-    full = cv2.resize(gain.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    # Ordered dither before rounding: 1/128 steps would otherwise show as faint contours. All in cv2
-    # (no full-size numpy temporaries): this runs whenever the face moves noticeably.
-    dither = cv2.repeat(_BAYER_4, -(-height // 4), -(-width // 4))[:height, :width]
-    return cast(npt.NDArray[np.uint8], cv2.convertScaleAbs(cv2.scaleAdd(full, float(KEY_MAP_UNIT), dither)))
+    base: npt.NDArray[np.uint8]
+    up: npt.NDArray[np.uint8] | None = None
+    down: npt.NDArray[np.uint8] | None = None
 
 
-def apply(image: RGBImage, lut: npt.NDArray[np.uint8], key_map: npt.NDArray[np.uint8] | None) -> RGBImage:
-    """Relight `image` (RGB uint8 HxWx3): the tone `lut` (256, 1, 3), then the key-light gain map
-    (HxW or HxWx3 uint8, 1/128 units; HxWx3 avoids a per-call channel merge). Returns a new image."""
-    out = cast(RGBImage, cv2.LUT(image, lut))
-    if key_map is not None:
-        gains = key_map if key_map.ndim == 3 else cv2.merge([key_map, key_map, key_map])
-        cv2.multiply(out, gains, dst=out, scale=1.0 / KEY_MAP_UNIT)
+def tone_tables(gains: tuple[float, float, float], key: KeyMap | None = None) -> ToneTables:
+    """`ToneTables` for the per-channel `gains`, and for `key`'s gain range when there is a key map."""
+    base = tone_luts(gains)
+    if key is None:
+        return ToneTables(base)
+    hi = tone_luts((gains[0] * key.hi, gains[1] * key.hi, gains[2] * key.hi))
+    lo = tone_luts((gains[0] * key.lo, gains[1] * key.lo, gains[2] * key.lo))
+    # The curves rise with the gain at every input level, so neither difference is ever negative.
+    up, down = cv2.subtract(hi, base), cv2.subtract(base, lo)
+    return ToneTables(base, cast(npt.NDArray[np.uint8], up), cast(npt.NDArray[np.uint8], down))
+
+
+def key_light_map(size: tuple[int, int], landmarks: Landmarks, settings: RelightSettings) -> KeyMap | None:
+    """The key-light map for a frame of `size` (width, height) with the face at `landmarks`, or None when
+    there is no key light (`key_light` "none", strength 0)."""
+    if settings.key_light == "none" or settings.key_strength <= 0.0:
+        return None
+    return lighting.key_map(size, lighting.head_from_landmarks(landmarks), SETUPS[settings.key_light],
+                            KEY_STYLES[settings.key_style], settings.key_strength)
+
+
+def apply(image: RGBImage, tables: ToneTables, key: KeyMap | None = None) -> RGBImage:
+    """Relight `image` (RGB uint8 HxWx3): each pixel through the tone curve of its gain, the exposure gains
+    times `key`'s gain there (1 outside it). Where the key brightens, the curve at gain 1 is blended toward
+    the curve at the map's highest gain by the map's weight, where it darkens toward the lowest: exact
+    wherever the curves are straight (below the shoulder), and above it a blend of curves that all roll off
+    to white, so the key light adds no clipping. Returns a new image."""
+    out = cast(RGBImage, cv2.LUT(image, tables.base))
+    if key is None or tables.up is None or tables.down is None:
+        return out
+    for patch, table, combine in ((key.up, tables.up, cv2.add), (key.down, tables.down, cv2.subtract)):
+        if patch is None:
+            continue
+        box = patch.box()
+        step = cv2.LUT(image[box], table)
+        cv2.multiply(step, patch.weights, dst=step, scale=1.0 / 255.0)
+        target = out[box]
+        combine(target, step, dst=target)
     return out

@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from engine import background as bgmod
 from engine import framing as fr
+from engine import lighting
 from engine import relight as rl
 from engine import skin as sk
 from engine.background import BackgroundSettings
@@ -70,8 +71,9 @@ class StudioRenderer:
         """Forget per-stream state and caches."""
         self._light_state = LightState()
         self._backdrop: RGBImage | None = None
-        self._lut = rl.tone_luts((1.0, 1.0, 1.0))
+        self._tables = rl.tone_tables((1.0, 1.0, 1.0))
         self._lut_gains = (1.0, 1.0, 1.0)
+        self._lut_key_range: tuple[float, float] | None = None
         self._reset_source_state()
 
     def _reset_source_state(self) -> None:
@@ -79,11 +81,9 @@ class StudioRenderer:
         self._frame_size: tuple[int, int] | None = None
         self._frame_state = FramingState()
         self._box: Box | None = None
-        self._key_map: npt.NDArray[np.uint8] | None = None
-        self._key_at: tuple[float, float, float] | None = None
-        # Where the face last was in the source (centre x, centre y, height), for the key light when
-        # tracking drops out for a moment.
-        self._face_src: tuple[float, float, float] | None = None
+        # The key-light map and the head it was made for (kept through a tracking dropout).
+        self._key_map: rl.KeyMap | None = None
+        self._key_head: lighting.Head | None = None
         self._mask_prev: Mask | None = None
 
     @property
@@ -178,40 +178,37 @@ class StudioRenderer:
         return out
 
     def _apply_relight(self, image: RGBImage, landmarks: npt.NDArray[np.float32] | None, timestamp_ms: int) -> RGBImage:
-        """Measure the face, move the gains, apply the tone table and the key light (source pixels)."""
+        """Measure the face's skin, move the gains, apply the tone tables with the key light (source pixels)."""
         settings = self._relight
-        stats = None if landmarks is None else rl.face_region_stats(image, landmarks)
-        self._light_state = rl.update_light(self._light_state, stats, timestamp_ms, settings)
-        gains = self._light_state.gains
-        if max(abs(math.log(g / c)) for g, c in zip(gains, self._lut_gains, strict=True)) > _LUT_REBUILD:
-            self._lut = rl.tone_luts(gains)
-            self._lut_gains = gains
-
+        stats, highlight = None, 1.0
         if landmarks is not None:
-            oval = np.asarray(landmarks, dtype=np.float32)[list(sk.FACE_OVAL), :2]
-            centre = oval.mean(axis=0)
-            self._face_src = (float(centre[0]), float(centre[1]), fr.face_height_px(landmarks))
-        key_map = None
-        if settings.key_light != "none" and settings.key_strength > 0.0 and self._face_src is not None:
-            key_map = self._cached_key_map((image.shape[1], image.shape[0]), *self._face_src)
-        return rl.apply(image, self._lut, key_map)
-
-    def _cached_key_map(self, size: tuple[int, int], cx: float, cy: float, face_px: float) -> npt.NDArray[np.uint8]:
-        """The 3-channel key-light map for a frame of `size` with the face at (cx, cy), `face_px` tall.
-
-        Without a face (a tracking dropout) the last face's place is used, so the light does not pop.
-        """
-        at = self._key_at
+            stats = rl.face_region_stats(image, landmarks)
+            highlight = rl.scene_highlight(image)
+        self._light_state = rl.update_light(self._light_state, stats, timestamp_ms, settings, highlight)
+        gains = self._light_state.gains
+        key = self._cached_key_map((image.shape[1], image.shape[0]), landmarks)
+        key_range = None if key is None else (key.lo, key.hi)
         if (
-            self._key_map is None
-            or at is None
-            or self._key_map.shape[:2] != (size[1], size[0])
-            or math.hypot(cx - at[0], cy - at[1]) > _KEY_REBUILD * at[2]
-            or abs(face_px - at[2]) > _KEY_REBUILD * at[2]
+            max(abs(math.log(g / c)) for g, c in zip(gains, self._lut_gains, strict=True)) > _LUT_REBUILD
+            or key_range != self._lut_key_range
         ):
-            single = rl.key_light_map(size, (cx, cy), face_px, self._relight.key_light, self._relight.key_strength)
-            self._key_map = cast(npt.NDArray[np.uint8], cv2.merge([single, single, single]))
-            self._key_at = (cx, cy, face_px)
+            self._tables = rl.tone_tables(gains, key)
+            self._lut_gains = gains
+            self._lut_key_range = key_range
+        return rl.apply(image, self._tables, key)
+
+    def _cached_key_map(self, size: tuple[int, int], landmarks: npt.NDArray[np.float32] | None) -> rl.KeyMap | None:
+        """The key-light map for a frame of `size` with the face at `landmarks`, rebuilt only when the head
+        moved, resized or turned noticeably. Without a face (a tracking dropout) the last one is kept, so the
+        light does not pop."""
+        settings = self._relight
+        if settings.key_light == "none" or settings.key_strength <= 0.0:
+            return None
+        if landmarks is not None:
+            head = lighting.head_from_landmarks(landmarks)
+            if self._key_head is None or self._key_head.moved(head, _KEY_REBUILD):
+                self._key_map = rl.key_light_map(size, landmarks, settings)
+                self._key_head = head
         return self._key_map
 
     def _apply_background(
