@@ -63,8 +63,9 @@ from livecam.stills.workbench import Workbench
 
 log = logging.getLogger("livecam")
 
-# Studio-engine variants: the key light from either side at a few strengths (the photo itself does not change).
-_STUDIO_LIGHTS = (("left", 1.0), ("right", 1.0), ("left", 1.5), ("right", 1.5), ("left", 0.6), ("right", 0.6))
+# Studio-engine variants: a lighting setup each (engine.lighting.SETUPS) at a strength factor; past the four
+# setups they come again, softer. The photo itself does not change.
+_STUDIO_LIGHTS = (("broad", 1.0), ("short", 1.0), ("butterfly", 1.0), ("rim", 1.0), ("broad", 0.5), ("short", 0.5))
 
 ExtraCheck = Callable[[dict[str, Any]], str | None]
 """An additional gate check: the candidate's report entry as the gate left it (`Candidate.measured`) in, a
