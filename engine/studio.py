@@ -22,10 +22,10 @@ from engine.relight import LightState, RelightSettings
 from engine.skin import SkinSettings
 from engine.types import Face, Mask, NoSections, RGBImage, Sections
 
-# Rebuild the cached key-light map only when the face (in output pixels) moved or resized by more than
-# this fraction of its height: the map is broad, and framing keeps the face nearly still in the output.
+# Rebuild the cached key-light map only when the head (in source pixels) moved or resized by more than this
+# fraction of its height, or turned by more than this much (`lighting.Head.turn`): the map is smooth.
 _KEY_REBUILD = 0.08
-# Rebuild the tone LUT only when a gain changed by more than this (relative): below one 8-bit level.
+# Rebuild the tone tables only when a gain changed by more than this (relative): below one 8-bit level.
 _LUT_REBUILD = 1.0 / 512.0
 
 
