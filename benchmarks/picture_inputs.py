@@ -7,8 +7,9 @@
   edge), one at the edge (eyes at 12% of the width), each at 640x480 and 1280x720. Where the camera sees
   past the kit's frame it sees the kit's background plate (the room behind the person, mirrored at its
   edges); below the frame, the frame mirrored (the body runs on).
-- A 512x512 talking head: a square face region of the shared CC BY video (a real moving face, about 60%
-  of the height), made by tests/media.py's make_face_video as benchmarks/soak.py makes it.
+- A 512x512 talking head: the square face region of the shared CC BY video that benchmarks/soak.py uses
+  (a real talking face, forehead-chin about 31% of the height, moving up and down by a face height),
+  made by tests/media.py's make_face_video.
 - The kit's two videos as they are (1280x720), the shared videos (640x480 with small faces; a 308x400 GIF).
 - The shared photos (images/faces and images/identity), each shown to the engine as a camera that sees
   the photo for 3 s (STILL_FRAMES frames, STILL_STEP_MS apart): the figures are those of the settled output.
@@ -39,7 +40,7 @@ KIT_VIDEO = "video/video_01_S001-04__sh_bookshelf.mp4"
 KIT_PLATE = "backgrounds/sh_bookshelf_1280x720.png"
 SIZES = ((640, 480), (1280, 720))
 TALKING_REGION = (40, 100, 200, 200)
-"""x, y, w, h of the shared CC BY video that holds one talking face, 60% of the height at 512x512."""
+"""x, y, w, h of the shared CC BY video that holds one talking face (benchmarks/soak.py's region)."""
 
 
 @dataclass(frozen=True)

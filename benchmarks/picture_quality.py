@@ -21,7 +21,8 @@ README's baseline figures alongside.
 
     python -m benchmarks.picture_quality [--out benchmarks/results/picture_quality.json]
         [--sheet /tmp/picture_quality_sheet.png] [--every 2] [--only NAME] [--set KEY=VALUE ...]
-        [--matte-set KEY=VALUE ...] [--no-matte] [--before benchmarks/results/picture_quality_before.json] [--quick]
+        [--matte-set KEY=VALUE ...] [--no-matte] [--before benchmarks/results/picture_quality_before.json]
+        [--per-frame] [--quick]
 
 The contact sheet (input | output, middle frame, one row per input, matte rows over green) goes to
 --sheet, never into the repository: it shows the MEDS-II photos, which are for testing only.
@@ -154,7 +155,7 @@ class Meter:
 
 # --- the picture --------------------------------------------------------------------------------------------------
 
-def run_input(pipeline: Pipeline, meter: Meter, config: Config, item: Input, every: int
+def run_input(pipeline: Pipeline, meter: Meter, config: Config, item: Input, every: int, per_frame: bool = False
               ) -> tuple[dict[str, Any], tuple[RGBImage, RGBImage] | None, list[pm.FrameRecord]]:
     """Render one input, measure its frames; returns its JSON entry, the middle (input, output) pair and
     the frame records."""
@@ -172,8 +173,9 @@ def run_input(pipeline: Pipeline, meter: Meter, config: Config, item: Input, eve
     timing = pipeline.run(config, item.load(), item.step_ms, on_frame)
     entry = {"group": item.group, "source": item.source, "size": list(item.size), "frames": timing["frames"],
              **pm.summarise(records), "cpu_ms_per_frame": timing["cpu_ms_per_frame"],
-             "wall_ms_per_frame": timing["wall_ms_per_frame"], "sections": timing["sections"],
-             "per_frame": [r.as_json() for r in records]}
+             "wall_ms_per_frame": timing["wall_ms_per_frame"], "sections": timing["sections"]}
+    if per_frame:
+        entry["per_frame"] = [r.as_json() for r in records]
     return entry, (pair[0] if pair else None), records
 
 
@@ -354,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-matte", action="store_true", help="skip the matting kit")
     parser.add_argument("--before", type=Path, help="an earlier run's JSON (e.g. picture_quality_before.json): "
                         "edge flicker is checked against it")
+    parser.add_argument("--per-frame", action="store_true", help="also write every measured frame's figures")
     parser.add_argument("--quick", action="store_true", help="a few frames of a few inputs (tests)")
     args = parser.parse_args(argv)
     if args.every < 1:
@@ -394,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with scratch_dir() as scratch:
             for item in make_inputs(assets, meter.detect, Path(scratch), args.quick, args.only):
-                entry, pair, records = run_input(pipeline, meter, config, item, args.every)
+                entry, pair, records = run_input(pipeline, meter, config, item, args.every, args.per_frame)
                 inputs[item.name] = entry
                 pooled.setdefault(item.group, []).extend(records)
                 if pair is not None:
