@@ -125,6 +125,7 @@ class _Shot:
     x0: int
     y0: int
     side: int
+    timestamp_ms: int
 
 
 class DiffusionRenderer:
@@ -156,7 +157,9 @@ class DiffusionRenderer:
         self._disabled = False
         self._disabled_at_ms = 0
         self._consecutive_failures = 0
-        self._last: tuple[npt.NDArray[np.float32], RGBImage] | None = None
+        self._last: tuple[npt.NDArray[np.float32], RGBImage, int] | None = None
+        """(similarity thumb, output, shown_ms) of the latest generated frame."""
+        self.shown_ms: int | None = None
         self._skipped = 0
         self._square: tuple[int, int, int] | None = None
         self._likeness = likeness_check
@@ -264,6 +267,7 @@ class DiffusionRenderer:
         if not self._prepared:
             raise RuntimeError("DiffusionRenderer.render: call prepare() first")
         canvas = self.studio.render(image, face, mask, timestamp_ms)
+        self.shown_ms = timestamp_ms  # the studio canvas; a generated square may show an earlier frame
         retry_ms = self.settings.retry_s * 1000
         if self._disabled and retry_ms > 0 and timestamp_ms - self._disabled_at_ms >= retry_ms:
             # Out of memory is often passing (another program let go of the GPU): try again, and one more
@@ -277,8 +281,9 @@ class DiffusionRenderer:
         try:
             if self._has_pending():
                 self._apply_pending()
-            out = self._render_square(canvas, face)
+            out = self._render_square(canvas, face, timestamp_ms)
         except Exception as e:  # an OOM or any other failure on this frame: the studio canvas stands in
+            self.shown_ms = timestamp_ms
             self.counts["failures"] += 1
             self.counts["studio_frames"] += 1
             self._consecutive_failures += 1
@@ -297,7 +302,7 @@ class DiffusionRenderer:
         self._consecutive_failures = 0
         return out
 
-    def _render_square(self, canvas: RGBImage, face: Face) -> RGBImage:
+    def _render_square(self, canvas: RGBImage, face: Face, timestamp_ms: int) -> RGBImage:
         s = self.settings
         box = self.studio.last_box
         assert box is not None  # the studio render just set it
@@ -307,22 +312,25 @@ class DiffusionRenderer:
             crop = cut_square(canvas, x0, y0, side, s.size)
         thumb = _similarity_thumb(crop)
         if self._last is not None and s.similar_threshold > 0 and self._skipped < s.max_skip:
-            last_thumb, last_out = self._last
+            last_thumb, last_out, last_ms = self._last
             if float(np.abs(thumb - last_thumb).mean()) < s.similar_threshold:
                 self._skipped += 1
                 self.counts["similar_skips"] += 1
+                self.shown_ms = last_ms
                 return last_out
         self._skipped = 0
         with self._sections.section("condition"):
             condition = draw_pose(face.landmarks, to_crop, (s.size, s.size)) if self._denoiser.uses_controlnet else None
-        rendered, shot = self._denoiser(crop, condition, _Shot(canvas, x0, y0, side))
+        rendered, shot = self._denoiser(crop, condition, _Shot(canvas, x0, y0, side, timestamp_ms))
+        # With stream batching the square (and the canvas it is pasted on) is an earlier frame's.
+        self.shown_ms = shot.timestamp_ms
         with self._sections.section("paste"):
             out = paste_square(shot.canvas, rendered, shot.x0, shot.y0, shot.side, self._feather)
             self._square = (shot.x0, shot.y0, shot.side)
             if self._badge is not None:
                 draw_badge(out, *self._badge)
         self.counts["generated"] += 1
-        self._last = (thumb, out)
+        self._last = (thumb, out, shot.timestamp_ms)
         check = self._likeness
         if check is not None and self.counts["generated"] % check.every == 1 % check.every:
             with self._sections.section("likeness"):
