@@ -32,6 +32,7 @@ from engine.background import BackgroundSettings
 from engine.denoiser import Denoiser, DiffusionComponents, encode_prompt, host_pipeline
 from engine.diffusion_settings import DiffusionSettings
 from engine.identity_fuser import IdentityFuser
+from engine.keep_face import keep_face_in_place
 from engine.pose import draw_pose
 from engine.studio import StudioRenderer
 from engine.types import Affine, Face, FaceEncoder, Mask, NoSections, RGBImage, Sections
@@ -126,6 +127,8 @@ class _Shot:
     y0: int
     side: int
     timestamp_ms: int
+    face_xy: npt.NDArray[np.float32] | None = None
+    """With keep_face: the face landmarks in canvas pixels (the face kept from `canvas`)."""
 
 
 class DiffusionRenderer:
@@ -153,6 +156,7 @@ class DiffusionRenderer:
         self._fuser = IdentityFuser(components, self._host)
         self._feather = feather_mask(settings.size, settings.feather)
         self._badge = badge_patch(self.output_size[1]) if settings.badge else None
+        self._keep_face = settings.keep_face
         self._prepared = False
         self._disabled = False
         self._disabled_at_ms = 0
@@ -193,6 +197,15 @@ class DiffusionRenderer:
     def set_look(self, background: BackgroundSettings, background_image: RGBImage | None = None) -> None:
         """The studio canvas's backdrop from the next frame on (thread-safe; see `StudioRenderer.set_look`)."""
         self.studio.set_look(background, background_image)
+
+    @property
+    def keep_face(self) -> bool:
+        return self._keep_face
+
+    def set_keep_face(self, on: bool) -> None:
+        """Keep the person's own face (True) or use the generated one, from the next frame on (thread-safe)."""
+        self._keep_face = bool(on)
+        self._last = None  # no repeat of an output made the other way
 
     def set_identity(self, lora: dict[str, torch.Tensor] | None, scale: float = 1.0) -> None:
         """Fuse `lora` (a LoRA state dict, from `models/`; None = no identity) at `scale` from the next frame
@@ -321,11 +334,17 @@ class DiffusionRenderer:
         self._skipped = 0
         with self._sections.section("condition"):
             condition = draw_pose(face.landmarks, to_crop, (s.size, s.size)) if self._denoiser.uses_controlnet else None
-        rendered, shot = self._denoiser(crop, condition, _Shot(canvas, x0, y0, side, timestamp_ms))
+        shot = _Shot(canvas, x0, y0, side, timestamp_ms)
+        if self._keep_face:
+            shot.face_xy = fr.transform_points(face.landmarks[:, :2], canvas_affine)
+        rendered, shot = self._denoiser(crop, condition, shot)
         # With stream batching the square (and the canvas it is pasted on) is an earlier frame's.
         self.shown_ms = shot.timestamp_ms
         with self._sections.section("paste"):
             out = paste_square(shot.canvas, rendered, shot.x0, shot.y0, shot.side, self._feather)
+        if shot.face_xy is not None:
+            with self._sections.section("keep_face"):
+                keep_face_in_place(out, shot.canvas, shot.face_xy)
             self._square = (shot.x0, shot.y0, shot.side)
             if self._badge is not None:
                 draw_badge(out, *self._badge)

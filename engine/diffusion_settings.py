@@ -33,6 +33,9 @@ class DiffusionSettings:
     """With 2+ steps, batch frame n's first step with frame n-1's later steps (one frame more delay)."""
     feather: float = 0.08
     """Soft edge of the pasted square, as a fraction of its side."""
+    keep_face: bool = True
+    """Keep the person's own face (from the studio canvas) inside a landmark face mask: the model supplies
+    attire, light and background; expressions, gaze, lips and likeness stay the camera's on every frame."""
     badge: bool = True
     """A small "AI-enhanced" badge on generated frames."""
     channels_last: bool = True

@@ -225,6 +225,9 @@ def test_a_live_diffusion_sessions_export_loads_nothing_new(tiny_dirs: dict[str,
         # The live engine runs on after the exports, and renders again (the weights were handed back to it).
         assert renderer.counts["generated"] > generated and session.frames_out >= frames + 3
         torch.testing.assert_close(weight, live_weight, rtol=0, atol=0)  # with its own identity fused again
+        assert renderer.keep_face  # the live default; the page's switch reaches the engine
+        session.update(keep_face=False)
+        assert not renderer.keep_face and session.state()["keep_face"] is False
 
 
 def test_published_frames_carry_the_clock_of_the_frame_they_show(tiny_dirs: dict[str, Path], tmp_path: Path,
