@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -100,12 +101,43 @@ def _similarity_thumb(crop: RGBImage) -> npt.NDArray[np.float32]:
 @dataclass
 class LikenessCheck:
     """Score every `every`-th generated frame against the identity: the face in the output canvas (where the
-    pose image put it) through `encoder`, cosine to `centroid`."""
+    pose image put it) through `encoder`, cosine to `centroid`. The scoring runs on a worker thread of its own,
+    off the render thread (the encoder takes ~12 ms on a CPU); a frame due while the last one is still being
+    scored is not scored."""
 
     encoder: FaceEncoder
     centroid: npt.NDArray[np.float32]
     every: int = 30
     scores: list[float] = field(default_factory=list)
+    _worker: ThreadPoolExecutor | None = None
+    _running: Future[None] | None = None
+
+    def submit(self, image: RGBImage, landmarks: npt.NDArray[np.float32]) -> bool:
+        """Score `image` (not modified afterwards) with its face's `landmarks` in the background; False when the
+        previous one still runs (this one is skipped)."""
+        if self._running is not None and not self._running.done():
+            return False
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, "livecam-likeness")
+        self._running = self._worker.submit(self._score, image, landmarks)
+        return True
+
+    def _score(self, image: RGBImage, landmarks: npt.NDArray[np.float32]) -> None:
+        try:
+            self.scores.append(likeness(self.encoder, image, landmarks, self.centroid).score)
+        except Exception as e:  # a failed check must never reach the camera; it is logged and not counted
+            log.warning("likeness check failed (%s: %s)", type(e).__name__, e)
+
+    def wait(self) -> None:
+        """Wait for the scoring in progress (tests, the run's summary)."""
+        if self._running is not None:
+            self._running.result()
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+        self.encoder.close()
 
 
 @dataclass
@@ -120,15 +152,19 @@ class _Pending:
 
 @dataclass
 class _Shot:
-    """A frame's canvas and where its square is, kept while its crop is being rendered (stream batch)."""
+    """A frame's canvas, where its square is and its face, kept while its crop is being rendered (stream batch,
+    pipeline)."""
 
     canvas: RGBImage
     x0: int
     y0: int
     side: int
     timestamp_ms: int
-    face_xy: npt.NDArray[np.float32] | None = None
-    """With keep_face: the face landmarks in canvas pixels (the face kept from `canvas`)."""
+    face: Face
+    affine: Affine
+    """Source pixels -> canvas pixels."""
+    thumb: npt.NDArray[np.float32]
+    """The crop's similarity thumbnail."""
 
 
 class DiffusionRenderer:
@@ -157,6 +193,8 @@ class DiffusionRenderer:
         self._feather = feather_mask(settings.size, settings.feather)
         self._badge = badge_patch(self.output_size[1]) if settings.badge else None
         self._keep_face = settings.keep_face
+        cuda = components.device.type == "cuda"
+        self._pipelined = settings.pipeline == "on" or (settings.pipeline == "auto" and cuda)
         self._prepared = False
         self._disabled = False
         self._disabled_at_ms = 0
@@ -181,6 +219,8 @@ class DiffusionRenderer:
 
     def counters(self) -> dict[str, float]:
         counts: dict[str, float] = dict(self.counts)
+        if self._likeness is not None:
+            self._likeness.wait()
         if self._likeness is not None and self._likeness.scores:
             scores = self._likeness.scores
             counts["likeness_checks"] = len(scores)
@@ -272,7 +312,7 @@ class DiffusionRenderer:
         self.studio.close()
         self._denoiser.reset()
         if self._likeness is not None:
-            self._likeness.encoder.close()
+            self._likeness.close()
         self._prepared = False
 
     def render(self, image: RGBImage, face: Face | None, mask: Mask | None, timestamp_ms: int) -> RGBImage:
@@ -297,6 +337,7 @@ class DiffusionRenderer:
             out = self._render_square(canvas, face, timestamp_ms)
         except Exception as e:  # an OOM or any other failure on this frame: the studio canvas stands in
             self.shown_ms = timestamp_ms
+            self._denoiser.discard()
             self.counts["failures"] += 1
             self.counts["studio_frames"] += 1
             self._consecutive_failures += 1
@@ -329,34 +370,49 @@ class DiffusionRenderer:
             if float(np.abs(thumb - last_thumb).mean()) < s.similar_threshold:
                 self._skipped += 1
                 self.counts["similar_skips"] += 1
+                if self._denoiser.pending:  # the pipeline's frame is newer than the last output: show it
+                    return self._finish(*self._collect())
                 self.shown_ms = last_ms
                 return last_out
         self._skipped = 0
         with self._sections.section("condition"):
             condition = draw_pose(face.landmarks, to_crop, (s.size, s.size)) if self._denoiser.uses_controlnet else None
-        shot = _Shot(canvas, x0, y0, side, timestamp_ms)
-        if self._keep_face:
-            shot.face_xy = fr.transform_points(face.landmarks[:, :2], canvas_affine)
-        rendered, shot = self._denoiser(crop, condition, shot)
-        # With stream batching the square (and the canvas it is pasted on) is an earlier frame's.
+        self._denoiser.submit(crop, condition, _Shot(canvas, x0, y0, side, timestamp_ms, face, canvas_affine, thumb))
+        if self._pipelined and self._denoiser.pending == 1 and self._last is not None:
+            # The pipeline (re)starts: this frame's GPU work runs while the next frame's CPU work does; the last
+            # output shows once more meanwhile.
+            _, last_out, last_ms = self._last
+            self.shown_ms = last_ms
+            return last_out
+        # Sequential: this frame. Pipelined: the previous one, finished while this frame's CPU work ran.
+        return self._finish(*self._collect())
+
+    def _collect(self) -> tuple[RGBImage, _Shot]:
+        result = self._denoiser.collect()
+        assert result is not None
+        return result
+
+    def _finish(self, rendered: RGBImage, shot: _Shot) -> RGBImage:
+        """The generated square pasted onto its own frame's canvas (with stream batching or the pipeline, an
+        earlier frame's), the face kept, the badge; counted, remembered, checked for likeness."""
         self.shown_ms = shot.timestamp_ms
         with self._sections.section("paste"):
             out = paste_square(shot.canvas, rendered, shot.x0, shot.y0, shot.side, self._feather)
-        if shot.face_xy is not None:
+        if self._keep_face:
             with self._sections.section("keep_face"):
-                keep_face_in_place(out, shot.canvas, shot.face_xy)
-            self._square = (shot.x0, shot.y0, shot.side)
-            if self._badge is not None:
-                draw_badge(out, *self._badge)
+                keep_face_in_place(out, shot.canvas, fr.transform_points(shot.face.landmarks[:, :2], shot.affine))
+        self._square = (shot.x0, shot.y0, shot.side)
+        if self._badge is not None:
+            draw_badge(out, *self._badge)
         self.counts["generated"] += 1
-        self._last = (thumb, out, shot.timestamp_ms)
+        self._last = (shot.thumb, out, shot.timestamp_ms)
         check = self._likeness
         if check is not None and self.counts["generated"] % check.every == 1 % check.every:
             with self._sections.section("likeness"):
                 # ControlNet keeps the pose, so the face sits where the camera's landmarks put it.
-                landmarks = face.landmarks.copy()
-                landmarks[:, :2] = fr.transform_points(face.landmarks[:, :2], canvas_affine)
-                check.scores.append(likeness(check.encoder, out, landmarks, check.centroid).score)
+                landmarks = shot.face.landmarks.copy()
+                landmarks[:, :2] = fr.transform_points(shot.face.landmarks[:, :2], shot.affine)
+                check.submit(out, landmarks)  # `out` is never written again: published as it is
         return out
 
 

@@ -418,3 +418,29 @@ def test_keep_face_seam_is_soft_and_colour_matched(shared: DiffusionComponents, 
     assert steps[0] < 0.5 * steps[1], steps
     inner = core > 0.99
     assert inner.sum() > 200 and np.abs(soft[inner].astype(int) - real[inner]).max() <= 1  # the face's core
+
+
+def test_the_pipelined_path_gives_the_sequential_outputs_one_frame_later(shared: DiffusionComponents,
+                                                                         photo: tuple[np.ndarray, Face]) -> None:
+    """Pipelined, frame n's GPU work runs while frame n+1's CPU work does: on the CPU (synchronous) the outputs
+    are exactly the sequential path's, one frame later, each stamped with the frame it shows."""
+    full, face0 = photo
+    frames = []
+    for index in range(5):  # a person moving slightly: the photo through a window moving 5 px per frame
+        image = np.ascontiguousarray(full[:, 5 * index : full.shape[1] - 40 + 5 * index])
+        landmarks = face0.landmarks.copy()
+        landmarks[:, 0] -= 5 * index
+        frames.append((image, Face(landmarks, (image.shape[1], image.shape[0]))))
+    sequential, pipelined = renderer(shared, pipeline="off"), renderer(shared, pipeline="on")
+    seq, pipe = [], []
+    for index, (image, face) in enumerate(frames):
+        seq.append((sequential.render(image, face, None, index * 33), sequential.shown_ms))
+        pipe.append((pipelined.render(image, face, None, index * 33), pipelined.shown_ms))
+    assert [ms for _, ms in seq] == [0, 33, 66, 99, 132]
+    # Frame 0 runs alone; frame 1 starts the pipeline (frame 0's output shows again); then each output is the
+    # frame before.
+    assert [ms for _, ms in pipe] == [0, 0, 33, 66, 99]
+    for (out, _), (expected, _) in zip(pipe[2:], seq[1:4], strict=True):
+        np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(pipe[0][0], seq[0][0])
+    assert pipelined.counts["generated"] == 4 and sequential.counts["generated"] == 5
