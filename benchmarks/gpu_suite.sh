@@ -25,7 +25,8 @@ if ((SMOKE)); then
   # One thread everywhere (a busy small machine's OpenMP threads wait on each other); the compiled step runs its
   # code path with torch.compile switched off (compiling on the CPU takes minutes here).
   export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 LIVECAM_ASSETS=${LIVECAM_ASSETS:-$PWD/../shared/assets}
-  X="--tiny --device cpu"; LIVE="$X"; STILLS="$X --steps 1"; TRAIN="$X --steps 2 --warmup 1 --photos 2"
+  X="--tiny --device cpu"; LIVE="$X --frames 3 --warmup 1"; STILLS="$X --steps 1 --variants 1"
+  TRAIN="$X --steps 2 --warmup 1 --photos 2 --variants livecam baseline"
   COMPILED_ENV="env TORCH_COMPILE_DISABLE=1"
 elif [ -z "${DRY:-}" ]; then
   ls .whl/*.whl >/dev/null 2>&1 || { echo "no .whl/*.whl: run benchmarks/gpu_carry.sh, carry .whl" | tee -a "$L"
