@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import torch
 
-from benchmarks.diffusion_gpu import quiet_libraries
+from benchmarks.gpu_common import quiet_libraries
 from benchmarks.live_loop import machine, model_paths, summarise
 from benchmarks.live_loop import versions as base_versions
 from engine import framing as fr

@@ -34,47 +34,30 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
-import os
-import platform
-import re
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.gpu_common import (
+    DTYPES,
+    device_slug,
+    finite_watch,
+    machine,
+    preflight,
+    quiet_libraries,
+    smoke_threads,
+    torch_threads,
+    versions,
+)
+
 TARGET = {"fps_min": 60.0, "latency_ms_p95_max": 50.0, "speedup_min": 5.0}
 """The issue's target, on 512x512, 1 step, ControlNet + TAESD (TARGET_CASE)."""
-DTYPES = ("fp16", "bf16", "fp32")
-def preflight(script: str, device_name: str, tiny: bool, modules: tuple[str, ...] = ("diffusers",)) -> Any:
-    """The torch.device a GPU benchmark may run on, or None after one line on stderr saying why not: no
-    torch, no CUDA (only --tiny runs on a CPU: full size there would take hours), or a missing package."""
-    try:
-        import torch
-    except ImportError:
-        print(f"{script}: PyTorch is not installed (see benchmarks/gpu_setup.md)", file=sys.stderr)
-        return None
-    device = torch.device(device_name)
-    if (device.type == "cuda" or not tiny) and not (device.type == "cuda" and torch.cuda.is_available()):
-        print(f"{script}: a CUDA GPU is needed (torch.cuda.is_available() is False); "
-              f"`python -m benchmarks.{script} --tiny --device cpu` runs a smoke test on the CPU", file=sys.stderr)
-        return None
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            print(f"{script}: {module} is not installed (pip install -e \".[diffusion]\"; see "
-                  "benchmarks/gpu_setup.md)", file=sys.stderr)
-            return None
-    return device
 
 
 @dataclass(frozen=True)
@@ -131,38 +114,6 @@ def select(names: list[str], cases: list[Case], what: str) -> set[str]:
     if unknown:
         raise SystemExit(f"diffusion_gpu: {what} {unknown}: expected 'all', 'none' or some of {known}")
     return set(names)
-
-
-def machine(device: Any) -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    with suppress(OSError):
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), cpu)
-    info: dict[str, Any] = {"device_type": device.type, "cpu": cpu, "cores": os.cpu_count(),
-                            "platform": platform.platform()}
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(device=torch.cuda.get_device_name(device), gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                    capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version())
-    else:
-        info["device"] = f"CPU ({cpu})"
-    return info
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in ("torch", "diffusers", "transformers", "numpy", "opencv-contrib-python", "opencv-python",
-                 "opencv-python-headless"):
-        with suppress(PackageNotFoundError):
-            out[name] = version(name)
-    return out
-
-
-def device_slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 def tiny_models(device: Any, dtype: Any, seed: int) -> dict[str, Any]:
@@ -273,50 +224,6 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _all_finite(value: Any) -> bool:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return bool(torch.isfinite(value).all()) if value.is_floating_point() else True
-    if isinstance(value, (tuple, list)):
-        return all(_all_finite(v) for v in value)
-    return True
-
-
-@contextmanager
-def finite_watch(modules: list[Any]) -> Iterator[dict[str, bool]]:
-    """Whether every output of `modules` stayed finite while inside (random weights in fp16 could overflow,
-    and the uint8 output would hide a NaN)."""
-    seen = {"finite": True}
-
-    def hook(_module: Any, _inputs: Any, output: Any) -> None:
-        seen["finite"] = seen["finite"] and _all_finite(output)
-
-    handles = [m.register_forward_hook(hook) for m in modules]
-    try:
-        yield seen
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@contextmanager
-def quiet_libraries() -> Iterator[None]:
-    """diffusers and transformers at error level while inside: a benchmark casts modules and truncates
-    the tiny tokenizer's prompt on purpose, and their warnings would repeat on every frame."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    levels = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(levels[0])
-        transformers_logging.set_verbosity(levels[1])
-
-
 def check_finite(runners: dict[tuple[str, str], Callable[[int], Any]], cases: list[Case],
                  modules: list[Any]) -> dict[tuple[str, str], bool]:
     """One untimed pass per eager run (`steps` frames, so the stream batch's batched call too): whether the
@@ -361,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     device = preflight("diffusion_gpu", args.device, args.tiny)
     if device is None:
         return 2
-    with quiet_libraries():
+    with quiet_libraries(), torch_threads(smoke_threads(args.tiny, device)):
         return run(args, device)
 
 

@@ -236,6 +236,10 @@ class FaultyRenderer:
         self._schedule = schedule
         self._counts = counts
 
+    @property
+    def shown_ms(self) -> int | None:
+        return self.inner.shown_ms
+
     def prepare(self) -> None:
         self.inner.prepare()
 

@@ -6,10 +6,12 @@ Issue 5's target: "7 presets x 4 variants at 1024x1024, including the quality ga
 Models: the real SDXL architectures with random weights, built offline (nothing downloaded; speed does not
 depend on the weights): UNet, ControlNet and the full AutoencoderKL from `tests.tiny_sdxl`, and the two
 SDXL CLIP text encoders (CLIP ViT-L/14 and OpenCLIP bigG/14 text towers, their published configs) built here,
-because stills encode each style's prompt with the real encoders. The tokenizer is `random_sdxl.tiny_tokenizer`
+because stills encode each style's prompt with the real encoders. The tokenizer is `tests.tiny_sdxl.tiny_tokenizer`
 (byte-level, no merges: the prompt becomes more tokens than CLIP's BPE makes, but both pad or truncate to 77,
-so the encoders do the same work). The face models are the real MediaPipe, YuNet and face-reid files from
-../shared/assets, and the subject is a real photo.
+so the encoders do the same work). The face models are the real MediaPipe and YuNet files from
+../shared/assets, and the subject is a real photo. The identity encoder is the real face-reid network on
+OpenVINO where OpenVINO is installed, else a stand-in of its cost (`--face-encoder`, see
+`benchmarks/stills_models.py`); the JSON's `face_encoder` says which ran, how often, and its time per call.
 
 - `livecam`: `export_stills` for every style x `--variants` at `--size`, with `still.max_retries=0` (a fixed
   number of candidates) and `still.checks=""` (every candidate is measured by the whole gate and kept, so its
@@ -28,41 +30,52 @@ the files get the studio-framed photo that went into the generator (a real face,
 
     python -m benchmarks.stills_gpu [--out benchmarks/results/stills_gpu_<device>.json] [--size 1024]
         [--steps 4] [--variants 4] [--styles all] [--dtype fp16] [--rounds 1] [--gate-input photo]
-        [--tiny --device cpu]
+        [--face-encoder auto|reid|standin] [--tiny --device cpu]
 
 `--tiny --device cpu` runs the same code path on tiny random models (2 styles x 2 variants at 128 px) in well
-under a minute: a smoke test (its timings mean nothing). See benchmarks/gpu_setup.md for a GPU machine without
-diffusers or mediapipe.
+under a minute: a smoke test (its timings mean nothing). `bash benchmarks/gpu_suite.sh` runs it on the GPU
+machine (benchmarks/gpu_setup.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from unittest import mock
 
 import numpy as np
 
-from benchmarks.diffusion_gpu import (
+from benchmarks.diffusion_gpu import build_pipeline
+from benchmarks.gpu_common import (
     DTYPES,
-    build_pipeline,
+    count_calls,
     device_slug,
     finite_watch,
     machine,
     preflight,
     quiet_libraries,
+    quiet_livecam,
+    torch_dtype,
+    torch_threads,
     versions,
+)
+from benchmarks.stills_models import (
+    ENCODERS,
+    build_components,
+    choose_encoder,
+    encoder_figures,
+    face_model_dir,
+    img2img_steps,
+    timed_face_encoders,
 )
 from tests.media import assets_dir
 
@@ -77,25 +90,6 @@ TARGET: dict[str, Any] = {"what": "7 presets x 4 variants at 1024x1024 incl. the
                           "size": 1024, "styles": 7, "variants": 4}
 """Issue 5's target; `met` is judged only on a run at these settings, on CUDA, with the full-size models."""
 PHOTO = "images/faces/obama_official_2012.jpg"
-# The face models' registry names -> their files in ../shared/assets.
-MODEL_FILES = {
-    "FACE_LANDMARKER": "models/face_landmarker/face_landmarker.task",
-    "SELFIE_SEGMENTER": "models/segmentation/selfie_segmentation_landscape.tflite",
-    "FACE_DETECTOR": "models/face_detection/face_detection_yunet_2023mar.onnx",
-    "FACE_REID_XML": "models/face_recognition/face-reidentification-retail-0095/FP16/"
-                     "face-reidentification-retail-0095.xml",
-    "FACE_REID_BIN": "models/face_recognition/face-reidentification-retail-0095/FP16/"
-                     "face-reidentification-retail-0095.bin",
-}
-# The text towers of SDXL's two encoders, as in text_encoder/ and text_encoder_2/config.json of
-# stabilityai/stable-diffusion-xl-base-1.0 (123,060,480 and 694,659,840 parameters). Token ids follow
-# tiny_tokenizer (bos 0, eos and pad 1); the vocabulary keeps CLIP's size.
-SDXL_TEXT_ENCODER_CONFIGS: tuple[dict[str, Any], ...] = (
-    {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12,
-     "hidden_act": "quick_gelu", "projection_dim": 768},
-    {"hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 20, "num_hidden_layers": 32,
-     "hidden_act": "gelu", "projection_dim": 1280},
-)
 GATE_INPUTS = {
     "photo": "gate input: the studio-framed photo that went into the generator (the generated image is computed, "
              "then set aside), so the gate, the crops and the files work on a real face",
@@ -121,6 +115,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gate-input", choices=("photo", "generated"), default="photo",
                         help="what the gate and crops get: the framed photo (a real face) or the generated image")
     parser.add_argument("--photo", type=Path, default=None, help=f"subject photo (default ../shared/assets/{PHOTO})")
+    parser.add_argument("--face-encoder", choices=ENCODERS, default="auto",
+                        help="the identity encoder: the real re-id network (needs openvino), a stand-in of its cost, "
+                             "or auto (the real one when openvino is installed)")
     parser.add_argument("--tiny", action="store_true", help="tiny random models (a smoke test of the code path)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--threads", type=int, default=None,
@@ -132,84 +129,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # --- models ----------------------------------------------------------------------------------------------------
-
-def face_model_dir(directory: Path) -> Path:
-    """`directory` holding the face models of ../shared/assets under their registry file names."""
-    from models import registry
-
-    for name, relative in MODEL_FILES.items():
-        source = assets_dir() / relative
-        if not source.is_file():
-            raise SystemExit(f"stills_gpu: {source} is missing (the benchmark needs ../shared/assets, or "
-                             "LIVECAM_ASSETS pointing at it)")
-        (directory / getattr(registry, name).filename).symlink_to(source)
-    return directory
-
-
-def sdxl_text_encoders(device: Any, dtype: Any, seed: int) -> tuple[Any, Any]:
-    """SDXL's two CLIP text encoders at full size, random weights, built on `device`."""
-    import torch
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    torch.manual_seed(seed)
-    common: dict[str, Any] = {"vocab_size": 49408, "max_position_embeddings": 77, "layer_norm_eps": 1e-5,
-                              "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}
-    with torch.device(device):
-        encoders = (CLIPTextModel(CLIPTextConfig(**common, **SDXL_TEXT_ENCODER_CONFIGS[0])),
-                    CLIPTextModelWithProjection(CLIPTextConfig(**common, **SDXL_TEXT_ENCODER_CONFIGS[1])))
-    for encoder in encoders:
-        encoder.to(dtype).eval().requires_grad_(False)
-    return encoders
-
-
-def build_components(tiny: bool, device: Any, dtype: Any, seed: int) -> DiffusionComponents:
-    """The diffusion components stills load (text encoders, UNet, ControlNet, full VAE), random weights."""
-    from engine.denoiser import DiffusionComponents
-    from tests.tiny_sdxl import full_size_components, tiny_components, tiny_tokenizer
-
-    if tiny:
-        models = tiny_components(seed)
-        for key in ("unet", "controlnet", "vae", "tiny_vae", "text_encoder", "text_encoder_2"):
-            models[key] = models[key].to(device, dtype).eval().requires_grad_(False)
-    else:
-        models = full_size_components(device, dtype, controlnet=True, seed=seed)
-        models["text_encoder"], models["text_encoder_2"] = sdxl_text_encoders(device, dtype, seed)
-        models["tokenizer"], models["tokenizer_2"] = tiny_tokenizer(), tiny_tokenizer()
-    # The stills VAE livecam uses (sdxl-vae-fp16-fix) runs in fp16; the published SDXL VAE would ask for fp32.
-    models["vae"].register_to_config(force_upcast=False)
-    kind = "tiny random" if tiny else "random-weight"
-    names = {"base": f"{kind} SDXL", "controlnet": f"{kind} SDXL ControlNet", "vae": f"{kind} SDXL VAE"}
-    return DiffusionComponents(unet=models["unet"], tiny_vae=models["tiny_vae"], text_encoder=models["text_encoder"],
-                               tokenizer=models["tokenizer"], scheduler=models["scheduler"], device=device,
-                               dtype=dtype, controlnet=models["controlnet"], text_encoder_2=models["text_encoder_2"],
-                               tokenizer_2=models["tokenizer_2"], vae=models["vae"], names=names)
-
-
-def img2img_steps(steps: int, strength: float) -> int:
-    """The smallest num_inference_steps with which diffusers' img2img runs exactly `steps` steps at `strength`
-    (it runs min(int(n * strength), n))."""
-    n = steps
-    while min(int(n * strength), n) != steps:
-        n += 1
-        if n > 1000:
-            raise SystemExit(f"stills_gpu: no num_inference_steps gives {steps} steps at strength {strength}")
-    return n
-
-
-@contextmanager
-def count_calls(module: Any) -> Iterator[dict[str, int]]:
-    """How many times `module` ran while inside."""
-    seen = {"calls": 0}
-
-    def hook(*_: Any) -> None:
-        seen["calls"] += 1
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield seen
-    finally:
-        handle.remove()
-
 
 # --- the livecam run -------------------------------------------------------------------------------------------
 
@@ -386,43 +305,17 @@ def baseline_run(call: Baseline, candidates: list[Candidate], device: Any) -> di
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    device = preflight("stills_gpu", args.device, args.tiny,
-                       modules=("diffusers", "transformers", "mediapipe", "openvino"))
+    args.encoder, args.encoder_why = choose_encoder(args.face_encoder)
+    device = preflight("stills_gpu", args.device, args.tiny, modules=(
+        "diffusers", "transformers", "mediapipe", *(("openvino",) if args.encoder == "reid" else ())))
     if device is None:
         return 2
     if args.threads is None:
         args.threads = 1 if args.tiny and device.type == "cpu" else 0
-    with (quiet_libraries(), quiet_livecam(), torch_threads(args.threads),
+    with (quiet_libraries(), quiet_livecam(), torch_threads(args.threads), timed_face_encoders(args.encoder) as calls,
           tempfile.TemporaryDirectory(prefix="stills_gpu_") as tmp):
+        args.encoder_calls = calls
         return run(args, device, Path(tmp))
-
-
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """torch's intra-op CPU threads set to `threads` while inside (0: left alone). On a busy small machine one
-    thread avoids OpenMP's threads waiting on each other (a smoke test there runs several times faster)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextmanager
-def quiet_livecam() -> Iterator[None]:
-    """livecam's log at error level while inside: its per-candidate warnings (a crop written smaller, the base
-    model's licence) would repeat for every candidate; the JSON counts the crops written."""
-    logger = logging.getLogger("livecam")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _median(values: list[float]) -> float | None:
@@ -441,7 +334,7 @@ def run(args: argparse.Namespace, device: Any, tmp: Path) -> int:
     from livecam.config import load_config
 
     dtype_name = args.dtype or ("fp16" if device.type == "cuda" else "fp32")
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
+    dtype = torch_dtype(dtype_name)
     size = args.size or (128 if args.tiny else 1024)
     variants = args.variants or (2 if args.tiny else 4)
     defaults = load_config(None)
@@ -452,7 +345,7 @@ def run(args: argparse.Namespace, device: Any, tmp: Path) -> int:
     if unknown:
         raise SystemExit(f"stills_gpu: unknown style {unknown[0]!r}; styles: {', '.join(defaults.styles)}")
     overrides = [f"still.size={size}", "still.max_retries=0", "still.checks=", f"models.device={device}",
-                 f"models.dir={face_model_dir(Path(tempfile.mkdtemp(dir=tmp)))}", "models.download=false"]
+                 f"models.dir={face_model_dir(Path(tempfile.mkdtemp(dir=tmp)), args.encoder)}", "models.download=false"]
     overrides += [f"still.steps={args.steps}"] if args.steps else []
     overrides += [f"still.strength={args.strength}"] if args.strength else []
     config = load_config(None, overrides)
@@ -536,9 +429,12 @@ def run(args: argparse.Namespace, device: Any, tmp: Path) -> int:
             "tokenizer: byte-level CLIPTokenizer without merges (tests.tiny_sdxl.tiny_tokenizer); prompts "
             "pad or truncate to 77 tokens either way, so the text encoders do the same work",
             "VAE force_upcast off, as with sdxl-vae-fp16-fix (livecam's models.vae)",
+            *([] if args.encoder == "reid" else [
+                f"identity encoder: a stand-in of the re-id network's cost ({args.encoder_why}); see face_encoder"]),
         ],
         "machine": info,
-        "versions": {**versions(), **package_versions("mediapipe", "openvino", "pillow", "tqdm")},
+        "versions": versions(),
+        "face_encoder": encoder_figures(args.encoder, args.encoder_why, args.encoder_calls),
         "dtype": dtype_name,
         "settings": {
             "size": size, "steps": s.steps, "strength": s.strength, "styles": list(styles), "variants": variants,
@@ -569,14 +465,6 @@ def run(args: argparse.Namespace, device: Any, tmp: Path) -> int:
     print_summary(result)
     print(f"wrote {out}")
     return 0
-
-
-def package_versions(*names: str) -> dict[str, str]:
-    out = {}
-    for name in names:
-        with suppress(PackageNotFoundError):
-            out[name] = version(name)
-    return out
 
 
 def print_summary(result: dict[str, Any]) -> None:

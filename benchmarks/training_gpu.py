@@ -45,7 +45,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.diffusion_gpu import device_slug, machine, preflight, quiet_libraries, versions
+from benchmarks.gpu_common import (
+    device_slug,
+    machine,
+    preflight,
+    quiet_libraries,
+    smoke_threads,
+    torch_threads,
+    versions,
+)
 from models.training_settings import TrainingSettings
 
 TARGET_S = 300.0
@@ -205,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     device = preflight("training_gpu", args.device, args.tiny, ("diffusers", "peft"))
     if device is None:
         return 2
-    with quiet_libraries():
+    with quiet_libraries(), torch_threads(smoke_threads(args.tiny, device)):
         return run(args, device)
 
 
@@ -258,7 +266,7 @@ def run(args: argparse.Namespace, device: Any) -> int:
         "models": ("tiny random SDXL (tests.tiny_sdxl.tiny_components)" if args.tiny else
                    "SDXL base UNet + SDXL VAE + CLIP-L and OpenCLIP-bigG text encoders, random weights"),
         "machine": info,
-        "versions": versions() | _more_versions(),
+        "versions": versions(),
         "settings": dataclasses.asdict(TrainingSettings()),
         "config": {"sizes": sizes, "steps": args.steps, "warmup": args.warmup, "photos": args.photos,
                    "dtype": "fp32" if args.tiny else args.dtype, "variants": args.variants, "seed": args.seed,
@@ -275,17 +283,6 @@ def run(args: argparse.Namespace, device: Any) -> int:
     print_table(result)
     print(f"wrote {out}")
     return 0
-
-
-def _more_versions() -> dict[str, str]:
-    from contextlib import suppress
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("peft", "safetensors"):
-        with suppress(PackageNotFoundError):
-            out[name] = version(name)
-    return out
 
 
 def target_check(results: dict[str, dict[str, Any]], info: dict[str, Any], applicable: bool) -> dict[str, Any]:

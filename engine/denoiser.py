@@ -71,6 +71,24 @@ class _InFlight:
     tag: Any
 
 
+@dataclass
+class _HostBuffers:
+    """One frame's pinned host buffers (crop and condition in, crop out)."""
+
+    crop: torch.Tensor
+    condition: torch.Tensor
+    out: torch.Tensor
+
+
+@dataclass
+class _Submitted:
+    """A frame submitted to the device: where its output lands, the event that says it has, its tag."""
+
+    out: torch.Tensor
+    done: Any
+    tag: Any
+
+
 class Denoiser:
     """Few-step img2img on a square crop: uint8 crop in, uint8 crop out, nothing loaded or built per frame.
 
@@ -100,6 +118,11 @@ class Denoiser:
             self._vae_dtype = torch.float32
         self._vae_scale = float(getattr(c.tiny_vae.config, "scaling_factor", 1.0))
         self._vae_shift = float(getattr(c.tiny_vae.config, "shift_factor", None) or 0.0)
+        if c.device.type == "cuda":
+            # Fixed shapes every frame: let cuDNN pick its fastest convolutions once; TF32 for the fp32 glue.
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         self._channels_last = settings.channels_last and c.device.type == "cuda"
         if self._channels_last:
             for module in (c.unet, c.controlnet, c.tiny_vae):
@@ -113,6 +136,9 @@ class Denoiser:
             if c.controlnet is not None:
                 self._controlnet = torch.compile(c.controlnet, mode=mode, fullgraph=False)
         self._prepared = False
+        self._buffers: list[_HostBuffers] = []
+        self._parity = 0
+        self._submitted: list[_Submitted] = []
         self._in_flight: list[_InFlight] = []
         self._prev_x0: torch.Tensor | None = None
 
@@ -154,9 +180,12 @@ class Denoiser:
         # One fixed noise per step, made on the CPU so that a seed gives the same noise on every device.
         self._noise = torch.randn((s.steps, *latent_shape[1:]), generator=self._generator).to(dev, dtype)
         pin = dev.type == "cuda"
-        self._host_in = torch.empty((s.size, s.size, 3), dtype=torch.uint8, pin_memory=pin)
-        self._host_cond = torch.empty((s.size, s.size, 3), dtype=torch.uint8, pin_memory=pin)
-        self._host_out = torch.empty((s.size, s.size, 3), dtype=torch.uint8, pin_memory=pin)
+        # Two sets of pinned buffers: with `submit`, frame n+1 is written while frame n's copies may still be
+        # queued on the stream.
+        self._buffers = [_HostBuffers(*(torch.empty((s.size, s.size, 3), dtype=torch.uint8, pin_memory=pin)
+                                        for _ in range(3))) for _ in range(2)]
+        self._parity = 0
+        self.discard()
         self._in_flight = []
         self._prev_x0 = None
         self._prepared = True
@@ -173,26 +202,45 @@ class Denoiser:
         """Forget the frames in flight and the previous latent (a cut, a new style)."""
         self._in_flight = []
         self._prev_x0 = None
+        self.discard()
 
-    @torch.inference_mode()
     def __call__(self, crop: RGBImage, condition: RGBImage | None, tag: Any = None) -> tuple[RGBImage, Any]:
         """Re-render `crop` (size x size x 3 uint8) under `condition` (the pose image, same size; ignored
         without a ControlNet). Returns the output crop and the tag of the frame it belongs to: `tag` itself,
-        or with stream batch an earlier frame's tag (one frame of delay per extra step)."""
+        or with stream batch an earlier frame's tag (one frame of delay per extra step). The same as
+        `submit` then `collect`."""
+        self.submit(crop, condition, tag)
+        result = self.collect()
+        assert result is not None
+        return result
+
+    @property
+    def pending(self) -> int:
+        """Frames submitted and not collected yet."""
+        return len(self._submitted)
+
+    @torch.inference_mode()
+    def submit(self, crop: RGBImage, condition: RGBImage | None, tag: Any = None) -> None:
+        """Queue the re-render of `crop` (see `__call__`) and return without waiting for the device: on CUDA
+        the caller's CPU work overlaps the GPU's until `collect`. At most two frames may be pending."""
         if not self._prepared:
             raise RuntimeError("Denoiser: call prepare() first")
+        if len(self._submitted) >= len(self._buffers):
+            raise RuntimeError("Denoiser.submit: two frames are pending; collect() one first")
         s = self.settings
         expected = (s.size, s.size, 3)
         if crop.shape != expected or crop.dtype != np.uint8:
             raise ValueError(f"crop: expected uint8 {expected}, got {crop.dtype} {crop.shape}")
+        buffers = self._buffers[self._parity]
+        self._parity = 1 - self._parity
         with self._sections.section("upload"):
-            image = self._upload(crop, self._host_in) * (2.0 / 255.0) - 1.0
+            image = self._upload(crop, buffers.crop) * (2.0 / 255.0) - 1.0
             cond = None
             if self._controlnet is not None:
                 if condition is None or condition.shape != expected:
                     got = None if condition is None else condition.shape
                     raise ValueError(f"condition: expected uint8 {expected} for the ControlNet, got {got}")
-                cond = self._upload(condition, self._host_cond) * (1.0 / 255.0)
+                cond = self._upload(condition, buffers.condition) * (1.0 / 255.0)
         if not s.fixed_noise:  # the unstable baseline: new noise every frame
             self._noise.copy_(torch.randn(self._noise.shape, generator=self._generator))
         with self._sections.section("encode"):
@@ -208,11 +256,31 @@ class Denoiser:
             self._prev_x0 = x0
         with self._sections.section("decode"):
             out = self._decode(x0)
+        cuda = self.device.type == "cuda"
+        buffers.out.copy_(out, non_blocking=cuda)
+        done = None
+        if cuda:
+            done = torch.cuda.Event()
+            done.record(torch.cuda.current_stream(self.device))
+        self._submitted.append(_Submitted(buffers.out, done, tag))
+
+    def collect(self) -> tuple[RGBImage, Any] | None:
+        """The oldest submitted frame's output crop and tag (see `__call__`), waiting for its CUDA event only
+        (not the whole device); None when nothing is pending."""
+        if not self._submitted:
+            return None
+        item = self._submitted.pop(0)
         with self._sections.section("download"):
-            self._host_out.copy_(out, non_blocking=self.device.type == "cuda")
-            if self.device.type == "cuda":
-                torch.cuda.current_stream(self.device).synchronize()
-            return self._host_out.numpy().copy(), tag
+            if item.done is not None:
+                item.done.synchronize()
+            return item.out.numpy().copy(), item.tag
+
+    def discard(self) -> None:
+        """Forget the frames submitted and not collected (a failure, a reset)."""
+        for item in self._submitted:
+            if item.done is not None:
+                item.done.synchronize()  # their buffers may be written again only once the copies are done
+        self._submitted = []
 
     def _upload(self, array: RGBImage, host: torch.Tensor) -> torch.Tensor:
         """uint8 HxWx3 -> (1, 3, H, W) float in the model dtype, on the device."""

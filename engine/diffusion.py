@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -32,6 +33,7 @@ from engine.background import BackgroundSettings
 from engine.denoiser import Denoiser, DiffusionComponents, encode_prompt, host_pipeline
 from engine.diffusion_settings import DiffusionSettings
 from engine.identity_fuser import IdentityFuser
+from engine.keep_face import keep_face_in_place
 from engine.pose import draw_pose
 from engine.studio import StudioRenderer
 from engine.types import Affine, Face, FaceEncoder, Mask, NoSections, RGBImage, Sections
@@ -99,12 +101,43 @@ def _similarity_thumb(crop: RGBImage) -> npt.NDArray[np.float32]:
 @dataclass
 class LikenessCheck:
     """Score every `every`-th generated frame against the identity: the face in the output canvas (where the
-    pose image put it) through `encoder`, cosine to `centroid`."""
+    pose image put it) through `encoder`, cosine to `centroid`. The scoring runs on a worker thread of its own,
+    off the render thread (the encoder takes ~12 ms on a CPU); a frame due while the last one is still being
+    scored is not scored."""
 
     encoder: FaceEncoder
     centroid: npt.NDArray[np.float32]
     every: int = 30
     scores: list[float] = field(default_factory=list)
+    _worker: ThreadPoolExecutor | None = None
+    _running: Future[None] | None = None
+
+    def submit(self, image: RGBImage, landmarks: npt.NDArray[np.float32]) -> bool:
+        """Score `image` (not modified afterwards) with its face's `landmarks` in the background; False when the
+        previous one still runs (this one is skipped)."""
+        if self._running is not None and not self._running.done():
+            return False
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, "livecam-likeness")
+        self._running = self._worker.submit(self._score, image, landmarks)
+        return True
+
+    def _score(self, image: RGBImage, landmarks: npt.NDArray[np.float32]) -> None:
+        try:
+            self.scores.append(likeness(self.encoder, image, landmarks, self.centroid).score)
+        except Exception as e:  # a failed check must never reach the camera; it is logged and not counted
+            log.warning("likeness check failed (%s: %s)", type(e).__name__, e)
+
+    def wait(self) -> None:
+        """Wait for the scoring in progress (tests, the run's summary)."""
+        if self._running is not None:
+            self._running.result()
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+        self.encoder.close()
 
 
 @dataclass
@@ -119,12 +152,19 @@ class _Pending:
 
 @dataclass
 class _Shot:
-    """A frame's canvas and where its square is, kept while its crop is being rendered (stream batch)."""
+    """A frame's canvas, where its square is and its face, kept while its crop is being rendered (stream batch,
+    pipeline)."""
 
     canvas: RGBImage
     x0: int
     y0: int
     side: int
+    timestamp_ms: int
+    face: Face
+    affine: Affine
+    """Source pixels -> canvas pixels."""
+    thumb: npt.NDArray[np.float32]
+    """The crop's similarity thumbnail."""
 
 
 class DiffusionRenderer:
@@ -152,11 +192,16 @@ class DiffusionRenderer:
         self._fuser = IdentityFuser(components, self._host)
         self._feather = feather_mask(settings.size, settings.feather)
         self._badge = badge_patch(self.output_size[1]) if settings.badge else None
+        self._keep_face = settings.keep_face
+        cuda = components.device.type == "cuda"
+        self._pipelined = settings.pipeline == "on" or (settings.pipeline == "auto" and cuda)
         self._prepared = False
         self._disabled = False
         self._disabled_at_ms = 0
         self._consecutive_failures = 0
-        self._last: tuple[npt.NDArray[np.float32], RGBImage] | None = None
+        self._last: tuple[npt.NDArray[np.float32], RGBImage, int] | None = None
+        """(similarity thumb, output, shown_ms) of the latest generated frame."""
+        self.shown_ms: int | None = None
         self._skipped = 0
         self._square: tuple[int, int, int] | None = None
         self._likeness = likeness_check
@@ -174,6 +219,8 @@ class DiffusionRenderer:
 
     def counters(self) -> dict[str, float]:
         counts: dict[str, float] = dict(self.counts)
+        if self._likeness is not None:
+            self._likeness.wait()
         if self._likeness is not None and self._likeness.scores:
             scores = self._likeness.scores
             counts["likeness_checks"] = len(scores)
@@ -190,6 +237,15 @@ class DiffusionRenderer:
     def set_look(self, background: BackgroundSettings, background_image: RGBImage | None = None) -> None:
         """The studio canvas's backdrop from the next frame on (thread-safe; see `StudioRenderer.set_look`)."""
         self.studio.set_look(background, background_image)
+
+    @property
+    def keep_face(self) -> bool:
+        return self._keep_face
+
+    def set_keep_face(self, on: bool) -> None:
+        """Keep the person's own face (True) or use the generated one, from the next frame on (thread-safe)."""
+        self._keep_face = bool(on)
+        self._last = None  # no repeat of an output made the other way
 
     def set_identity(self, lora: dict[str, torch.Tensor] | None, scale: float = 1.0) -> None:
         """Fuse `lora` (a LoRA state dict, from `models/`; None = no identity) at `scale` from the next frame
@@ -256,7 +312,7 @@ class DiffusionRenderer:
         self.studio.close()
         self._denoiser.reset()
         if self._likeness is not None:
-            self._likeness.encoder.close()
+            self._likeness.close()
         self._prepared = False
 
     def render(self, image: RGBImage, face: Face | None, mask: Mask | None, timestamp_ms: int) -> RGBImage:
@@ -264,6 +320,7 @@ class DiffusionRenderer:
         if not self._prepared:
             raise RuntimeError("DiffusionRenderer.render: call prepare() first")
         canvas = self.studio.render(image, face, mask, timestamp_ms)
+        self.shown_ms = timestamp_ms  # the studio canvas; a generated square may show an earlier frame
         retry_ms = self.settings.retry_s * 1000
         if self._disabled and retry_ms > 0 and timestamp_ms - self._disabled_at_ms >= retry_ms:
             # Out of memory is often passing (another program let go of the GPU): try again, and one more
@@ -277,8 +334,10 @@ class DiffusionRenderer:
         try:
             if self._has_pending():
                 self._apply_pending()
-            out = self._render_square(canvas, face)
+            out = self._render_square(canvas, face, timestamp_ms)
         except Exception as e:  # an OOM or any other failure on this frame: the studio canvas stands in
+            self.shown_ms = timestamp_ms
+            self._denoiser.discard()
             self.counts["failures"] += 1
             self.counts["studio_frames"] += 1
             self._consecutive_failures += 1
@@ -297,7 +356,7 @@ class DiffusionRenderer:
         self._consecutive_failures = 0
         return out
 
-    def _render_square(self, canvas: RGBImage, face: Face) -> RGBImage:
+    def _render_square(self, canvas: RGBImage, face: Face, timestamp_ms: int) -> RGBImage:
         s = self.settings
         box = self.studio.last_box
         assert box is not None  # the studio render just set it
@@ -307,29 +366,53 @@ class DiffusionRenderer:
             crop = cut_square(canvas, x0, y0, side, s.size)
         thumb = _similarity_thumb(crop)
         if self._last is not None and s.similar_threshold > 0 and self._skipped < s.max_skip:
-            last_thumb, last_out = self._last
+            last_thumb, last_out, last_ms = self._last
             if float(np.abs(thumb - last_thumb).mean()) < s.similar_threshold:
                 self._skipped += 1
                 self.counts["similar_skips"] += 1
+                if self._denoiser.pending:  # the pipeline's frame is newer than the last output: show it
+                    return self._finish(*self._collect())
+                self.shown_ms = last_ms
                 return last_out
         self._skipped = 0
         with self._sections.section("condition"):
             condition = draw_pose(face.landmarks, to_crop, (s.size, s.size)) if self._denoiser.uses_controlnet else None
-        rendered, shot = self._denoiser(crop, condition, _Shot(canvas, x0, y0, side))
+        self._denoiser.submit(crop, condition, _Shot(canvas, x0, y0, side, timestamp_ms, face, canvas_affine, thumb))
+        if self._pipelined and self._denoiser.pending == 1 and self._last is not None:
+            # The pipeline (re)starts: this frame's GPU work runs while the next frame's CPU work does; the last
+            # output shows once more meanwhile.
+            _, last_out, last_ms = self._last
+            self.shown_ms = last_ms
+            return last_out
+        # Sequential: this frame. Pipelined: the previous one, finished while this frame's CPU work ran.
+        return self._finish(*self._collect())
+
+    def _collect(self) -> tuple[RGBImage, _Shot]:
+        result = self._denoiser.collect()
+        assert result is not None
+        return result
+
+    def _finish(self, rendered: RGBImage, shot: _Shot) -> RGBImage:
+        """The generated square pasted onto its own frame's canvas (with stream batching or the pipeline, an
+        earlier frame's), the face kept, the badge; counted, remembered, checked for likeness."""
+        self.shown_ms = shot.timestamp_ms
         with self._sections.section("paste"):
             out = paste_square(shot.canvas, rendered, shot.x0, shot.y0, shot.side, self._feather)
-            self._square = (shot.x0, shot.y0, shot.side)
-            if self._badge is not None:
-                draw_badge(out, *self._badge)
+        if self._keep_face:
+            with self._sections.section("keep_face"):
+                keep_face_in_place(out, shot.canvas, fr.transform_points(shot.face.landmarks[:, :2], shot.affine))
+        self._square = (shot.x0, shot.y0, shot.side)
+        if self._badge is not None:
+            draw_badge(out, *self._badge)
         self.counts["generated"] += 1
-        self._last = (thumb, out)
+        self._last = (shot.thumb, out, shot.timestamp_ms)
         check = self._likeness
         if check is not None and self.counts["generated"] % check.every == 1 % check.every:
             with self._sections.section("likeness"):
                 # ControlNet keeps the pose, so the face sits where the camera's landmarks put it.
-                landmarks = face.landmarks.copy()
-                landmarks[:, :2] = fr.transform_points(face.landmarks[:, :2], canvas_affine)
-                check.scores.append(likeness(check.encoder, out, landmarks, check.centroid).score)
+                landmarks = shot.face.landmarks.copy()
+                landmarks[:, :2] = fr.transform_points(shot.face.landmarks[:, :2], shot.affine)
+                check.submit(out, landmarks)  # `out` is never written again: published as it is
         return out
 
 

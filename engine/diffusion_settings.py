@@ -31,8 +31,14 @@ class DiffusionSettings:
     """Weight of the previous frame's latent in this frame's (0 = none; up to 0.9)."""
     stream_batch: bool = True
     """With 2+ steps, batch frame n's first step with frame n-1's later steps (one frame more delay)."""
+    pipeline: str = "auto"
+    """Overlap frame n+1's CPU work (studio canvas, crop, pose, upload) with frame n's GPU work, at one frame
+    more delay: "on", "off", or "auto" (on with CUDA, where the GPU runs asynchronously)."""
     feather: float = 0.08
     """Soft edge of the pasted square, as a fraction of its side."""
+    keep_face: bool = True
+    """Keep the person's own face (from the studio canvas) inside a landmark face mask: the model supplies
+    attire, light and background; expressions, gaze, lips and likeness stay the camera's on every frame."""
     badge: bool = True
     """A small "AI-enhanced" badge on generated frames."""
     channels_last: bool = True
@@ -64,3 +70,5 @@ class DiffusionSettings:
         check_range("likeness_every", self.likeness_every, 0, 100_000)
         check_range("max_failures", self.max_failures, 1, 1000)
         check_range("retry_s", self.retry_s, 0.0, 86_400.0)
+        if self.pipeline not in ("auto", "on", "off"):
+            raise ValueError(f"pipeline = {self.pipeline!r}: must be one of 'auto', 'on', 'off'")

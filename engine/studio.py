@@ -63,6 +63,7 @@ class StudioRenderer:
         self._background_image = background_image
         self._sections: Sections = sections if sections is not None else NoSections()
         self._prepared = False
+        self.shown_ms: int | None = None
         self._look_lock = threading.Lock()
         self._pending_look: tuple[BackgroundSettings, RGBImage | None] | None = None
         self._reset()
@@ -138,6 +139,7 @@ class StudioRenderer:
             raise RuntimeError("StudioRenderer.render: call prepare() first")
         self._apply_look()
         _check_rgb("image", image)
+        self.shown_ms = timestamp_ms
         ih, iw = image.shape[:2]
         if self._frame_size != (iw, ih):
             # A camera that came back at another resolution, or the next photo of a folder: frame it afresh

@@ -79,6 +79,13 @@ class Renderer(Protocol):
     needs_mask: bool
     """True when `render` uses a person mask; the loop then segments each frame (in parallel with
     face tracking) and passes the mask in."""
+    @property
+    def shown_ms(self) -> int | None:
+        """The `timestamp_ms` of the frame whose pixels the latest `render` output shows (None before the
+        first): usually the frame just passed in; an earlier one when the engine delays (stream batching) or
+        repeats (a skipped, similar frame). The loop stamps the published frame with that frame's capture
+        time."""
+        ...
 
     def prepare(self) -> None: ...
 

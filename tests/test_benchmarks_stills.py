@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
-from benchmarks import stills_gpu
+from benchmarks import stills_gpu, stills_models
 
 
 def test_stills_benchmark_tiny_runs_livecam_and_the_baseline_and_writes_json(tmp_path: Path) -> None:
@@ -41,3 +43,27 @@ def test_stills_benchmark_tiny_runs_livecam_and_the_baseline_and_writes_json(tmp
     assert live["phases_s"]["generate"] > 0 and live["phases_s"]["gate"] > 0
     target = result["target"]
     assert target["limit_s"] == 60 and target["measured_s"] == live["seconds"] and target["met"] is None
+    encoder = result["face_encoder"]
+    assert encoder["used"] in ("reid", "standin") and encoder["calls"] >= expected and encoder["call_ms_median"] > 0
+
+
+def test_without_openvino_a_stand_in_of_the_reid_cost_embeds_the_aligned_face(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    import livecam.assembly
+    from livecam.config import load_config
+    from tests._landmarks import photo_landmarks, read_rgb
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else
+                        real_find_spec(name, *a))
+    encoder_kind, why = stills_models.choose_encoder("auto")
+    assert encoder_kind == "standin" and "openvino is not installed" in why
+    image, landmarks = read_rgb(stills_gpu.PHOTO), photo_landmarks(stills_gpu.PHOTO)
+    with stills_models.timed_face_encoders("standin") as calls:
+        encoder = livecam.assembly.face_encoder(load_config(None))  # what the still workbench loads
+        first, second = encoder.embed(image, landmarks), encoder.embed(image, landmarks)
+    assert encoder.name == "reid" and len(calls) == 2
+    assert first.shape == (256,) and abs(float(np.linalg.norm(first)) - 1) < 1e-5 and np.array_equal(first, second)
+    figures = stills_models.encoder_figures(encoder_kind, why, calls)
+    assert figures["used"] == "standin" and figures["calls"] == 2 and figures["call_ms_median"] > 0

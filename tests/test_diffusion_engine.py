@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine import framing as fr
 from engine.background import BackgroundSettings
 from engine.denoiser import Denoiser, DiffusionComponents, encode_prompt, host_pipeline, trailing_timesteps
 from engine.diffusion import DiffusionRenderer, feather_mask, square_region
@@ -362,3 +363,84 @@ def test_after_the_switch_to_studio_diffusion_is_tried_again(photo: tuple[np.nda
     assert r.active and r.counters()["generated"] == 1
     assert sum("trying the diffusion engine again" in m for m in caplog.messages) == 2
     assert any("trying again in 1 s" in m for m in caplog.messages)
+
+
+def test_keep_face_shows_the_cameras_face_on_every_frame(shared: DiffusionComponents, landmarker_path: Path,
+                                                          photo: tuple[np.ndarray, Face]) -> None:
+    """The live default: attire, light and background from the model, the face from the studio canvas. With
+    random weights the model paints noise, so a face MediaPipe finds in the output can only be the kept one.
+    Frames: the photo seen through a window that moves 6 px per frame (a person moving slightly)."""
+    kept, generated, canvas_only = renderer(shared, size=128), renderer(shared, size=128, keep_face=False), studio()
+    canvas_only.prepare()
+    found = {"kept": 0, "generated": 0}
+    core_diff = []
+    full, _ = photo
+    h, w = full.shape[:2]
+    frames = 6
+    for index in range(frames):
+        image = np.ascontiguousarray(full[: h - 40, 6 * index : w - 40 + 6 * index])
+        face = Face(detect_faces(landmarker_path, image)[0], (image.shape[1], image.shape[0]))
+        t_ms = index * 33
+        out, noise, canvas = (r.render(image, face, None, t_ms) for r in (kept, generated, canvas_only))
+        found["kept"] += len(detect_faces(landmarker_path, out)) == 1
+        found["generated"] += len(detect_faces(landmarker_path, noise)) == 1
+        # The middle of the face (inner eye corners to the lips) is the camera's, to rounding.
+        points = fr.transform_points(face.landmarks[[133, 362, 13, 168], :2],
+                                     fr.box_to_affine(canvas_only.last_box, OUT)).astype(int)
+        (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
+        assert x1 - x0 > 10 and y1 - y0 > 5
+        core_diff.append(float(np.abs(out[y0:y1, x0:x1].astype(int) - canvas[y0:y1, x0:x1]).mean()))
+        assert np.abs(noise[y0:y1, x0:x1].astype(int) - canvas[y0:y1, x0:x1]).mean() > 10
+    assert found["kept"] == frames and found["generated"] < frames
+    assert max(core_diff) < 1.0
+
+
+def test_keep_face_seam_is_soft_and_colour_matched(shared: DiffusionComponents, photo: tuple[np.ndarray, Face]) -> None:
+    from engine.diffusion import crop_geometry, cut_square
+    from engine.keep_face import face_keep_mask, keep_face, seam_step
+
+    image, face = photo
+    canvas_renderer = studio()
+    canvas_renderer.prepare()
+    canvas = canvas_renderer.render(image, face, None, 0)
+    affine = fr.box_to_affine(canvas_renderer.last_box, OUT)
+    x0, y0, side, to_crop = crop_geometry(OUT, affine, face.landmarks, 128)
+    real = cut_square(canvas, x0, y0, side, 128)
+    # A generated picture in another light: the camera's crop, warmer, with texture of its own.
+    rng = np.random.default_rng(0)
+    tint = np.array([18, 8, -6])
+    other = np.clip(real.astype(int) + tint + rng.normal(0, 3, real.shape), 0, 255).astype(np.uint8)
+    alpha, core = face_keep_mask(fr.transform_points(face.landmarks[:, :2], to_crop), (128, 128))
+    soft = keep_face(other, real, alpha, core)
+    hard_alpha = (alpha > 0.5).astype(np.float32)
+    hard = np.where(hard_alpha[..., None] > 0, real, other).astype(np.uint8)
+    steps = seam_step(soft, other, alpha), seam_step(hard, other, alpha)
+    assert steps[0] < 0.5 * steps[1], steps
+    inner = core > 0.99
+    assert inner.sum() > 200 and np.abs(soft[inner].astype(int) - real[inner]).max() <= 1  # the face's core
+
+
+def test_the_pipelined_path_gives_the_sequential_outputs_one_frame_later(shared: DiffusionComponents,
+                                                                         photo: tuple[np.ndarray, Face]) -> None:
+    """Pipelined, frame n's GPU work runs while frame n+1's CPU work does: on the CPU (synchronous) the outputs
+    are exactly the sequential path's, one frame later, each stamped with the frame it shows."""
+    full, face0 = photo
+    frames = []
+    for index in range(5):  # a person moving slightly: the photo through a window moving 5 px per frame
+        image = np.ascontiguousarray(full[:, 5 * index : full.shape[1] - 40 + 5 * index])
+        landmarks = face0.landmarks.copy()
+        landmarks[:, 0] -= 5 * index
+        frames.append((image, Face(landmarks, (image.shape[1], image.shape[0]))))
+    sequential, pipelined = renderer(shared, pipeline="off"), renderer(shared, pipeline="on")
+    seq, pipe = [], []
+    for index, (image, face) in enumerate(frames):
+        seq.append((sequential.render(image, face, None, index * 33), sequential.shown_ms))
+        pipe.append((pipelined.render(image, face, None, index * 33), pipelined.shown_ms))
+    assert [ms for _, ms in seq] == [0, 33, 66, 99, 132]
+    # Frame 0 runs alone; frame 1 starts the pipeline (frame 0's output shows again); then each output is the
+    # frame before.
+    assert [ms for _, ms in pipe] == [0, 0, 33, 66, 99]
+    for (out, _), (expected, _) in zip(pipe[2:], seq[1:4], strict=True):
+        np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(pipe[0][0], seq[0][0])
+    assert pipelined.counts["generated"] == 4 and sequential.counts["generated"] == 5

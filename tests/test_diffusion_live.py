@@ -225,3 +225,44 @@ def test_a_live_diffusion_sessions_export_loads_nothing_new(tiny_dirs: dict[str,
         # The live engine runs on after the exports, and renders again (the weights were handed back to it).
         assert renderer.counts["generated"] > generated and session.frames_out >= frames + 3
         torch.testing.assert_close(weight, live_weight, rtol=0, atol=0)  # with its own identity fused again
+        assert renderer.keep_face  # the live default; the page's switch reaches the engine
+        session.update(keep_face=False)
+        assert not renderer.keep_face and session.state()["keep_face"] is False
+
+
+def test_published_frames_carry_the_clock_of_the_frame_they_show(tiny_dirs: dict[str, Path], tmp_path: Path,
+                                                                 landmarker_path: Path) -> None:
+    """Stream batching shows an earlier frame's pixels (one frame of delay per extra step): the published frame
+    carries that frame's index and capture time. The frames' pixels encode their index (a brightness step), and
+    each output's pixels outside the re-rendered square are decoded back to the index they show."""
+    from livecam.photos import read_image
+    from tests.conftest import asset
+
+    photo = read_image(asset("images/faces/obama_official_2012.jpg"))
+    photo = cv2.resize(photo, (320, 400), interpolation=cv2.INTER_AREA)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    count = 8
+    for i in range(count):  # frame i: the photo brighter by 12 * i grey levels
+        frame = np.clip(photo.astype(np.int16) + 12 * i, 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"{i:02d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    config = load_config(None, _settings(tiny_dirs, "engine.kind=diffusion", "engine.steps=2",
+                                         "engine.stream_batch=true", "engine.similar_threshold=0",
+                                         "background.enabled=false", "relight.enabled=false",
+                                         "skin.enabled=false", "engine.badge=false"))
+    stats = Stats()
+    renderer = build_renderer(config, stats)
+    renderer.prepare()
+    sink = MemorySink((320, 180))
+    with FrameSource(open_reader(str(folder)), pace=False) as source, MediaPipeFaceTracker(landmarker_path) as tracker:
+        run_loop(source, tracker, None, renderer, sink, stats)
+    assert isinstance(renderer, DiffusionRenderer) and renderer.counts["generated"] == count
+    # The brightness of the output's left strip (outside the square) says which frame it shows.
+    strip = [float(f.image[:, :24].mean()) for f in sink.frames]
+    step = (strip[-1] - strip[0]) / (count - 2)  # the last output shows frame count - 2
+    assert step > 3
+    shown = [round((s - strip[0]) / step) for s in strip]
+    # Frame 0 fills the batch and shows itself; from then on each output shows the frame before.
+    assert shown == [0, *range(count - 1)]
+    assert [f.index for f in sink.frames] == shown
+    assert stats.summary()["latency_ms_p50"] > 0

@@ -254,8 +254,14 @@ def test_settings_switch_style_background_and_rendering(served: Served) -> None:
     navy = corner()  # background.color #2b3a4a
     assert abs(navy - [0x2B, 0x3A, 0x4A]).max() < 12, navy
 
+    # The keep-face switch is remembered with any engine (the diffusion engine applies it).
+    status, _, body = call(f"{base}/api/settings", {"keep_face": False})
+    assert status == 200 and json.loads(body)["keep_face"] is False
+    assert call(f"{base}/api/settings", {"keep_face": True})[0] == 200
+
     for bad, key in (({"style": "nosuch"}, "style"), ({"background": "image"}, "background"),
                      ({"identity": "bob"}, "identity"), ({"rendering": "off"}, "rendering"),
+                     ({"keep_face": "yes"}, "keep_face"),
                      ({"style": 3}, "style"), ({"colour": "red"}, "colour")):
         result = call(f"{base}/api/settings", bad)
         assert result[0] == 400 and key in error_of(result), bad

@@ -174,6 +174,48 @@ def full_size_components(device: str | torch.device, dtype: torch.dtype, control
     }
 
 
+# The text towers of SDXL's two encoders, as in text_encoder/ and text_encoder_2/config.json of
+# stabilityai/stable-diffusion-xl-base-1.0 (CLIP ViT-L/14 and OpenCLIP bigG/14: 123,060,480 and 694,659,840
+# parameters). Token ids follow tiny_tokenizer (bos 0, eos and pad 1); the vocabulary keeps CLIP's size.
+SDXL_TEXT_ENCODER_CONFIGS: tuple[dict[str, Any], ...] = (
+    {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12,
+     "hidden_act": "quick_gelu", "projection_dim": 768},
+    {"hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 20, "num_hidden_layers": 32,
+     "hidden_act": "gelu", "projection_dim": 1280},
+)
+
+
+def full_size_text_encoders(device: str | torch.device, dtype: torch.dtype, seed: int = 0) -> tuple[Any, Any]:
+    """SDXL's two CLIP text encoders at full size, random weights, built directly on `device`; feed them
+    `tiny_tokenizer()` (prompts pad or truncate to 77 tokens either way, so encoding costs the same)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    common: dict[str, Any] = {"vocab_size": 49408, "max_position_embeddings": 77, "layer_norm_eps": 1e-5,
+                              "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}
+    with torch.device(device):
+        encoders = (CLIPTextModel(CLIPTextConfig(**common, **SDXL_TEXT_ENCODER_CONFIGS[0])),
+                    CLIPTextModelWithProjection(CLIPTextConfig(**common, **SDXL_TEXT_ENCODER_CONFIGS[1])))
+    for encoder in encoders:
+        encoder.to(dtype).eval().requires_grad_(False)
+    return encoders
+
+
+def random_lora(unet: Any, rank: int = 16, seed: int = 0, std: float = 0.01,
+                targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")) -> dict[str, torch.Tensor]:
+    """A LoRA state dict for `unet` (any size) with random weights, in the diffusers format `load_lora` returns
+    (`unet.<layer>.lora.down/up.weight`), on the CPU in float32: what an enrolled identity's LoRA looks like to
+    `DiffusionRenderer(identity=...)`, without training one. Small weights keep fp16 activations finite."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    for name, module in unet.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.endswith(targets):
+            out_features, in_features = module.weight.shape
+            state[f"unet.{name}.lora.down.weight"] = torch.randn((rank, in_features), generator=generator) * std
+            state[f"unet.{name}.lora.up.weight"] = torch.randn((out_features, rank), generator=generator) * std
+    return state
+
+
 def tiny_lora(file: Path, targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")) -> Path:
     """A LoRA on the tiny UNet with random (non-zero) weights, saved as `file` the way enrolment saves one."""
     import diffusers

@@ -41,6 +41,7 @@ def run_loop(source: FrameSource, tracker: FaceTracker, segmenter: Segmenter | N
     """
     segment = segmenter if segmenter is not None and renderer.needs_mask else None
     guard = _RenderGuard(renderer, stats, render_failure_s)
+    clocks = _Clocks()
     size: tuple[int, int] | None = None
     with ThreadPoolExecutor(1, "livecam-compose") as compose_pool:
         in_flight: Future[None] | None = None
@@ -70,7 +71,8 @@ def run_loop(source: FrameSource, tracker: FaceTracker, segmenter: Segmenter | N
                 if predicted is not None and predicted.frame_size != new_size:
                     predicted = None
                 tracked: Future[Face | None] = Future()
-                in_flight = compose_pool.submit(_compose, frame, predicted, tracked, segment, guard, sink, stats)
+                in_flight = compose_pool.submit(_compose, frame, predicted, tracked, segment, guard, clocks, sink,
+                                               stats)
                 try:
                     with stats.section("track"):
                         face = tracker.track(frame.image, t_ms)
@@ -94,6 +96,29 @@ def framed_input(image: RGBImage, output_size: tuple[int, int]) -> RGBImage:
     return fr.warp(image, fr.box_to_affine(box, output_size), output_size)
 
 
+class _Clocks:
+    """The index and capture time of recent frames by their timestamp_ms (compose thread only): a renderer that
+    shows an earlier frame's pixels (stream batching, a repeated similar frame) names it by `shown_ms`, and the
+    published frame carries that frame's index and capture time, so latency counts from its capture."""
+
+    KEEP = 64
+
+    def __init__(self) -> None:
+        self._frames: dict[int, tuple[int, int]] = {}
+
+    def add(self, t_ms: int, frame: Frame) -> None:
+        self._frames[t_ms] = (frame.index, frame.t_capture_ns)
+        while len(self._frames) > self.KEEP:
+            del self._frames[next(iter(self._frames))]
+
+    def stamp(self, image: RGBImage, shown_ms: int | None, current: Frame) -> Frame:
+        """`image` as a Frame with the index and capture time of the frame it shows (the current one when
+        unknown)."""
+        index, t_ns = self._frames.get(shown_ms, (current.index, current.t_capture_ns)) if shown_ms is not None \
+            else (current.index, current.t_capture_ns)
+        return Frame(image, index, t_ns)
+
+
 class _RenderGuard:
     """Calls the renderer on the compose thread and rides out its failures.
 
@@ -107,6 +132,9 @@ class _RenderGuard:
         self._stats = stats
         self._failure_s = failure_s
         self._last_good: RGBImage | None = None
+        self._last_good_ms: int | None = None
+        self.shown_ms: int | None = None
+        """The timestamp_ms of the frame the latest returned image shows."""
         self._burst_since: float | None = None
         self._burst_frames = 0
 
@@ -114,14 +142,16 @@ class _RenderGuard:
         try:
             out = self._renderer.render(image, face, mask, timestamp_ms)
         except Exception as e:  # counted, logged and bounded in time below; never silently dropped
-            return self._failed(image, e)
+            return self._failed(image, timestamp_ms, e)
+        shown = getattr(self._renderer, "shown_ms", None)
+        self.shown_ms = shown if shown is not None else timestamp_ms
         if self._burst_frames:
             log.info("the %s renderer recovered after %d failed frames", self._renderer.name, self._burst_frames)
         self._burst_since, self._burst_frames = None, 0
-        self._last_good = out
+        self._last_good, self._last_good_ms = out, self.shown_ms
         return out
 
-    def _failed(self, image: RGBImage, error: Exception) -> RGBImage:
+    def _failed(self, image: RGBImage, timestamp_ms: int, error: Exception) -> RGBImage:
         now = time.monotonic()
         self._stats.render_errors += 1
         self._burst_frames += 1
@@ -136,14 +166,17 @@ class _RenderGuard:
                 f"the {name} renderer failed on every frame for {self._failure_s:g} s ({self._burst_frames} "
                 f"frames); last error: {type(error).__name__}: {error}") from error
         if self._last_good is not None:
+            self.shown_ms = self._last_good_ms
             return self._last_good
+        self.shown_ms = timestamp_ms
         return framed_input(image, self._renderer.output_size)
 
 
 def _compose(frame: Frame, predicted: Face | None, tracked: Future[Face | None], segmenter: Segmenter | None,
-             guard: _RenderGuard, sink: FrameSink, stats: Stats) -> None:
-    """Segment, render and publish one frame (on the compose thread)."""
+             guard: _RenderGuard, clocks: _Clocks, sink: FrameSink, stats: Stats) -> None:
+    """Segment, render and publish one frame (on the compose thread), stamped with the frame it shows."""
     t_ms = frame.t_capture_ns // 1_000_000
+    clocks.add(t_ms, frame)
     mask = None
     if segmenter is not None:
         with stats.section("segment"):
@@ -154,6 +187,7 @@ def _compose(frame: Frame, predicted: Face | None, tracked: Future[Face | None],
             face = tracked.result()
     with stats.section("render"):
         image = guard.render(frame.image, face, mask, t_ms)
+    shown = clocks.stamp(image, guard.shown_ms, frame)
     with stats.section("publish"):
-        sink.send(Frame(image, frame.index, frame.t_capture_ns))
-    stats.published(frame.t_capture_ns)
+        sink.send(shown)
+    stats.published(shown.t_capture_ns)

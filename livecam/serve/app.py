@@ -5,7 +5,7 @@ aiortc), as routes and their handlers.
     GET  /view                  the viewer page (livecam/serve/web/viewer.html)
     GET  /static/NAME           a file directly in livecam/serve/web/
     GET  /api/state             the live settings and their choices
-    POST /api/settings          change rendering, style, identity, background
+    POST /api/settings          change rendering, style, identity, background, keep_face
     GET  /api/stats             fps, latency, frames, viewers
     POST /api/offer             a viewer's SDP offer -> the answer (its own peer connection)
     POST /api/export            headshots from the current frame
@@ -45,7 +45,8 @@ NAME = re.compile(r"[A-Za-z0-9_.-]+")
 """A file or folder name the server accepts in a URL: no slash, no other characters."""
 EXPORT_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".json": "application/json"}
 MAX_EXPORT_VARIANTS = 8
-SETTINGS_TYPES: dict[str, type] = {"rendering": bool, "style": str, "identity": str, "background": str}
+SETTINGS_TYPES: dict[str, type] = {"rendering": bool, "style": str, "identity": str, "background": str,
+                                   "keep_face": bool}
 
 
 @dataclasses.dataclass

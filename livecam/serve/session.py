@@ -57,6 +57,8 @@ class _Generative(Protocol):
 
     def set_identity(self, lora: Any, scale: float = 1.0) -> None: ...
 
+    def set_keep_face(self, on: bool) -> None: ...
+
 
 class LiveSession:
     """The live camera under a server's control. `start()` it, then use the controls from any thread;
@@ -85,6 +87,7 @@ class LiveSession:
         self._workbench: Workbench | None = None
         self._style = config.engine.style
         self._identity = config.models.identity
+        self._keep_face = config.engine.keep_face
         bg = config.background
         self._background = bg.mode if bg.enabled else NO_BACKGROUND
         self._pictures: dict[str, RGBImage] = {}
@@ -245,10 +248,10 @@ class LiveSession:
         return modes
 
     def update(self, rendering: bool | None = None, style: str | None = None, identity: str | None = None,
-               background: str | None = None) -> None:
-        """Change any of the four live settings; everything is checked before anything changes (LivecamError
-        naming the setting). Loading an identity's LoRA (diffusion) happens here, so call it off the event
-        loop."""
+               background: str | None = None, keep_face: bool | None = None) -> None:
+        """Change any of the live settings (`keep_face`: the diffusion engine keeps your own face); everything
+        is checked before anything changes (LivecamError naming the setting). Loading an identity's LoRA
+        (diffusion) happens here, so call it off the event loop."""
         if style is not None and style not in self.config.styles:
             raise LivecamError(f"style {style!r}: no such style; styles: {', '.join(self.config.styles)}")
         if background is not None and background not in self.backgrounds:
@@ -263,6 +266,10 @@ class LiveSession:
             picture = self._picture(background or self._background) if background or style else None
             if rendering is not None:
                 renderer.rendering = rendering
+            if keep_face is not None:
+                self._keep_face = keep_face
+                if renderer.name == "diffusion":
+                    cast(_Generative, renderer.inner).set_keep_face(keep_face)
             if identity is not None and identity != self._identity:
                 self._identity = identity
                 if renderer.name == "diffusion":
@@ -349,6 +356,7 @@ class LiveSession:
             "style": self._style,
             "identity": self._identity,
             "background": self._background,
+            "keep_face": self._keep_face,
             "styles": [{"name": name, "label": style.label} for name, style in self.config.styles.items()],
             "identities": [{"name": i.name} for i in list_identities()],
             "backgrounds": self.backgrounds,

@@ -43,6 +43,7 @@ class SwitchRenderer:
         self._rendering = True
         self._lock = threading.Lock()
         self._raw: RGBImage | None = None
+        self._shown_ms: int | None = None
         self._engine = threading.Lock()
         """Held around each engine render, and by `paused()` for as long as the engine must not run."""
 
@@ -59,6 +60,10 @@ class SwitchRenderer:
         with self._lock:
             return self._raw
 
+    @property
+    def shown_ms(self) -> int | None:
+        return self._shown_ms
+
     def prepare(self) -> None:
         self.inner.prepare()
 
@@ -66,9 +71,12 @@ class SwitchRenderer:
         with self._lock:
             self._raw = image
         if not self._rendering:
+            self._shown_ms = timestamp_ms
             return letterbox(image, self.output_size)
         with self._engine:
-            return self.inner.render(image, face, mask, timestamp_ms)
+            out = self.inner.render(image, face, mask, timestamp_ms)
+            self._shown_ms = self.inner.shown_ms
+            return out
 
     @contextmanager
     def paused(self) -> Iterator[None]:

@@ -66,6 +66,8 @@ const livecam = (() => {
 
   function showState(state) {
     $("rendering").checked = state.rendering;
+    $("keep_face").checked = state.keep_face;
+    $("keep-face-row").hidden = state.engine !== "diffusion";
     fill($("style"), state.styles.map((s) => ({ value: s.name, text: s.label && s.label !== s.name ? `${s.name} (${s.label})` : s.name })), state.style);
     fill($("identity"), [{ value: "", text: "none" }, ...state.identities.map((i) => ({ value: i.name, text: i.name }))], state.identity);
     fill($("background"), state.backgrounds.map((b) => ({ value: b, text: b })), state.background);
@@ -138,6 +140,7 @@ const livecam = (() => {
       const state = await api("api/state");
       showState(state);
       $("rendering").addEventListener("change", (e) => change("rendering", e.target.checked));
+      $("keep_face").addEventListener("change", (e) => change("keep_face", e.target.checked));
       for (const key of ["style", "identity", "background"]) $(key).addEventListener("change", (e) => change(key, e.target.value));
       $("export").addEventListener("click", exportHeadshot);
       await connect($("video"), state.ice_servers);
