@@ -9,7 +9,7 @@ ControlNet's zero-initialised output layers are randomised, or it would not chan
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -197,7 +197,7 @@ def full_size_text_encoders(device: str | torch.device, dtype: torch.dtype, seed
         encoders = (CLIPTextModel(CLIPTextConfig(**common, **SDXL_TEXT_ENCODER_CONFIGS[0])),
                     CLIPTextModelWithProjection(CLIPTextConfig(**common, **SDXL_TEXT_ENCODER_CONFIGS[1])))
     for encoder in encoders:
-        encoder.to(dtype).eval().requires_grad_(False)
+        cast(Any, encoder).to(dtype).eval().requires_grad_(False)  # transformers types .to() for its own args
     return encoders
 
 
