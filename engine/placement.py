@@ -228,7 +228,7 @@ def fill_behind(image: npt.NDArray[np.uint8], alpha: npt.NDArray[np.uint8]) -> n
 
 def extend_below(image: npt.NDArray[PixelT], start: int, sigma: float) -> None:
     """Continue `image` (HxW or HxWx3) below row `start`, in place: row `start - 1` blurred sideways by `sigma`
-    pixels, reached over `2 * sigma` rows, so a body the camera picture cuts goes on as soft colour (then
+    pixels, reached over `sigma / 2` rows, so a body the camera picture cuts goes on as soft colour (then
     faded) instead of as streaks of its last row or a line where the picture ends."""
     height = image.shape[0]
     if not 0 < start < height:
@@ -236,7 +236,7 @@ def extend_below(image: npt.NDArray[PixelT], start: int, sigma: float) -> None:
     row = image[start - 1 : start]
     blurred = cv2.GaussianBlur(row, (0, 0), sigmaX=max(sigma, 0.5), sigmaY=0.0, borderType=cv2.BORDER_REPLICATE)
     image[start:] = blurred
-    steps = min(max(round(2.0 * sigma), 1), height - start)
+    steps = min(max(round(0.5 * sigma), 1), height - start)
     t = _smoothstep(np.arange(1, steps + 1, dtype=np.float32) * np.float32(1.0 / (steps + 1)))
     t = t.reshape((steps,) + (1,) * (image.ndim - 1))
     mixed = row.astype(np.float32) * (1.0 - t) + blurred.astype(np.float32) * t

@@ -180,7 +180,7 @@ class StudioRenderer:
             affine = self._frame(landmarks, mask, (iw, ih), timestamp_ms, box)
             out = fr.warp(lit, affine, self.output_size)
             if self._background.enabled and mask is not None:
-                pl.extend_below(out, self._body_end, self._fade[1][0] / 2.0)
+                pl.extend_below(out, self._body_end, self._fade[1][0])
 
         if self._background.enabled and mask is not None:
             with self._sections.section("background"):
@@ -218,7 +218,7 @@ class StudioRenderer:
         edges, widths = self._fade
         if 0 < self._body_end < self.output_size[1]:
             alpha = alpha.copy()
-            pl.extend_below(alpha, self._body_end, widths[0] / 2.0)
+            pl.extend_below(alpha, self._body_end, widths[0])
         return fr.fade_alpha(alpha, edges, widths)
 
     def _apply_relight(self, image: RGBImage, landmarks: npt.NDArray[np.float32] | None, timestamp_ms: int) -> RGBImage:

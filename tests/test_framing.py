@@ -51,7 +51,7 @@ def inside(box: Box, frame: tuple[int, int]) -> bool:
     )
 
 
-EYE_LINE_ONLY = {"headroom_min": 0.0, "headroom_max": 1.0}  # no headroom range: the eye line alone places
+EYE_LINE_ONLY: dict[str, Any] = {"headroom_min": 0.0, "headroom_max": 1.0}  # the eye line alone places
 
 
 def test_target_box_puts_eyes_on_the_eye_line_and_sizes_the_face() -> None:
@@ -323,7 +323,7 @@ def test_head_top_is_near_the_ground_truth_hair(name: str, segmenter_path: Path)
     refined by the real segmenter's mask lies within 0.12 face heights of the truth (a leaking mask, as over the
     kitchen window, moves it at most halfway)."""
     image = load_rgb(f"matting/images/{name}_1280x720.jpg")
-    truth = cv2.imread(str(asset(f"matting/alpha/{name}_1280x720.png")), cv2.IMREAD_GRAYSCALE)
+    truth = np.asarray(cv2.imread(str(asset(f"matting/alpha/{name}_1280x720.png")), cv2.IMREAD_GRAYSCALE))
     points = detect(image)
     assert points is not None
     face = fr.face_height_px(points)

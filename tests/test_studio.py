@@ -224,12 +224,12 @@ def test_the_person_is_placed_beyond_the_picture_with_the_backdrop_around() -> N
     holes)."""
     image, face, mask = webcam()
     x0, y0 = int(face.landmarks[EYES, 0].mean()) - 160, int(face.landmarks[10, 1]) - 60
-    big = cv2.resize(image[y0 : y0 + 240, x0 : x0 + 320], (1280, 960), interpolation=cv2.INTER_LINEAR)
+    big = np.asarray(cv2.resize(image[y0 : y0 + 240, x0 : x0 + 320], (1280, 960)), np.uint8)
     points = face.landmarks.copy()
     points[:, :2] = (points[:, :2] - [x0, y0]) * 4.0
     points[:, 2] *= 4.0
     big_face = Face(points, (1280, 960))
-    big_mask = cv2.resize(mask[y0 : y0 + 240, x0 : x0 + 320], (1280, 960), interpolation=cv2.INTER_LINEAR)
+    big_mask = np.asarray(cv2.resize(mask[y0 : y0 + 240, x0 : x0 + 320], (1280, 960)), np.float32)
     r = renderer()
     out = r.render(big, big_face, big_mask, 0)
     box = r.last_box
