@@ -27,6 +27,9 @@ from engine.validation import check_range
 
 MIN_HEADROOM = 0.06
 """Space a crop keeps above the top of the hair, fraction of its height (the eye line gives way)."""
+MAX_GROWTH = 1.2
+"""Cut from a canvas, the face may be up to this much larger than the platform asks where that lets the body
+run off the crop's bottom edge instead of fading out above it (a photo that ends at the chest)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ def crop_box(landmarks: Landmarks, spec: PlatformSpec, room: Room | None = None)
     """The box `plan_crop` wants for `spec` before it is kept inside the image (see there)."""
     head = room.head if room is not None else pl.head_top(landmarks)
     return pl.compose(landmarks, head, spec.width / spec.height, pl.face_height_px(landmarks) / spec.face_height,
-                      spec.eye_line, (MIN_HEADROOM, 1.0), room.picture if room is not None else None)
+                      spec.eye_line, (MIN_HEADROOM, 1.0), room.picture if room is not None else None, MAX_GROWTH)
 
 
 def plan_crop(image_size: tuple[int, int], landmarks: Landmarks, spec: PlatformSpec,

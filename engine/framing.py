@@ -53,6 +53,9 @@ class FramingSettings:
     enabled: bool = True
     face_height: float = 0.32
     """Face height (forehead landmark 10 to chin 152) as a fraction of the output height."""
+    face_growth: float = 1.1
+    """With the background on, the face may grow by up to this factor to let a body the camera picture cuts run
+    off the output's bottom edge (what remains above it fades out)."""
     eye_line: float = 0.34
     """Eyes' vertical position, fraction of the output height from the top (kept within the headroom)."""
     headroom_min: float = 0.05
@@ -77,6 +80,7 @@ class FramingSettings:
         if not isinstance(self.enabled, bool):
             raise ValueError(f"enabled = {self.enabled!r}: must be true or false")
         check_range("face_height", self.face_height, 0.05, 0.9)
+        check_range("face_growth", self.face_growth, 1.0, 2.0)
         check_range("eye_line", self.eye_line, 0.1, 0.9)
         check_range("headroom_min", self.headroom_min, 0.0, 0.5)
         check_range("headroom_max", self.headroom_max, self.headroom_min, 1.0)
@@ -137,8 +141,9 @@ def target_box(
     height = max(face_height_px(landmarks) / settings.face_height, output_size[1] / settings.max_zoom)
     fw, fh = frame_size
     picture = (0.0, 0.0, float(fw), float(fh))
+    grow = min(settings.face_growth, height * settings.max_zoom / output_size[1])
     box = compose(landmarks, head, aspect, height, settings.eye_line, (settings.headroom_min, settings.headroom_max),
-                  picture if outside else None)
+                  picture if outside else None, grow)
     return box if outside else _fit_inside(box.cx, box.cy, box.height, frame_size, aspect)
 
 

@@ -42,6 +42,8 @@ strand near the output's edge, and the framing moves continuously as the hair ne
 _BOTTOM_PUSH = 0.05
 """Fraction of the height the face may move down from the eye line to put the picture's bottom edge on the
 output's (within the headroom range)."""
+_GROW_STEPS = 8
+"""Sizes tried between the asked face and `grow` times it (`compose`)."""
 _CENTRE_SLACK = 0.03
 """Fraction of the output width the face may leave the centre to put a side of the camera picture on the
 output's edge (no fade there)."""
@@ -122,6 +124,7 @@ def compose(
     eye_line: float,
     headroom: tuple[float, float],
     picture: tuple[float, float, float, float] | None,
+    grow: float = 1.0,
 ) -> Box:
     """A box of `aspect` and `height` (source pixels) around the face: eyes centred horizontally and at
     `eye_line` of the height, moved so that the space above the hair (`head`) lies within `headroom` (min,
@@ -132,19 +135,35 @@ def compose(
     range) toward putting the picture's bottom edge on the output's, so the body runs off the bottom edge; a
     side edge of the picture close to the output's is put on it (the face up to `_CENTRE_SLACK` of the width
     off centre); and the backdrop shown above the picture's top is limited by the hair's margin in the
-    picture (`_ABOVE_PICTURE`): a head the picture cuts runs off the output's top edge.
+    picture (`_ABOVE_PICTURE`): a head the picture cuts runs off the output's top edge. Where the picture's
+    bottom edge still lies inside the output, the face may grow by up to `grow` (the box shrinks) to bring it
+    down to the output's.
     """
     cx, eyes_y = eye_centre(landmarks)
-    width = height * aspect
     low, high = headroom
-    top = eyes_y - eye_line * height
-    top = min(max(top, head.y - high * height), head.y - low * height)
+
+    def place(height: float) -> float:  # the box's top for `height`
+        top = eyes_y - eye_line * height
+        top = min(max(top, head.y - high * height), head.y - low * height)
+        if picture is None:
+            return top
+        if top + height > picture[3]:
+            top = min(top, max(picture[3] - height, top - _BOTTOM_PUSH * height, head.y - high * height))
+        return max(top, picture[1] - _ABOVE_PICTURE * max(head.y - picture[1], 0.0))
+
+    top = place(height)
+    if picture is not None and grow > 1.0 and top + height > picture[3]:
+        # The face grows (the box shrinks), at most by `grow`, until the body runs off the bottom edge.
+        for step in range(1, _GROW_STEPS + 1):
+            smaller = height / grow ** (step / _GROW_STEPS)
+            top = place(smaller)
+            if top + smaller <= picture[3] or step == _GROW_STEPS:
+                height = smaller
+                break
+    width = height * aspect
     if picture is None:
         return Box(cx, top + height / 2.0, width, height)
-    px0, py0, px1, py1 = picture
-    if top + height > py1:
-        top = min(top, max(py1 - height, top - _BOTTOM_PUSH * height, head.y - high * height))
-    top = max(top, py0 - _ABOVE_PICTURE * max(head.y - py0, 0.0))
+    px0, _, px1, _ = picture
     left_gap, right_gap = px0 - (cx - width / 2.0), (cx + width / 2.0) - px1
     slack = _CENTRE_SLACK * width
     if 0.0 < left_gap <= slack and right_gap < -left_gap:

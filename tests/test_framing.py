@@ -234,6 +234,7 @@ def test_zero_follow_time_jumps() -> None:
         ("eye_line", 0.95),
         ("headroom_min", -0.1),
         ("headroom_max", 0.01),
+        ("face_growth", 0.9),
         ("fade", 3.0),
         ("max_zoom", 0.5),
         ("follow_s", -1.0),

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import pytest
 
 from engine import framing as fr
-from engine.crops import DEFAULT_PLATFORMS, cut, plan_crop
+from engine.crops import DEFAULT_PLATFORMS, MAX_GROWTH, cut, plan_crop
 from engine.framing import FramingSettings
 from engine.studio import StudioRenderer
 from engine.types import Face, Mask, RGBImage
@@ -240,7 +240,9 @@ def test_stills_from_a_close_selfie_keep_the_hair_in_every_crop(photo: str, benc
     style = resolve_style(config, "corporate")
     square, _, _ = studio_square(bench, config, subject, style, None)
     m = Measure(models[0], models[1], square)
-    assert m.face == pytest.approx(config.still.face_height, abs=0.03) and not m.cut and m.headroom > 0.05
+    # The face may grow (up to MAX_GROWTH) where that lets the body run off the bottom edge.
+    assert config.still.face_height - 0.03 < m.face < config.still.face_height * MAX_GROWTH + 0.03
+    assert not m.cut and m.headroom > 0.05
     assert config.still.min_face <= m.face <= config.still.max_face and abs(m.offset) < 0.03
     canvas, landmarks, room = crop_canvas(bench, config, subject, style)
     assert room is not None
@@ -249,6 +251,6 @@ def test_stills_from_a_close_selfie_keep_the_hair_in_every_crop(photo: str, benc
         assert not plan.shrunk, name
         crop = cut(canvas, plan)
         m = Measure(models[0], models[1], crop)
-        assert m.face == pytest.approx(spec.face_height, abs=0.03), name
+        assert spec.face_height - 0.03 < m.face < spec.face_height * MAX_GROWTH + 0.03, name
         assert not m.cut and m.headroom > 0.04, (name, m.headroom)
         assert abs(m.offset) < 0.03, name

@@ -13,7 +13,7 @@ import numpy.typing as npt
 from engine import background as bgmod
 from engine import framing as fr
 from engine.alignment import cosine
-from engine.crops import MIN_HEADROOM, Room, crop_box, plan_crop
+from engine.crops import MAX_GROWTH, MIN_HEADROOM, Room, crop_box, plan_crop
 from engine.gate import Assessment, GateSettings, assess
 from engine.studio import StudioRenderer
 from engine.styles import StylePreset
@@ -71,10 +71,14 @@ def studio_square(bench: Workbench, config: Config, subject: Subject, style: Sty
     reach beyond a close or off-centre photo."""
     s = config.still
     frame_size = (subject.image.shape[1], subject.image.shape[0])
-    framing = dataclasses.replace(config.framing, enabled=True, face_height=s.face_height, eye_line=s.eye_line,
-                                  headroom_min=MIN_HEADROOM, headroom_max=1.0, follow_s=0.0, max_zoom=8.0)
+    framing = dataclasses.replace(config.framing, enabled=True, face_height=s.face_height, face_growth=MAX_GROWTH,
+                                  eye_line=s.eye_line, headroom_min=MIN_HEADROOM, headroom_max=1.0, follow_s=0.0,
+                                  max_zoom=8.0)
     if side is None:  # the box at 1:1 scale, so that no photo pixel is enlarged
-        side = max(64, min(int(fr.face_height_px(subject.landmarks) / s.face_height), s.max_size))
+        mask = subject.mask(bench.segmenter) if _backdrop(config, style)[0].enabled else None
+        box = fr.target_box(subject.landmarks, frame_size, (1, 1), framing, fr.head_top(subject.landmarks, mask),
+                            outside=mask is not None)
+        side = max(64, min(int(box.height), s.max_size))
     studio, mask = _studio(bench, config, subject, style, (side, side), framing, light)
     square = studio.render(subject.image, Face(subject.landmarks, frame_size), mask, 0)
     assert studio.last_box is not None
