@@ -51,7 +51,7 @@ class FramingSettings:
     """Where the person goes in the output and how the framing follows the face."""
 
     enabled: bool = True
-    face_height: float = 0.32
+    face_height: float = 0.31
     """Face height (forehead landmark 10 to chin 152) as a fraction of the output height."""
     face_growth: float = 1.1
     """With the background on, the face may grow by up to this factor to let a body the camera picture cuts run
