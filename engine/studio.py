@@ -316,8 +316,8 @@ class StudioRenderer:
         inverse = cast(npt.NDArray[np.uint8], cv2.bitwise_not(alpha_src))
         keep = fr.warp(inverse, alpha_affine * to_small, small_size, border=cv2.BORDER_CONSTANT)
         small_alpha = cast(npt.NDArray[np.uint8], cv2.bitwise_not(keep))
-        # The person filled from the room around them, not left out of the average: where the framing fades
-        # the person or mirrors them beyond the camera picture, the backdrop behind shows the room, not holes.
+        # The person (and the part beyond the picture) filled from the room around, not left out of the average:
+        # where the framing fades the person or reaches beyond the picture, the room shows there, not holes.
         blurred = bgmod.masked_blur(pl.fill_behind(small, small_alpha), sigma / factor)
         return cast(RGBImage, cv2.resize(blurred, self.output_size, interpolation=cv2.INTER_LINEAR))
 
