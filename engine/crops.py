@@ -2,9 +2,12 @@
 
 A platform (LinkedIn, a CV, a company website, a meeting avatar, X, print) wants a given aspect and size and
 the face at a given size and height in the frame. The crop is the box of that aspect that puts the face
-there; where the image has too little room around the face, the box is moved, then shrunk (the face comes
-out larger), never padded with invented pixels. Upscaling is limited: a box with too few pixels is written
-smaller than asked, and the plan says so.
+there, composed as the live framing is (`engine.placement.compose`): eyes centred, on the platform's eye line,
+at least `MIN_HEADROOM` above the hair. Cut from a canvas (`Room`: the photo placed on a backdrop larger than
+the photo, the studio engine's stills) the box may reach beyond the photo, so close and off-centre photos make
+headshots; a head the photo cuts runs off the crop's top edge. Cut from a plain image, the box is moved, then
+shrunk (the face comes out larger) where the image has too little room, never padded with invented pixels.
+Upscaling is limited: a box with too few pixels is written smaller than asked, and the plan says so.
 
 Coordinates as in `engine.framing`: continuous pixels, the image spans [0, width] x [0, height].
 """
@@ -17,9 +20,16 @@ from typing import cast
 import cv2
 import numpy as np
 
-from engine import framing as fr
+from engine import placement as pl
+from engine.placement import HeadTop
 from engine.types import Landmarks, RGBImage
 from engine.validation import check_range
+
+MIN_HEADROOM = 0.06
+"""Space a crop keeps above the top of the hair, fraction of its height (the eye line gives way)."""
+MAX_GROWTH = 1.2
+"""Cut from a canvas, the face may be up to this much larger than the platform asks where that lets the body
+run off the crop's bottom edge instead of fading out above it (a photo that ends at the chest)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,15 @@ DEFAULT_PLATFORMS: dict[str, PlatformSpec] = {
 
 
 @dataclass(frozen=True)
+class Room:
+    """What an image holds when it is a canvas: the photo's own pixels in `picture` (x0, y0, x1, y1), a backdrop
+    around them, and the top of the person's hair (`head`), all in the image's pixels."""
+
+    picture: tuple[float, float, float, float]
+    head: HeadTop
+
+
+@dataclass(frozen=True)
 class CropPlan:
     """Where to cut (source pixels) and how large to write it."""
 
@@ -82,39 +101,50 @@ class CropPlan:
     shrunk: bool
     """True when the image had too little room around the face: the face is larger than asked."""
     moved: bool = False
-    """True when the box was moved to stay inside the image: the face is off its asked place."""
+    """True when the face is off its asked place: the box was moved to stay inside the image, to keep the hair
+    `MIN_HEADROOM` below its top, or to keep it near a photo whose top edge is close to the hair."""
 
     @property
     def box(self) -> tuple[float, float, float, float]:
         return self.x0, self.y0, self.width, self.height
 
 
+def crop_box(landmarks: Landmarks, spec: PlatformSpec, room: Room | None = None) -> pl.Box:
+    """The box `plan_crop` wants for `spec` before it is kept inside the image (see there)."""
+    head = room.head if room is not None else pl.head_top(landmarks)
+    return pl.compose(landmarks, head, spec.width / spec.height, pl.face_height_px(landmarks) / spec.face_height,
+                      spec.eye_line, (MIN_HEADROOM, 1.0), room.picture if room is not None else None, MAX_GROWTH)
+
+
 def plan_crop(image_size: tuple[int, int], landmarks: Landmarks, spec: PlatformSpec,
-              max_upscale: float = 1.0) -> CropPlan:
+              max_upscale: float = 1.0, room: Room | None = None) -> CropPlan:
     """The crop of an image of `image_size` (width, height) for `spec`, face from `landmarks` (pixels).
 
-    The face is centred horizontally on the eyes, the eyes at `spec.eye_line`, the face `spec.face_height` of
-    the crop; the box is kept inside the image (moved, then shrunk about the eyes). The output is
-    `spec.width` x `spec.height` unless that needs a scale above `max_upscale`, in which case it is the largest
-    size at that scale (`limited`).
+    The face is `spec.face_height` of the crop, centred horizontally on the eyes, the eyes at `spec.eye_line`
+    unless that leaves less than `MIN_HEADROOM` above the hair. `room`: the image is a canvas (see `Room`): the
+    box may reach beyond the photo (see `engine.placement.compose`). The box is then kept inside the image:
+    moved, or shrunk about the eyes. The output is `spec.width` x `spec.height` unless that needs a scale above
+    `max_upscale`, in which case it is the largest size at that scale (`limited`).
     """
     check_range("max_upscale", max_upscale, 1.0, 8.0)
     iw, ih = image_size
     aspect = spec.width / spec.height
-    points = np.asarray(landmarks, dtype=np.float64)[:, :2]
-    eyes = points[list(fr.EYE_CORNERS)].mean(axis=0)
-    height = fr.face_height_px(landmarks) / spec.face_height
-    width = height * aspect
+    box = crop_box(landmarks, spec, room)
+    height, width = box.height, box.width
+    # A canvas is made to hold every platform's box: only rounding can leave one a hair outside it.
+    tolerance = 1.0 if room is not None else 0.0
     shrunk = False
-    if width > iw or height > ih:
+    if width > iw + tolerance or height > ih + tolerance:
         height = min(ih, iw / aspect)
         width = height * aspect
         shrunk = True
-    x0 = float(eyes[0]) - width / 2
-    y0 = float(eyes[1]) - spec.eye_line * height
-    fitted_x, fitted_y = min(max(x0, 0.0), iw - width), min(max(y0, 0.0), ih - height)
-    moved = abs(fitted_x - x0) > 0.5 or abs(fitted_y - y0) > 0.5
-    x0, y0 = fitted_x, fitted_y
+    width, height = min(width, float(iw)), min(height, float(ih))
+    eyes_x, eyes_y = pl.eye_centre(landmarks)
+    x0 = box.cx - box.width / 2 if not shrunk else eyes_x - width / 2
+    y0 = box.cy - box.height / 2 if not shrunk else eyes_y - spec.eye_line * height
+    x0, y0 = min(max(x0, 0.0), iw - width), min(max(y0, 0.0), ih - height)
+    # Off the asked place: kept inside the image, below the hair, or held by the photo's top edge.
+    moved = abs(x0 - (eyes_x - width / 2)) > 0.5 + tolerance or abs(y0 - (eyes_y - spec.eye_line * height)) > 0.5
     scale = spec.width / width
     limited = scale > max_upscale + 1e-9
     if limited:

@@ -1,4 +1,11 @@
-"""Head-and-shoulders framing: which crop of the source frame becomes the output, and how it follows.
+"""Head-and-shoulders framing: where the person goes in the output, and how the framing follows them.
+
+The framing is a photographer's: the face a set fraction of the output height, the top of the hair a little
+below the top edge, the eyes near one third, the face centred. With a person cut-out (a matte) the crop box may
+reach beyond the camera picture, where the backdrop shows: close-ups zoom out and people at the picture's edge
+are brought to the centre. Where the picture then ends inside the output, the person's alpha fades out over a
+soft ramp (`fade_alpha`) instead of showing the camera's edge as a hard line; a head the camera cuts at the top
+is framed so that the cut falls on the output's top edge. Without a matte the box stays inside the picture.
 
 Coordinates: every point, box and affine here uses continuous pixel coordinates in which the frame
 spans [0, width] x [0, height] and pixel (i, j) covers [i, i+1] x [j, j+1] (its centre is at i + 0.5).
@@ -16,17 +23,23 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from engine.placement import CHIN as CHIN
+from engine.placement import EYE_CORNERS as EYE_CORNERS
+from engine.placement import FOREHEAD as FOREHEAD
+from engine.placement import NOSE_TIP as NOSE_TIP
+from engine.placement import Box as Box
+from engine.placement import HeadTop as HeadTop
+from engine.placement import compose as compose
+from engine.placement import eye_centre as eye_centre
+from engine.placement import face_height_px as face_height_px
+from engine.placement import fade_alpha as fade_alpha
+from engine.placement import head_top as head_top
+from engine.placement import picture_edges as picture_edges
 from engine.types import Affine, Landmarks, Mask, RGBImage
 from engine.validation import check_range
 
 # What `warp` accepts and returns: RGB uint8 images and float32 masks.
 PixelT = TypeVar("PixelT", np.uint8, np.float32)
-
-# MediaPipe face-mesh indices used for framing.
-FOREHEAD = 10
-CHIN = 152
-NOSE_TIP = 1
-EYE_CORNERS = (33, 133, 362, 263)
 
 # When following, the camera keeps moving until the remaining error is this fraction of the deadband,
 # so a move that started ends centred instead of parking at the deadband's edge (hysteresis).
@@ -35,15 +48,25 @@ _SETTLE_FRACTION = 0.1
 
 @dataclass(frozen=True)
 class FramingSettings:
-    """How the head-and-shoulders crop is chosen and how it follows the face."""
+    """Where the person goes in the output and how the framing follows the face."""
 
     enabled: bool = True
-    face_height: float = 0.30
+    face_height: float = 0.31
     """Face height (forehead landmark 10 to chin 152) as a fraction of the output height."""
-    eye_line: float = 0.40
-    """Eyes' vertical position, fraction of the output height from the top."""
+    face_growth: float = 1.1
+    """With the background on, the face may grow by up to this factor to let a body the camera picture cuts run
+    off the output's bottom edge (what remains above it fades out)."""
+    eye_line: float = 0.34
+    """Eyes' vertical position, fraction of the output height from the top (kept within the headroom)."""
+    headroom_min: float = 0.05
+    headroom_max: float = 0.09
+    """Space above the top of the hair, fraction of the output height: the eye line gives way to keep it in
+    this range."""
     max_zoom: float = 3.0
     """Largest upscale of source pixels."""
+    fade: float = 0.25
+    """Width of the soft edge where the camera picture ends inside the output, in face heights (three times
+    that at the picture's bottom, where the body ends)."""
     follow_s: float = 0.35
     """Time constant of the smooth follow, seconds (0 = jump)."""
     deadband: float = 0.03
@@ -57,22 +80,16 @@ class FramingSettings:
         if not isinstance(self.enabled, bool):
             raise ValueError(f"enabled = {self.enabled!r}: must be true or false")
         check_range("face_height", self.face_height, 0.05, 0.9)
+        check_range("face_growth", self.face_growth, 1.0, 2.0)
         check_range("eye_line", self.eye_line, 0.1, 0.9)
+        check_range("headroom_min", self.headroom_min, 0.0, 0.5)
+        check_range("headroom_max", self.headroom_max, self.headroom_min, 1.0)
         check_range("max_zoom", self.max_zoom, 1.0, 8.0)
+        check_range("fade", self.fade, 0.0, 2.0)
         check_range("follow_s", self.follow_s, 0.0, 5.0)
         check_range("deadband", self.deadband, 0.0, 0.5)
         check_range("hold_s", self.hold_s, 0.0, 30.0)
         check_range("return_s", self.return_s, 0.0, 30.0)
-
-
-@dataclass(frozen=True)
-class Box:
-    """A crop rectangle in source pixels: centre and size. Its aspect equals the output's."""
-
-    cx: float
-    cy: float
-    width: float
-    height: float
 
 
 @dataclass(frozen=True)
@@ -104,32 +121,30 @@ def _fit_inside(cx: float, cy: float, height: float, frame_size: tuple[int, int]
     return Box(cx, cy, width, height)
 
 
-def face_height_px(landmarks: Landmarks) -> float:
-    """The face's height: forehead (10) to chin (152), in the landmarks' pixels. Every size that
-    scales with the face (framing, skin regions, key light, pose, tracking speed) is measured in it."""
-    points = np.asarray(landmarks, dtype=np.float64)
-    return float(np.hypot(*(points[CHIN, :2] - points[FOREHEAD, :2])))
-
-
 def target_box(
-    landmarks: Landmarks, frame_size: tuple[int, int], output_size: tuple[int, int], settings: FramingSettings
+    landmarks: Landmarks,
+    frame_size: tuple[int, int],
+    output_size: tuple[int, int],
+    settings: FramingSettings,
+    head: HeadTop | None = None,
+    outside: bool = False,
 ) -> Box:
-    """The crop that centres the face horizontally, puts the eyes at `eye_line` and makes the face
-    `face_height` of the output height; zoom limited by `max_zoom`, the box kept inside the frame.
+    """The box that makes the face `face_height` of the output (zoom limited by `max_zoom`), centres it,
+    puts the eyes at `eye_line` within the headroom range. `outside`: the box may reach beyond the frame
+    (the person is cut out and put on a backdrop, see `compose`); else it is shrunk and moved inside.
 
-    `landmarks`: (478, 2 or 3) source-pixel landmarks; sizes are (width, height).
+    `landmarks`: (478, 2 or 3) source-pixel landmarks; sizes are (width, height); `head`: the top of the
+    hair (None: estimated from the landmarks).
     """
-    points = np.asarray(landmarks, dtype=np.float64)[:, :2]
-    eyes = points[list(EYE_CORNERS)].mean(axis=0)
-    face_px = face_height_px(landmarks)
-    out_w, out_h = output_size
-    aspect = out_w / out_h
-    # The crop height at which the face fills `face_height` of the output, but never zoomed past max_zoom.
-    height = max(face_px / settings.face_height, out_h / settings.max_zoom)
-    # Eye midpoint rather than nose tip: the nose swings sideways when the head turns.
-    cx = float(eyes[0])
-    cy = float(eyes[1]) + height * (0.5 - settings.eye_line)
-    return _fit_inside(cx, cy, height, frame_size, aspect)
+    head = head if head is not None else head_top(landmarks)
+    aspect = output_size[0] / output_size[1]
+    height = max(face_height_px(landmarks) / settings.face_height, output_size[1] / settings.max_zoom)
+    fw, fh = frame_size
+    picture = (0.0, 0.0, float(fw), float(fh))
+    grow = min(settings.face_growth, height * settings.max_zoom / output_size[1])
+    box = compose(landmarks, head, aspect, height, settings.eye_line, (settings.headroom_min, settings.headroom_max),
+                  picture if outside else None, grow)
+    return box if outside else _fit_inside(box.cx, box.cy, box.height, frame_size, aspect)
 
 
 def _fits(box: Box, frame_size: tuple[int, int]) -> bool:
@@ -176,20 +191,24 @@ def update_framing(
     output_size: tuple[int, int],
     timestamp_ms: int,
     settings: FramingSettings,
+    head: HeadTop | None = None,
+    outside: bool = False,
 ) -> tuple[FramingState, Box]:
     """Advance the framing by one frame; returns the new state and the crop box to use now.
 
     The first face snaps; later the box follows with time constant `follow_s` once the face leaves the
     deadband. Without a face the last box is held for `hold_s`, then glides back to the full frame.
+    `head` and `outside`: as in `target_box` (with `outside` false a box that does not fit the frame, kept
+    from frames when it was true, snaps to the new target).
     """
     full = full_frame_box(frame_size, output_size)
     if not settings.enabled:
         return FramingState(full, state.last_face_ms, timestamp_ms, False), full
     dt_s = 0.0 if state.last_ms is None else (timestamp_ms - state.last_ms) / 1000.0
-    box = state.box if state.box is not None and _fits(state.box, frame_size) else None
+    box = state.box if state.box is not None and (outside or _fits(state.box, frame_size)) else None
 
     if landmarks is not None:
-        target = target_box(landmarks, frame_size, output_size, settings)
+        target = target_box(landmarks, frame_size, output_size, settings, head, outside)
         if box is None:
             return FramingState(target, timestamp_ms, timestamp_ms, False), target
         error = _error(box, target)
@@ -226,12 +245,14 @@ def _to_cv(affine: Affine) -> Affine:
 
 
 def _warp_by_resize(
-    image: npt.NDArray[PixelT], affine: Affine, output_size: tuple[int, int], interpolation: int
+    image: npt.NDArray[PixelT], affine: Affine, output_size: tuple[int, int], interpolation: int, border: int
 ) -> npt.NDArray[PixelT] | None:
-    """Scale-and-shift warp as crop + `cv2.resize` (about 4x faster than warpAffine here).
+    """Scale-and-shift warp as crop + `cv2.resize` (about 4x faster than warpAffine here), the part of the
+    output beyond the image filled by `cv2.copyMakeBorder` with `border` (replicate or constant: a mirror of the
+    resized crop would not be the mirror of the image).
 
     Exact in scale; the shift is rounded to the nearest output pixel (at most 0.5 px off). Returns None
-    when the affine rotates or flips, or the needed region leaves the image (then the caller warps).
+    when the affine rotates or flips, or the output shows none of the image (then the caller warps).
     """
     (a, b, tx), (c, d, ty) = affine
     if b != 0.0 or c != 0.0 or a <= 0.0 or d <= 0.0:
@@ -240,22 +261,28 @@ def _warp_by_resize(
     ih, iw = image.shape[:2]
     x0, x1 = -tx / a, (out_w - tx) / a
     y0, y1 = -ty / d, (out_h - ty) / d
-    tol = 0.25
-    if x0 < -tol or y0 < -tol or x1 > iw + tol or y1 > ih + tol:
-        return None
     # One source pixel of margin keeps the interpolation away from the crop's edge (or, at the image's
     # edge, resize replicates it just as BORDER_REPLICATE would).
     xi0, yi0 = max(math.floor(x0) - 1, 0), max(math.floor(y0) - 1, 0)
     xi1, yi1 = min(math.ceil(x1) + 1, iw), min(math.ceil(y1) + 1, ih)
-    rw = max(round((xi1 - xi0) * a), out_w)
-    rh = max(round((yi1 - yi0) * d), out_h)
+    if xi1 - xi0 < 2 or yi1 - yi0 < 2:
+        return None
+    # The crop's pixels land at output x = a * x + tx: its resized copy starts at (px, py) in the output.
+    px, py = round(a * xi0 + tx), round(d * yi0 + ty)
+    rw = max(round(a * xi1 + tx) - px, 1)
+    rh = max(round(d * yi1 + ty) - py, 1)
+    cx0, cy0 = max(-px, 0), max(-py, 0)
+    cx1, cy1 = min(rw, out_w - px), min(rh, out_h - py)
+    if cx1 - cx0 < 1 or cy1 - cy0 < 1:
+        return None
     crop = image[yi0:yi1, xi0:xi1]
     resized = cast(npt.NDArray[PixelT], cv2.resize(crop, (rw, rh), interpolation=interpolation))
-    ox = min(max(round((x0 - xi0) * rw / (xi1 - xi0)), 0), rw - out_w)
-    oy = min(max(round((y0 - yi0) * rh / (yi1 - yi0)), 0), rh - out_h)
-    if ox == 0 and oy == 0 and rw == out_w and rh == out_h:
-        return resized
-    return np.ascontiguousarray(resized[oy : oy + out_h, ox : ox + out_w])
+    left, top = px + cx0, py + cy0
+    right, bottom = out_w - (px + cx1), out_h - (py + cy1)
+    inner = resized[cy0:cy1, cx0:cx1]
+    if left == top == right == bottom == 0:
+        return resized if inner.shape[:2] == resized.shape[:2] else np.ascontiguousarray(inner)
+    return cast(npt.NDArray[PixelT], cv2.copyMakeBorder(inner, top, bottom, left, right, border, value=0))
 
 
 def warp(
@@ -263,13 +290,17 @@ def warp(
     affine: Affine,
     output_size: tuple[int, int],
     interpolation: int = cv2.INTER_LINEAR,
+    border: int = cv2.BORDER_REPLICATE,
 ) -> npt.NDArray[PixelT]:
     """Warp an RGB uint8 HxWx3 image, a uint8 HxW alpha or a float32 HxW mask by `affine` (source px ->
-    output px) into `output_size` (width, height); same dtype and channels; borders replicate."""
-    fast = _warp_by_resize(image, affine, output_size, interpolation)
+    output px) into `output_size` (width, height); same dtype and channels. Beyond the image: `border`
+    (an OpenCV border mode; constant borders are 0; replicate and constant take the fast path)."""
+    fast = _warp_by_resize(image, affine, output_size, interpolation, border) \
+        if border in (cv2.BORDER_REPLICATE, cv2.BORDER_CONSTANT) else None
     if fast is not None:
         return fast
-    warped = cv2.warpAffine(image, _to_cv(affine), output_size, flags=interpolation, borderMode=cv2.BORDER_REPLICATE)
+    warped = cv2.warpAffine(image, _to_cv(affine), output_size, flags=interpolation, borderMode=border,
+                            borderValue=0)
     return cast(npt.NDArray[PixelT], warped)
 
 

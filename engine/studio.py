@@ -14,6 +14,7 @@ import numpy.typing as npt
 from engine import background as bgmod
 from engine import framing as fr
 from engine import lighting
+from engine import placement as pl
 from engine import relight as rl
 from engine import skin as sk
 from engine.background import BackgroundSettings
@@ -86,6 +87,11 @@ class StudioRenderer:
         self._key_map: rl.KeyMap | None = None
         self._key_head: lighting.Head | None = None
         self._mask_prev: Mask | None = None
+        # Where the camera picture's edges are in the output, and the fade widths there (`fr.fade_alpha`).
+        self._fade: tuple[tuple[float, float, float, float], tuple[float, float, float, float]] = (
+            (0.0, 0.0, float(self.output_size[0]), float(self.output_size[1])), (0.0, 0.0, 0.0, 0.0))
+        self._body_end = self.output_size[1]
+        """The first output row below the camera picture (output_size[1] when the picture reaches the bottom)."""
 
     @property
     def last_box(self) -> Box | None:
@@ -133,14 +139,20 @@ class StudioRenderer:
         self._reset()
         self._prepared = False
 
-    def render(self, image: RGBImage, face: Face | None, mask: Mask | None, timestamp_ms: int) -> RGBImage:
-        """One output canvas (output_size, RGB uint8) from a source frame, its face and person mask."""
+    def render(self, image: RGBImage, face: Face | None, mask: Mask | None, timestamp_ms: int,
+               box: Box | None = None) -> RGBImage:
+        """One output canvas (output_size, RGB uint8) from a source frame, its face and person mask.
+
+        `box`: show this box of the source (source pixels, the output's aspect; it may reach beyond the frame)
+        instead of following the face: a still's canvas for its platform crops."""
         if not self._prepared:
             raise RuntimeError("StudioRenderer.render: call prepare() first")
         self._apply_look()
         _check_rgb("image", image)
         self.shown_ms = timestamp_ms
         ih, iw = image.shape[:2]
+        if mask is not None:
+            _check_mask(mask, (iw, ih))
         if self._frame_size != (iw, ih):
             # A camera that came back at another resolution, or the next photo of a folder: frame it afresh
             # (the first face snaps into place) instead of gliding from a crop box meant for another frame.
@@ -167,17 +179,49 @@ class StudioRenderer:
                 lit = sk.smooth_skin(lit, landmarks, self._skin.strength)
 
         with self._sections.section("frame"):
-            self._frame_state, box = fr.update_framing(
-                self._frame_state, landmarks, (iw, ih), self.output_size, timestamp_ms, self._framing
-            )
-            self._box = box
-            affine = fr.box_to_affine(box, self.output_size)
+            affine = self._frame(landmarks, mask, (iw, ih), timestamp_ms, box)
             out = fr.warp(lit, affine, self.output_size)
+            if self._background.enabled and mask is not None:
+                pl.extend_below(out, self._body_end, self._fade[1][0])
 
         if self._background.enabled and mask is not None:
             with self._sections.section("background"):
                 out = self._apply_background(out, lit, mask, (iw, ih), affine)
         return out
+
+    def _frame(self, landmarks: npt.NDArray[np.float32] | None, mask: Mask | None, frame_size: tuple[int, int],
+               timestamp_ms: int, box: Box | None) -> npt.NDArray[np.float64]:
+        """Move the framing (or take `box`), note where the camera picture ends in the output and how softly
+        the person fades there; returns the affine source -> output.
+
+        With a person cut-out (background on and a mask) the box may reach beyond the camera picture: the
+        backdrop shows there. Without one there is nothing to put on a backdrop, so the box stays inside."""
+        outside = self._background.enabled and mask is not None
+        head = fr.head_top(landmarks, mask if outside else None) if landmarks is not None else None
+        if box is None:
+            self._frame_state, box = fr.update_framing(self._frame_state, landmarks, frame_size, self.output_size,
+                                                       timestamp_ms, self._framing, head, outside)
+        self._box = box
+        affine = fr.box_to_affine(box, self.output_size)
+        face = (fr.face_height_px(landmarks) * float(affine[1, 1]) if landmarks is not None
+                else self._framing.face_height * self.output_size[1])
+        side = self._framing.fade * face
+        # Above the hair the ramp is no wider than the hair's margin in the picture, so the hair is not faded.
+        top = side if head is None else min(side, max(head.y * float(affine[1, 1]), 2.0))
+        # Below the picture the body goes on (its last row, blurred sideways) and fades out gradually.
+        left, top_edge, right, bottom = fr.picture_edges(affine, frame_size)
+        self._body_end = math.ceil(bottom - 0.5)
+        self._fade = ((left, top_edge, right, bottom + 2.0 * side), (side, top, side, 3.0 * side))
+        return affine
+
+    def _fade_outside(self, alpha: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        """The warped person alpha with the body continued below the camera picture and faded out where the
+        picture ends inside the output (see `_frame`)."""
+        edges, widths = self._fade
+        if 0 < self._body_end < self.output_size[1]:
+            alpha = alpha.copy()
+            pl.extend_below(alpha, self._body_end, widths[0])
+        return fr.fade_alpha(alpha, edges, widths)
 
     def _apply_relight(self, image: RGBImage, landmarks: npt.NDArray[np.float32] | None, timestamp_ms: int) -> RGBImage:
         """Measure the face's skin, move the gains, apply the tone tables with the key light (source pixels)."""
@@ -222,11 +266,6 @@ class StudioRenderer:
         affine: npt.NDArray[np.float64],
     ) -> RGBImage:
         """Refine the mask in source pixels (stable under camera moves), warp it, composite."""
-        if mask.dtype != np.float32:
-            raise ValueError(f"mask: expected float32 HxW in [0, 1], got {mask.dtype}")
-        if mask.shape != (frame_size[1], frame_size[0]):
-            expected = (frame_size[1], frame_size[0])
-            raise ValueError(f"mask shape {mask.shape!r}: expected the image's (height, width) {expected!r}")
         settings = self._background
         # The mask is refined at half size: segmenters see 256x144 or 256x256, so nothing visible is
         # lost, and the blur costs a quarter. It stays in source coordinates, so the running average
@@ -239,6 +278,8 @@ class StudioRenderer:
         # 8-bit alpha: warping and blending uint8 costs about half of float32 at the output size.
         alpha_src = bgmod.alpha_u8(self._mask_prev)
         alpha = fr.warp(alpha_src, mask_affine, self.output_size)
+        # Framing: no person beyond the camera picture, and a soft edge where it ends inside the output.
+        alpha = self._fade_outside(alpha)
         backdrop = self._backdrop
         if backdrop is None:
             backdrop = self._blurred_backdrop(lit, affine, alpha_src, mask_affine)
@@ -269,14 +310,29 @@ class StudioRenderer:
             small_affine = small_affine * np.array([2.0, 2.0, 1.0])
             small_affine[:, 2] -= 0.25 * small_affine[:, :2].sum(axis=1)
         small = fr.warp(source, small_affine, small_size)
-        small_alpha = fr.warp(alpha_src, alpha_affine * to_small, small_size)
-        blurred = bgmod.masked_blur(small, sigma / factor, small_alpha)
+        # Beyond the camera picture (a framing that reaches past it) there is no room: it counts as left out,
+        # like the person, and the fill below continues the room there (no mirrored person, no streaks).
+        inverse = cast(npt.NDArray[np.uint8], cv2.bitwise_not(alpha_src))
+        keep = fr.warp(inverse, alpha_affine * to_small, small_size, border=cv2.BORDER_CONSTANT)
+        small_alpha = cast(npt.NDArray[np.uint8], cv2.bitwise_not(keep))
+        # The person (and the part beyond the picture) filled from the room around, not left out of the average:
+        # where the framing fades the person or reaches beyond the picture, the room shows there, not holes.
+        blurred = bgmod.masked_blur(pl.fill_behind(small, small_alpha), sigma / factor)
         return cast(RGBImage, cv2.resize(blurred, self.output_size, interpolation=cv2.INTER_LINEAR))
 
 
 def _rescaled(affine: npt.NDArray[np.float64], sx: float, sy: float) -> npt.NDArray[np.float64]:
     """`affine` (source px -> output px) for an image that is the source resized by (sx, sy)."""
     return affine * np.array([1.0 / sx, 1.0 / sy, 1.0])
+
+
+def _check_mask(mask: Mask, frame_size: tuple[int, int]) -> None:
+    """Raise ValueError unless `mask` is float32 HxW of the frame's size."""
+    if mask.dtype != np.float32:
+        raise ValueError(f"mask: expected float32 HxW in [0, 1], got {mask.dtype}")
+    if mask.shape != (frame_size[1], frame_size[0]):
+        expected = (frame_size[1], frame_size[0])
+        raise ValueError(f"mask shape {mask.shape!r}: expected the image's (height, width) {expected!r}")
 
 
 def _check_rgb(name: str, image: npt.NDArray[np.generic]) -> None:

@@ -42,10 +42,11 @@ class InputSettings:
     """Play files at their own frame rate, like a camera (False: every frame, as fast as possible)."""
     loop: bool = False
     """Start a file or folder again at its end."""
-    width: int = 640
-    height: int = 480
+    width: int = 1280
+    height: int = 720
     fps: float = 30.0
-    """Requested camera mode; a folder of images plays at this rate."""
+    """Requested camera mode (the output's 16:9 at 1:1, so nothing is upscaled; a camera that does not offer it
+    sends what it has); a folder of images plays at this rate."""
     reconnect_s: float = 10.0
     """How long to keep reopening a lost camera before giving up."""
 

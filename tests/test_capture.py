@@ -261,3 +261,19 @@ def test_camera_reader_turns_greyscale_and_bgra_frames_into_rgb() -> None:
     assert all(f is not None and f.shape == (600, 480, 3) and f.dtype == np.uint8 for f in frames)
     assert frames[0] is not None and np.array_equal(frames[0][:, :, 2], grey)
     assert np.array_equal(frames[1], rgb) and np.array_equal(frames[2], rgb)
+
+
+def test_camera_without_the_asked_mode_sends_its_own_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """input.width/height (1280x720 by default) is a request: a camera that refuses it sends its own frames,
+    which go on at that size, with one line saying so."""
+    from livecam.live.capture import CameraReader
+
+    bgr = _bgr_photo()
+    camera = _LayoutCamera([bgr, bgr])
+    reader = CameraReader(0, 1280, 720, 30, reconnect_s=1, open_device=camera, retry_s=0, reopen_s=0)
+    with caplog.at_level("INFO", logger="livecam.live.capture"):
+        frames = [reader.read(), reader.read()]
+    reader.close()
+    assert all(f is not None and f.shape == bgr.shape for f in frames)
+    lines = [r.getMessage() for r in caplog.records if "sends" in r.getMessage()]
+    assert lines == [f"camera 0 sends {bgr.shape[1]}x{bgr.shape[0]} (asked for 1280x720: input.width, input.height)"]

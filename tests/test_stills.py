@@ -95,8 +95,11 @@ def test_studio_stills_have_every_platform_crop_face_centred_and_disclosed(tmp_p
     placed: list[str] = []
     for cand in report["candidates"]:
         master = read_image(run.folder / cand["file"])
-        # At the photo's own resolution: a square no larger than the photo's short side, never enlarged.
-        assert master.shape[0] == master.shape[1] <= min(source.shape[:2])
+        # At the photo's own resolution: the face in the square no larger than in the photo, never enlarged (the
+        # square may reach beyond the photo, the backdrop around it).
+        assert master.shape[0] == master.shape[1] <= config.still.max_size
+        photo_face = fr.face_height_px(detect_faces(landmarker_path, source)[0])
+        assert cand["figures"]["face_height"] * master.shape[0] <= photo_face * 1.05  # landmarks: +-4%
         assert cand["figures"]["likeness"] > 0.9  # the photo itself, edited
         assert {c["platform"] for c in cand["crops"]} == set(DEFAULT_PLATFORMS)
         for crop in cand["crops"]:

@@ -96,9 +96,13 @@ def test_the_face_is_framed_in_the_output() -> None:
     assert found is not None
     eyes = found[EYES, :2].mean(axis=0)
     assert eyes[0] == pytest.approx(OUT[0] / 2, abs=12)
-    assert eyes[1] == pytest.approx(settings.eye_line * OUT[1], abs=12)
+    assert 0.25 * OUT[1] < eyes[1] < settings.eye_line * OUT[1] + 12  # the headroom range may lift the eyes
     assert np.hypot(*(found[152, :2] - found[10, :2])) == pytest.approx(settings.face_height * OUT[1], rel=0.06)
-    assert r.last_box is not None and r.last_box.cx < 320  # the face was left of the frame's centre
+    box = r.last_box
+    assert box is not None and box.cx < 320  # the face was left of the frame's centre
+    head = fr.head_top(face.landmarks, mask)
+    headroom = (head.y - (box.cy - box.height / 2)) / box.height
+    assert settings.headroom_min - 1e-6 <= headroom <= settings.headroom_max + 1e-6
 
 
 def test_zero_mask_shows_the_backdrop_and_no_mask_replaces_nothing() -> None:
@@ -117,8 +121,9 @@ def test_background_is_replaced_outside_the_person() -> None:
     out = renderer().render(image, face, mask, 0)
     backdrop = bg.studio_backdrop(OUT)
     assert np.array_equal(out[:60, :60], backdrop[:60, :60])  # corners: background
-    plain = renderer(background=BackgroundSettings(enabled=False)).render(image, face, mask, 0)
-    assert np.array_equal(out[300:400, 600:680], plain[300:400, 600:680])  # the face: the person
+    coloured = renderer(background=BackgroundSettings(mode="color")).render(image, face, mask, 0)
+    assert np.array_equal(out[300:400, 600:680], coloured[300:400, 600:680])  # the face: the person, any backdrop
+    assert not np.array_equal(out[:60, :60], coloured[:60, :60])
 
 
 def test_everything_off_is_a_plain_warp_of_the_full_frame() -> None:
@@ -199,3 +204,41 @@ def test_bad_inputs_are_refused_with_a_message() -> None:
         r.render(image.astype(np.float32), face, mask, 0)
     with pytest.raises(ValueError, match="frame_size"):
         r.render(image, Face(face.landmarks, (320, 240)), mask, 0)
+
+
+def test_without_a_mask_the_box_stays_inside_the_picture() -> None:
+    """No person cut-out (background off, or no mask): nothing can be put on a backdrop, so the crop stays inside
+    the camera picture, as before recomposition."""
+    image, face, mask = webcam()
+    for r, m in ((renderer(background=BackgroundSettings(enabled=False)), mask), (renderer(), None)):
+        r.render(image, face, m, 0)
+        box = r.last_box
+        assert box is not None
+        assert box.cx - box.width / 2 >= -1e-6 and box.cx + box.width / 2 <= 640 + 1e-6
+        assert box.cy - box.height / 2 >= -1e-6 and box.cy + box.height / 2 <= 480 + 1e-6
+
+
+def test_the_person_is_placed_beyond_the_picture_with_the_backdrop_around() -> None:
+    """A close-up (a 320x240 region around the face enlarged 4x: face ~360 px of 960) zooms out: the picture is
+    narrower than the output, the backdrop shows beyond it in every mode (blur mode: the room continued, no dark
+    holes)."""
+    image, face, mask = webcam()
+    x0, y0 = int(face.landmarks[EYES, 0].mean()) - 160, int(face.landmarks[10, 1]) - 60
+    big = np.asarray(cv2.resize(image[y0 : y0 + 240, x0 : x0 + 320], (1280, 960)), np.uint8)
+    points = face.landmarks.copy()
+    points[:, :2] = (points[:, :2] - [x0, y0]) * 4.0
+    points[:, 2] *= 4.0
+    big_face = Face(points, (1280, 960))
+    big_mask = np.asarray(cv2.resize(mask[y0 : y0 + 240, x0 : x0 + 320], (1280, 960)), np.float32)
+    r = renderer()
+    out = r.render(big, big_face, big_mask, 0)
+    box = r.last_box
+    assert box is not None and box.width > 1280  # wider than the picture
+    left, _, right, _ = fr.picture_edges(fr.box_to_affine(box, OUT), (1280, 960))
+    assert left > 20 and right < OUT[0] - 20
+    backdrop = bg.studio_backdrop(OUT)
+    assert np.array_equal(out[:, : int(left)], backdrop[:, : int(left)])
+    blurred = renderer(background=BackgroundSettings(mode="blur")).render(big, big_face, big_mask, 0)
+    room = float(image[:, :100].mean())  # the plain grey room beside the portrait
+    beyond = blurred[:, : int(left)].astype(np.float32)
+    assert abs(float(beyond.mean()) - room) < 25 and float(beyond.min()) > room - 60

@@ -90,6 +90,7 @@ class CameraReader:
         self.index = index
         self.description = f"camera {index}"
         self._mode = (width, height, fps)
+        self._sent: tuple[int, int] = (width, height)
         self._reconnect_s = reconnect_s
         self._open_device = open_device
         self._retry_s = retry_s
@@ -122,7 +123,14 @@ class CameraReader:
             if ok and bgr is not None:
                 if lost_since is not None:
                     log.warning("camera %d is back", self.index)
-                return camera_rgb(bgr, self.description)
+                rgb = camera_rgb(bgr, self.description)
+                size = (rgb.shape[1], rgb.shape[0])
+                if size != self._sent:  # a camera without the asked mode sends its own: said once per size
+                    self._sent = size
+                    if size != self._mode[:2]:
+                        log.info("camera %d sends %dx%d (asked for %dx%d: input.width, input.height)",
+                                 self.index, *size, *self._mode[:2])
+                return rgb
             failures += 1
             if failures < FAILURES_BEFORE_REOPEN:
                 time.sleep(self._retry_s)
@@ -228,7 +236,7 @@ class ImageFolderReader(ImageFilesReader):
         super().__init__(files, f"folder {folder.name} ({len(files)} images)", fps, loop)
 
 
-def open_reader(spec: str, *, width: int = 640, height: int = 480, fps: float = 30.0, loop: bool = False,
+def open_reader(spec: str, *, width: int = 1280, height: int = 720, fps: float = 30.0, loop: bool = False,
                 reconnect_s: float = 10.0) -> Reader:
     """The reader for `--input SPEC`: a camera index, a folder of images, an image file or a video file."""
     spec = spec.strip()

@@ -57,7 +57,7 @@ from livecam.stills.files import (
     staging_folder,
     write_kept,
 )
-from livecam.stills.render import brand_backdrop, measure, resolve_style, studio_square
+from livecam.stills.render import brand_backdrop, crop_canvas, measure, resolve_style, studio_square
 from livecam.stills.subject import grab_frame, load_subject, read_photo
 from livecam.stills.workbench import Workbench
 
@@ -213,7 +213,7 @@ def _export(request: StillRequest, config: Config, bench: Workbench, styles: lis
                     else:
                         light = _STUDIO_LIGHTS[(variant - 1) % len(_STUDIO_LIGHTS)]
                         made, _, _ = studio_square(bench, config, subject, style, None, light)
-                        crop_source = studio_square(bench, config, subject, style, None, light, whole=True)[:2]
+                        crop_source = crop_canvas(bench, config, subject, style, light)
                         used_seed = None
                     assessment, landmarks = measure(bench, made, subject, s)
                     candidate = Candidate(style_name, variant, attempt, used_seed, light, assessment.figures,
@@ -224,7 +224,7 @@ def _export(request: StillRequest, config: Config, bench: Workbench, styles: lis
                         candidate.reject("extra", extra)
                     candidates.append(candidate)
                     if candidate.kept:
-                        write_kept(run, candidate, made, crop_source or (made, landmarks))
+                        write_kept(run, candidate, made, crop_source or (made, landmarks, None))
                         sheet.append((made, *sheet_labels(candidate)))
                         break
                     log.debug("rejected %s v%d attempt %d: %s", style_name, variant, attempt,

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 import livecam
-from engine.crops import PlatformSpec, cut, plan_crop
+from engine.crops import PlatformSpec, Room, cut, plan_crop
 from engine.gate import GateSettings
 from engine.styles import StylePreset
 from engine.types import Landmarks, RGBImage
@@ -189,22 +189,23 @@ def run_name(name: str, source: dict[str, Any]) -> str:
 
 
 def write_kept(run: RunContext, candidate: Candidate, master: RGBImage,
-               crop_source: tuple[RGBImage, Landmarks | None]) -> None:
-    """The kept image and its platform crops, cut from `crop_source` (image, landmarks): the kept image itself,
-    or for the studio engine the whole edited photo. Records the files in `candidate`."""
+               crop_source: tuple[RGBImage, Landmarks | None, Room | None]) -> None:
+    """The kept image and its platform crops, cut from `crop_source` (image, landmarks, room): the kept image
+    itself (room None), or for the studio engine the canvas of the photo on its backdrop (`crop_canvas`).
+    Records the files in `candidate`."""
     s = run.config.still
     style = candidate.style
     stem = f"{style}-v{candidate.variant}"
     likeness = candidate.figures["likeness"]
     candidate.file = run.writer.image(stem, master, run.disclosure("", style, candidate.seed, likeness))
     candidate.crops = []
-    image, landmarks = crop_source
+    image, landmarks, room = crop_source
     size = (image.shape[1], image.shape[0])
     for name, spec in run.platforms:
         if landmarks is None:  # possible only when the gate does not enforce one_face
             candidate.crops.append({"platform": name, "file": None, "note": "not written: no face to centre on"})
             continue
-        plan = plan_crop(size, landmarks, spec, s.max_upscale)
+        plan = plan_crop(size, landmarks, spec, s.max_upscale, room)
         crop: dict[str, Any] = {"platform": name, "width": plan.out_width, "height": plan.out_height,
                                 "scale": round(plan.scale, 4), "limited": plan.limited, "shrunk": plan.shrunk,
                                 "moved": plan.moved,
