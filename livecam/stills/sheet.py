@@ -15,11 +15,14 @@ from engine.types import RGBImage
 
 THUMB = 300
 """Thumbnail side (pixels)."""
+PAD = 14
 _COLUMNS = 4
-_PAD = 14
 _TITLE_PX, _TEXT_PX = 22, 18
+_LINE_PX = _TEXT_PX + 5
 _CAPTION_LINES = 6
 """Caption lines under a thumbnail: the title, up to two for the look, and the verdict on the rest."""
+CAPTION_PX = _TITLE_PX + 8 + (_CAPTION_LINES - 1) * _LINE_PX
+"""Height of the caption under each thumbnail (pixels)."""
 _INK, _KEPT, _REJECTED, _PAPER = (25, 25, 25), (22, 120, 50), (180, 30, 30), (255, 255, 255)
 
 
@@ -86,21 +89,20 @@ def contact_sheet(entries: Sequence[SheetEntry], heading: str = "", columns: int
         rows[-1].append(entry)
     columns = max([len(r) for r in rows] + [1])
     title_font, text_font = _font(_TITLE_PX), _font(_TEXT_PX)
-    line_px = _TEXT_PX + 5
-    caption = _TITLE_PX + 8 + (_CAPTION_LINES - 1) * line_px
-    head = _TITLE_PX + 2 * _PAD if heading else 0
-    width = _PAD + columns * (THUMB + _PAD)
-    height = head + _PAD + max(1, len(rows)) * (THUMB + caption + _PAD)
+    line_px, caption = _LINE_PX, CAPTION_PX
+    head = _TITLE_PX + 2 * PAD if heading else 0
+    width = PAD + columns * (THUMB + PAD)
+    height = head + PAD + max(1, len(rows)) * (THUMB + caption + PAD)
     sheet = Image.new("RGB", (max(width, 480), height), _PAPER)
     draw = ImageDraw.Draw(sheet)
     if heading:
-        draw.text((_PAD, _PAD), heading, font=title_font, fill=_INK)
+        draw.text((PAD, PAD), heading, font=title_font, fill=_INK)
     if not entries:
-        draw.text((_PAD, head + _PAD), "no candidate was made", font=text_font, fill=_INK)
+        draw.text((PAD, head + PAD), "no candidate was made", font=text_font, fill=_INK)
     for r, row in enumerate(rows):
-        y = head + _PAD + r * (THUMB + caption + _PAD)
+        y = head + PAD + r * (THUMB + caption + PAD)
         for c, entry in enumerate(row):
-            x = _PAD + c * (THUMB + _PAD)
+            x = PAD + c * (THUMB + PAD)
             tile = Image.fromarray(entry.thumb)
             sheet.paste(tile, (x + (THUMB - tile.width) // 2, y + (THUMB - tile.height) // 2))
             colour = _KEPT if entry.kept else _REJECTED
