@@ -11,7 +11,7 @@ not in it (the ground truth cannot tell a halo from hair); the figure sees them.
 is measured too (no ground truth: looked at on the sheet `--sheet` writes).
 
 Variants: the mean absolute difference (grey levels, 0-255, whole still and face box) between every pair of the
-4 studio variants of a style, before (the key light's side and strength only: today's table, kept here) and
+4 studio variants of a style, before (a lighting setup each on the style's backdrop: the table kept here) and
 after (`livecam.stills.variants`: lighting setup and backdrop tone), on four photos and two styles.
 
     python -m benchmarks.still_gate_calibration [--step N] [--out FILE] [--sheet PNG]
@@ -51,8 +51,9 @@ PHOTOS = ("faces/obama_official_2012.jpg", "faces/obama_congress_2009.jpg", "fac
             for i in range(1, n + 1)))
 VARIANT_PHOTOS = ("faces/obama_official_2012.jpg", "faces/biden_official_portrait.jpg",
                   "identity/meds-aa-S001-01.jpg", "identity/meds-aa-S008-01.jpg")
-OLD_LIGHTS = (("left", 1.0), ("right", 1.0), ("left", 1.5), ("right", 1.5))
-"""The studio variants before: the key light from either side at 1x and 1.5x strength."""
+SETUPS_ONLY = (("broad", 1.0), ("short", 1.0), ("butterfly", 1.0), ("rim", 1.0))
+"""The studio variants before this change: a lighting setup each, the style's backdrop unchanged (main at
+6e18564; before that, the key light from either side at 1x and 1.5x: 1.4-2.8 grey levels apart on average)."""
 ROOM_LEVELS = 30.0
 SHOWN_ALPHA = 0.05
 
@@ -70,7 +71,7 @@ def measure(bench: Workbench, config: Config, subject: Subject, truth: np.ndarra
     """The still of `subject` (corporate style, variant 1), the gate's figure on it, and with the ground-truth
     alpha `truth` (frame pixels), the room it shows."""
     style = resolve_style(config, "corporate")
-    variant = look(config, style, subject.landmarks, 1)
+    variant = look(config, style, 1)
     lit = variant.style(style)
     still, landmarks, affine = studio_square(bench, config, subject, lit, None, variant.light)
     around = surroundings(bench, config, lit, still, matte=(subject.mask(bench.segmenter), affine))
@@ -125,8 +126,8 @@ def variants(bench: Workbench, config: Config) -> list[dict[str, Any]]:
     for relative, style_name in itertools.product(VARIANT_PHOTOS, ("corporate", "creative")):
         subject = _subject(bench, read_image(assets_dir() / "images" / relative), None)
         style = resolve_style(config, style_name)
-        before = [studio_square(bench, config, subject, style, None, light) for light in OLD_LIGHTS]
-        looks = [look(config, style, subject.landmarks, v) for v in range(1, 5)]
+        before = [studio_square(bench, config, subject, style, None, light) for light in SETUPS_ONLY]
+        looks = [look(config, style, v) for v in range(1, 5)]
         after = [studio_square(bench, config, subject, lk.style(style), None, lk.light)[0] for lk in looks]
         x0, y0, x1, y1 = (int(v) for v in quality.face_box(before[0][1]))
         row: dict[str, Any] = {"photo": relative, "style": style_name, "looks": [lk.words() for lk in looks]}

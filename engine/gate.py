@@ -36,6 +36,8 @@ ADVICE: dict[str, str] = {
     "position.off_centre": "the face is off to one side: use a photo with your face in the middle, or sit in "
                            "the middle of the camera's view",
     "head_cut.cut": "the photo cuts the top of your head: use one with a little room above your hair",
+    "head_cut.framing": "the framing cuts the top of your head though the photo has room above it: a smaller "
+                        "face height in the settings keeps the hair in",
     "sharpness.blurred": "the face is blurred: use a sharper photo, hold still, or wipe the camera lens",
     "exposure.dark": "the face is too dark: add light in front of you (face a window or a lamp)",
     "exposure.bright": "the face is too bright: move out of direct light, or turn the light in front of you down",
@@ -74,9 +76,9 @@ class GateSettings:
     """Largest fraction of the face crop that may be crushed to black or blown to white."""
     min_eyes_open: float = 0.10
     """Eye aspect ratio of the less open eye (about 0.25-0.35 open, under 0.1 closed)."""
-    max_leftovers: float = 0.4
+    max_leftovers: float = 0.25
     """Old background showing around the person (`engine.quality.leftovers`: percent of the face's area):
-    clean composites measure 0-0.3, a halo or spikes around the hair 0.4-1.5, a patch of room 2 or more."""
+    clean composites measure 0-0.2, a halo or spikes around the hair 0.25-1.5, a patch of room 2 or more."""
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.enforced if c not in CHECKS]
@@ -130,6 +132,9 @@ class Surroundings:
     backdrop: RGBImage | None
     """What the candidate shows where there is no person (RGB uint8, same size); None: not known (a generated
     or blurred background), and the background check is not measured."""
+    photo_cuts_head: bool = True
+    """Whether the photo the candidate was made from cuts the top of the head itself (else a cut head is the
+    framing's doing, and the advice says so)."""
 
 
 def assess(image: RGBImage, faces: int, landmarks: Landmarks | None, likeness: float | None,
@@ -169,6 +174,8 @@ def assess(image: RGBImage, faces: int, landmarks: Landmarks | None, likeness: f
                                                            fr.face_height_px(landmarks)), 3)
 
     failures = _failures(figures, likeness, need, faces, landmarks is not None, settings)
+    if "head_cut" in failures and surroundings is not None and not surroundings.photo_cuts_head:
+        failures["head_cut"] = ("framing", failures["head_cut"][1] + " (the photo has room above it)")
     enforced = settings.enforced
     failed = [c for c in CHECKS if c in failures and c in enforced]
     tips = [f"{c}.{failures[c][0]}" for c in CHECKS if c in failures and c not in enforced]

@@ -124,7 +124,7 @@ def _stray(pixels: npt.NDArray[np.float32], back: npt.NDArray[np.float32],
 def leftovers(image: RGBImage, person: npt.NDArray[np.float32], backdrop: RGBImage, face_px: float) -> float:
     """How much of the old background shows around the person of a composite: halos, spikes and patches of
     room near the person's edge, as the area of the face (percent) that pixels of entirely foreign colour
-    would cover. About 0-0.3 on clean composites; a white halo or curtain spikes around the hair 0.4-1.5;
+    would cover. About 0-0.2 on clean composites; a white halo or curtain spikes around the hair 0.25-1.5;
     a patch of room beside the shoulder 2 or more.
 
     `image`: the composite (RGB uint8); `person`: HxW float32 0-1, the person's pixels (a segmenter's
@@ -173,14 +173,16 @@ def leftovers(image: RGBImage, person: npt.NDArray[np.float32], backdrop: RGBIma
 
 
 def head_room(person: npt.NDArray[np.float32], landmarks: Landmarks) -> float:
-    """The gap between the top edge and the top of the head, as a fraction of the image height: the highest
-    person pixel above the face, within the face's width. 0: the head touches the top edge (it is cut)."""
+    """The gap between the top edge and the top of the head, as a fraction of the image height: over the
+    face's width, the median of each column's highest person pixel above the face (a median, so that a spike
+    of background the segmenter took for the person does not count). 0: the head touches the top edge."""
     height, width = person.shape[:2]
     x0, y0, x1, _ = face_box(landmarks)
     left, right = max(0, int(x0)), min(width, int(np.ceil(x1)))
     bottom = min(height, max(1, int(y0)))
     if right <= left:
         return 0.0
-    rows = np.flatnonzero((person[:bottom, left:right] > 0.5).any(axis=1))
-    top = int(rows[0]) if rows.size else bottom  # no hair above the forehead: the forehead is the top
-    return top / height
+    above = person[:bottom, left:right] > 0.5
+    # Each column's first person row; bottom (the forehead) where the column has none above the face.
+    tops = np.where(above.any(axis=0), above.argmax(axis=0), bottom)
+    return float(np.median(tops)) / height

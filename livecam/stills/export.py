@@ -59,7 +59,7 @@ from livecam.stills.files import (
 from livecam.stills.render import brand_backdrop, measure, resolve_style, studio_square
 from livecam.stills.sheet import SheetEntry, contact_sheet, style_title, thumbnail
 from livecam.stills.subject import Subject, grab_frame, load_subject, read_photo
-from livecam.stills.surroundings import surroundings
+from livecam.stills.surroundings import photo_cuts_head, surroundings
 from livecam.stills.variants import look
 from livecam.stills.workbench import Workbench
 
@@ -215,6 +215,7 @@ def _make_style(run: RunContext, subject: Subject, style_name: str, style: Style
     s = config.still
     generator = bench.generator
     seed = first_seed
+    photo_cut = photo_cuts_head(bench, subject)
     base_square = condition = None
     if generator is not None:  # the framed photo and its pose image, once per style
         base_square, _, affine = studio_square(bench, config, subject, style, generator.size)
@@ -230,15 +231,16 @@ def _make_style(run: RunContext, subject: Subject, style_name: str, style: Style
                 made = generator.generate(base_square, condition, seed)
                 if style.brand_backdrop:
                     made = brand_backdrop(bench, config, made, style)
-                around = surroundings(bench, config, style, made, known=style.brand_backdrop)
+                around = surroundings(bench, config, style, made, known=style.brand_backdrop, photo_cut=photo_cut)
                 used_seed: int | None = seed
                 seed += 1
             else:
-                variant_look = look(config, style, subject.landmarks, variant)
+                variant_look = look(config, style, variant)
                 lit = variant_look.style(style)
                 made, _, affine = studio_square(bench, config, subject, lit, None, variant_look.light)
                 crop_source = studio_square(bench, config, subject, lit, None, variant_look.light, whole=True)[:2]
-                around = surroundings(bench, config, lit, made, matte=(subject.mask(bench.segmenter), affine))
+                around = surroundings(bench, config, lit, made, matte=(subject.mask(bench.segmenter), affine),
+                                      photo_cut=photo_cut)
                 used_seed = None
             assessment, landmarks = measure(bench, made, subject, s, around)
             candidate = Candidate(style_name, variant, attempt, used_seed,

@@ -2,11 +2,9 @@
 of one style differ where a person looks (the light on the face, the colour behind it), and each is named in
 plain words for the contact sheet ("short light, warm grey backdrop").
 
-The lighting setups are what `engine/relight.py` offers: a key light from one side at a strength, or none.
-"Short" and "broad" name the side against the way the face is turned (short: the side turned away from the
-camera, which narrows the face; broad: the side turned toward it); a face looking straight at the camera has
-no short or broad side, and the setup is named by the side the light comes from. When the relighting engine
-offers more named setups (butterfly, rim), `_SETUPS` and `Look.light` are where they go.
+The lighting setups are `engine.lighting.SETUPS` (broad, short, butterfly, rim); broad and short follow the
+way the face is turned. The backdrop tones vary the style's studio backdrop colour; a brand colour or picture,
+or a tint the user set, is left as it is.
 """
 
 from __future__ import annotations
@@ -17,23 +15,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import framing as fr
+from engine.lighting import SETUPS
 from engine.styles import StylePreset
-from engine.types import Landmarks
 from livecam.config import Config
 
 NEUTRAL = "#878a8e"
 """The brightest point of the studio backdrop without a tint (`engine.background.studio_backdrop`)."""
 
-_SETUPS = {"short": 2.5, "broad": 1.2, "even": 0.0, "soft short": 1.2, "strong broad": 2.5}
-"""Setup -> key strength, as a factor on `relight.key_strength` (capped at full strength); 0: no key light."""
-_VARIANTS = (("short", "style"), ("broad", "light"), ("even", "dark"), ("soft short", "warm"),
-             ("strong broad", "cool"), ("even", "style"))
-"""Variant n (from 1) takes entry (n - 1) mod 6: its lighting setup and its backdrop tone."""
-_FRONTAL = 0.12
-"""Nose offset from the face's middle, as a fraction of its half width, under which a face looks straight on."""
-# MediaPipe face-mesh points: nose tip, and the face's outermost points on the viewer's left and right.
-_NOSE, _LEFT, _RIGHT = fr.NOSE_TIP, 234, 454
+_VARIANTS = (("short", "style", 1.0), ("broad", "light", 1.0), ("butterfly", "dark", 1.0), ("rim", "warm", 1.0),
+             ("short", "cool", 0.6), ("butterfly", "style", 0.6))
+"""Variant n (from 1) takes entry (n - 1) mod 6: its lighting setup, backdrop tone and key strength (a factor on
+`relight.key_strength`; under 1 the setup is named "soft")."""
 
 
 @dataclass(frozen=True)
@@ -41,68 +33,45 @@ class Look:
     """One variant's lighting and backdrop."""
 
     setup: str
-    """"short", "broad", "even", ... (keys of `_SETUPS`)."""
-    key_light: str
-    """The side the key light comes from as the viewer sees it: "left", "right" or "none"."""
+    """The lighting setup: a key of `engine.lighting.SETUPS` ("short", "broad", "butterfly", "rim")."""
     strength: float
     """Key strength factor on `relight.key_strength`."""
     backdrop: str
     """The backdrop tint "#rrggbb"; empty: the style's own backdrop, unchanged (a brand colour or picture)."""
     backdrop_name: str
     """Its colour in words ("warm grey"); empty when `backdrop` is."""
-    light_name: str
-    """The lighting in words ("short light", "light from the left")."""
 
     @property
     def light(self) -> tuple[str, float]:
-        """(side, strength factor): what `livecam.stills.render.studio_square` lights the photo with."""
-        return self.key_light, self.strength
+        """(setup, strength factor): what `livecam.stills.render.studio_square` lights the photo with."""
+        return self.setup, self.strength
+
+    @property
+    def light_name(self) -> str:
+        """The lighting in words: "short light", "soft butterfly light"."""
+        return f"{'soft ' if self.strength < 1.0 else ''}{self.setup} light"
 
     def words(self) -> str:
         """The variant in plain words: "short light, warm grey backdrop"."""
         return f"{self.light_name}, {self.backdrop_name} backdrop" if self.backdrop_name else self.light_name
 
     def to_report(self) -> dict[str, str | float]:
-        return {"setup": self.setup, "key_light": self.key_light, "key_strength_factor": self.strength,
-                "backdrop": self.backdrop, "backdrop_name": self.backdrop_name, "words": self.words()}
+        return {"setup": self.setup, "key_strength_factor": self.strength, "backdrop": self.backdrop,
+                "backdrop_name": self.backdrop_name, "words": self.words()}
 
     def style(self, style: StylePreset) -> StylePreset:
         """`style` with this look's backdrop tint (the studio engine's stand-in for its background)."""
         return dataclasses.replace(style, backdrop=self.backdrop) if self.backdrop else style
 
 
-def facing(landmarks: Landmarks) -> str:
-    """The side the face is turned to as the viewer sees it ("left", "right"), or "front"."""
-    xy = np.asarray(landmarks, dtype=np.float64)[:, :2]
-    left, right, nose = xy[_LEFT, 0], xy[_RIGHT, 0], xy[_NOSE, 0]
-    half = abs(right - left) / 2
-    if half <= 0:
-        return "front"
-    turn = (nose - (left + right) / 2) / half
-    if abs(turn) < _FRONTAL:
-        return "front"
-    return "left" if turn < 0 else "right"
-
-
-def look(config: Config, style: StylePreset, landmarks: Landmarks, variant: int) -> Look:
-    """Variant `variant`'s (from 1) look for a photo whose face has `landmarks`."""
-    setup, tone = _VARIANTS[(variant - 1) % len(_VARIANTS)]
-    turned = facing(landmarks)
-    strength = _SETUPS[setup]
-    if strength == 0.0:
-        side, light_name = "none", "even light"
-    elif turned == "front":  # short and broad are the same light on a face that looks straight on
-        side = "left" if setup.endswith("short") else "right"
-        light_name = f"{setup.split()[0] + ' ' if ' ' in setup else ''}light from the {side}"
-    else:
-        other = "right" if turned == "left" else "left"
-        side = turned if setup.endswith("short") else other
-        light_name = f"{setup} light"
+def look(config: Config, style: StylePreset, variant: int) -> Look:
+    """Variant `variant`'s (from 1) look (broad and short follow the face's turn when the photo is lit)."""
+    setup, tone, strength = _VARIANTS[(variant - 1) % len(_VARIANTS)]
+    assert setup in SETUPS, setup
     base = tone_base(config, style)
     if base is None:
-        return Look(setup, side, strength, "", "", light_name)
-    hex_colour = toned(base, tone)
-    return Look(setup, side, strength, hex_colour, colour_name(base, tone), light_name)
+        return Look(setup, strength, "", "")
+    return Look(setup, strength, toned(base, tone), colour_name(base, tone))
 
 
 def tone_base(config: Config, style: StylePreset) -> str | None:
