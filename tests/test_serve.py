@@ -339,6 +339,7 @@ def test_export_returns_disclosed_images_and_they_download(served: Served) -> No
     assert all("face" in r for r in reasons), reasons
     answer = json.loads(result[2])
     assert answer["kept"] >= 1 and answer["tried"] == 2 and answer["seconds"] > 0
+    assert isinstance(answer["advice"], list)  # what to do about the rejected ones, in plain words
     run = answer["run"]
     assert (served.export_dir / run / "report.json").is_file()
     assert answer["report_url"] == f"/exports/{run}/report.json"
