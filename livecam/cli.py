@@ -293,13 +293,14 @@ def describe_run(run: Any) -> str:
              f"({run.report['engine']} engine, {run.report['seconds']:.0f} s)"]
     for style, counts in summary["per_style"].items():
         lines.append(f"  {style}: {counts['kept']} kept of {counts['tried']}")
-    if summary["rejections"]:
-        reasons = ", ".join(f"{check} {n}" for check, n in summary["rejections"].items())
-        lines.append(f"  rejected by: {reasons} (every reason is in report.json)")
+    from livecam.stills.files import advice_lines
+
+    lines.extend(advice_lines(run.report))
     notes = {c.get("note") for cand in run.report["candidates"] for c in cand.get("crops", []) if c.get("note")}
     lines.extend(f"  note: {n}" for n in sorted(notes))
     if not summary["kept"]:
-        lines.append("  no image passed the quality gate; see report.json for each candidate's figures")
+        lines.append("  no image passed the quality gate (each candidate's figures are in report.json, and every "
+                     "candidate is on the contact sheet)")
     return "\n".join(lines)
 
 

@@ -148,6 +148,7 @@ def test_still_with_the_diffusion_engine_from_saved_models(tiny_dirs: dict[str, 
     """`livecam still --engine diffusion` through the real loaders (full VAE included), tiny models on disk."""
     import json
 
+    from engine.gate import ADVICE
     from tests.conftest import asset
 
     args = ["still", str(asset("images/faces/obama_official_2012.jpg")), "--engine", "diffusion", "--out",
@@ -156,7 +157,7 @@ def test_still_with_the_diffusion_engine_from_saved_models(tiny_dirs: dict[str, 
         args += ["--set", item]
     assert main(args) == 1  # tiny random models paint noise: the gate rejects it, and says why
     out = capsys.readouterr().out
-    assert "kept 0 of 2 candidates (diffusion engine" in out and "one_face 2" in out
+    assert "kept 0 of 2 candidates (diffusion engine" in out and f"{ADVICE['one_face.none']} (2 of 2)" in out
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert str(tiny_dirs["base"]) in report["model"] and str(tiny_dirs["vae"]) in report["model"]
     assert [c["seed"] for c in report["candidates"]] == [0, 1]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from engine import background as bgmod
 from engine import framing as fr
 from engine.crops import DEFAULT_PLATFORMS, PlatformSpec, cut, plan_crop
-from engine.gate import CHECKS, GateSettings, assess
+from engine.gate import ADVICE, CHECKS, DEFAULT_CHECKS, PROBLEMS, Assessment, GateSettings, Surroundings, assess
 from engine.quality import eye_openness
 from models.face_landmarker import detect_faces
+from models.segmenter import MediaPipeSegmenter
 from tests.conftest import load_rgb
 
 
@@ -27,7 +30,8 @@ def test_a_good_portrait_passes_with_every_figure(portrait: tuple[np.ndarray, np
     result = assess(image, 1, landmarks, 0.8, 0.37, GateSettings())
     assert result.ok, result.reasons
     assert set(result.figures) == {"likeness", "likeness_threshold", "faces", "face_height", "offset", "eyes_open",
-                                   "sharpness", "brightness", "clipped"}
+                                   "sharpness", "brightness", "clipped", "head_room", "leftovers"}
+    assert result.figures["leftovers"] is None  # no backdrop given: not measured, and no reject
     assert 0.15 < result.figures["eyes_open"] < 0.4  # type: ignore[operator]
 
 
@@ -63,6 +67,7 @@ def test_each_check_rejects_with_its_reason(portrait: tuple[np.ndarray, np.ndarr
     result = assess(image, faces, marks, likeness, 0.37, GateSettings())
     assert result.failed[0] == check and words in result.reasons[0]
     assert result.failed == [check] or change == "tiny"  # a tiny face's crop is also blurred
+    assert result.problems[0].startswith(f"{check}.") and result.advice[0] == ADVICE[result.problems[0]]
     # Not enforced: measured and reported, but no reject.
     others = ",".join(c for c in CHECKS if c != check)
     assert check not in assess(image, faces, marks, likeness, 0.37, GateSettings(checks=others)).failed
@@ -75,6 +80,119 @@ def test_no_face_is_a_reject_and_unknown_checks_are_named(portrait: tuple[np.nda
     assert result.figures["face_height"] is None and result.figures["sharpness"] is not None
     with pytest.raises(ValueError, match="unknown check 'smile'"):
         GateSettings(checks="likeness,smile")
+
+
+# --- the background check and the advice --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cutout(portrait: tuple[np.ndarray, np.ndarray], segmenter_path: Path) -> dict[str, np.ndarray]:
+    """The portrait's person (its segmenter mask, hardened and pulled a little inside the edge, so that none of
+    the flags and curtains behind him comes along) on a plain studio backdrop, and that backdrop."""
+    image, landmarks = portrait
+    segmenter = MediaPipeSegmenter(segmenter_path)
+    try:
+        mask = segmenter.segment(image, 0)
+    finally:
+        segmenter.close()
+    face = fr.face_height_px(landmarks)
+    inner = int(0.08 * face) | 1
+    alpha = cv2.erode((mask > 0.5).astype(np.uint8) * 255, np.ones((inner, inner), np.uint8))
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 1.5)
+    backdrop = bgmod.studio_backdrop((image.shape[1], image.shape[0]))
+    return {"image": bgmod.composite(image, backdrop, alpha), "backdrop": backdrop, "photo": image}
+
+
+def _surroundings(image: np.ndarray, backdrop: np.ndarray, segmenter_path: Path) -> Surroundings:
+    segmenter = MediaPipeSegmenter(segmenter_path)
+    try:
+        return Surroundings(segmenter.segment(image, 0), backdrop)
+    finally:
+        segmenter.close()
+
+
+def _with_room(cutout: dict[str, np.ndarray], landmarks: np.ndarray) -> np.ndarray:
+    """The cut-out with a patch of the photo's own room (the flag and curtain behind him) left beside the
+    head, as a leaky matte leaves it."""
+    image = cutout["image"].copy()
+    x0, y0 = (int(v) for v in landmarks[:, :2].min(axis=0))
+    face = int(fr.face_height_px(landmarks))
+    patch = (slice(max(0, y0 - face // 3), y0 + face // 3), slice(max(0, x0 - face // 2), x0 - face // 12))
+    image[patch] = cutout["photo"][patch]
+    return image
+
+
+def test_the_background_check_passes_a_clean_cutout_and_rejects_room_left_beside_the_head(
+        portrait: tuple[np.ndarray, np.ndarray], cutout: dict[str, np.ndarray], segmenter_path: Path) -> None:
+    _, landmarks = portrait
+    clean = assess(cutout["image"], 1, landmarks, 0.8, 0.37, GateSettings(),
+                   _surroundings(cutout["image"], cutout["backdrop"], segmenter_path))
+    assert clean.ok, clean.reasons
+    assert clean.figures["leftovers"] is not None and clean.figures["leftovers"] < 0.15  # measured 0.10
+    assert clean.figures["head_room"] is not None and clean.figures["head_room"] > 0.02  # the photo has room above
+    leaky_image = _with_room(cutout, landmarks)
+    leaky = assess(leaky_image, 1, landmarks, 0.8, 0.37, GateSettings(),
+                   _surroundings(leaky_image, cutout["backdrop"], segmenter_path))
+    assert leaky.failed == ["background"] and leaky.problems == ["background.leftovers"]
+    assert leaky.figures["leftovers"] > 2.0  # type: ignore[operator]  # a patch of room (measured 4.4)
+    assert "a plainer wall behind you helps" in leaky.advice[0]
+
+
+def _problems(result: Assessment) -> set[str]:
+    return {*result.problems, *result.tips}
+
+
+def test_every_problem_the_gate_can_report_has_plain_advice(portrait: tuple[np.ndarray, np.ndarray],
+                                                             cutout: dict[str, np.ndarray],
+                                                             segmenter_path: Path) -> None:
+    """Every check's every problem is reached below on the real portrait, and each has advice in plain words."""
+    image, landmarks = portrait
+    settings = GateSettings(checks=",".join(CHECKS))  # head_cut too
+    seen: set[str] = set()
+
+    def judge(picture: np.ndarray, marks: np.ndarray | None, faces: int = 1, likeness: float | None = 0.8,
+              around: Surroundings | None = None) -> None:
+        seen.update(_problems(assess(picture, faces, marks, likeness, 0.37, settings, around)))
+
+    centre = landmarks[:, :2].mean(axis=0)
+    big, small = landmarks.copy(), landmarks.copy()
+    big[:, :2] = centre + (landmarks[:, :2] - centre) * 4.0
+    small[:, :2] = centre + (landmarks[:, :2] - centre) * 0.2
+    judge(image, None, faces=0, likeness=None)  # likeness.unmeasured, one_face.none
+    judge(image, landmarks, likeness=0.1)  # likeness.low
+    judge(image, landmarks, faces=2)  # one_face.many
+    judge(image, big)  # face_size.large
+    judge(image, small)  # face_size.small
+    judge(image, landmarks - np.float32([image.shape[1] * 0.3, 0, 0]))  # position.off_centre
+    judge(cv2.GaussianBlur(image, (0, 0), 6), landmarks)  # sharpness.blurred
+    judge((image * 0.12).astype(np.uint8), landmarks)  # exposure.dark
+    judge(np.clip(image.astype(np.int16) + 150, 0, 255).astype(np.uint8), landmarks)  # exposure.bright
+    contrast = np.where(image > 128, 255, 0).astype(np.uint8)
+    judge(contrast, landmarks)  # exposure.clipped
+    closed = landmarks.copy()
+    for upper, lower in ((160, 144), (158, 153), (385, 380), (387, 373)):
+        closed[upper] = closed[lower]
+    judge(image, closed)  # eyes_open.closed
+    top = int(landmarks[fr.FOREHEAD, 1] - 0.1 * fr.face_height_px(landmarks))  # the photo cut through the hair
+    cut_image = np.ascontiguousarray(image[top:])
+    cut_marks = landmarks - np.float32([0, top, 0])
+    cut_around = _surroundings(cut_image, cutout["backdrop"][top:], segmenter_path)
+    judge(cut_image, cut_marks, around=cut_around)  # head_cut.cut: the photo itself cuts it
+    judge(cut_image, cut_marks, around=dataclasses.replace(cut_around, photo_cuts_head=False))  # head_cut.framing
+    leaky = _with_room(cutout, landmarks)
+    judge(leaky, landmarks, around=_surroundings(leaky, cutout["backdrop"], segmenter_path))  # background
+
+    assert seen == set(ADVICE), set(ADVICE) - seen
+    assert set(PROBLEMS) == set(CHECKS) and all(PROBLEMS[c] for c in CHECKS)
+    for key, advice in ADVICE.items():
+        assert advice and advice == advice.strip() and not any(ch.isdigit() for ch in advice), key
+        assert "_" not in advice and "=" not in advice, key  # words, not setting or check names
+        assert ": " in advice or advice.startswith(("use", "add", "move")), key  # what is wrong: what to do
+    assert len(set(ADVICE.values())) == len(ADVICE)
+    # A cut head is a tip by default (a photo that cuts it still makes a tight headshot), a reject when listed.
+    assert "head_cut" not in DEFAULT_CHECKS
+    default = assess(cut_image, 1, cut_marks, 0.8, 0.37, GateSettings(), cut_around)
+    assert "head_cut" not in default.failed and default.tips == ["head_cut.cut"]
+    assert default.figures["head_room"] == pytest.approx(0.0, abs=0.01)
 
 
 def test_eye_openness_is_scale_free(portrait: tuple[np.ndarray, np.ndarray]) -> None:

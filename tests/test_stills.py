@@ -4,6 +4,8 @@ report consistent with the files), identities, the camera frame, and bad input l
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from engine import framing as fr
 from engine.alignment import centroid
 from engine.crops import DEFAULT_PLATFORMS
 from engine.denoiser import DiffusionComponents
+from engine.gate import ADVICE, DEFAULT_CHECKS
 from livecam.assembly import open_workbench
 from livecam.cli import main
 from livecam.config import Config, load_config
@@ -33,6 +36,9 @@ from tests.tiny_sdxl import tiny_components, tiny_lora
 
 OBAMA = "images/faces/obama_official_2012.jpg"
 S001 = [f"images/identity/meds-aa-S001-0{i}.jpg" for i in range(1, 7)]
+NO_BACKGROUND = "still.checks=" + ",".join(c for c in DEFAULT_CHECKS if c != "background")
+"""For the tests of other things on the official portrait: today's matte leaves bits of its flags and curtains
+around the hair, which the background check rejects (its own tests are below)."""
 
 
 def studio_config(*overrides: str) -> Config:
@@ -84,7 +90,7 @@ def _padded(tmp_path: Path) -> Path:
 def test_studio_stills_have_every_platform_crop_face_centred_and_disclosed(tmp_path: Path, photo: str,
                                                                             studio_bench: Workbench,
                                                                             landmarker_path: Path) -> None:
-    config = studio_config()
+    config = studio_config(NO_BACKGROUND)
     path = _padded(tmp_path) if photo == "wide" else asset(photo)
     run = export_stills(StillRequest(path, ("corporate",), variants=2, out=tmp_path / "out"), config,
                         bench=studio_bench, progress=False)
@@ -146,7 +152,7 @@ def test_studio_stills_have_every_platform_crop_face_centred_and_disclosed(tmp_p
 
 
 def test_png_stills_carry_text_chunks(tmp_path: Path, studio_bench: Workbench) -> None:
-    config = studio_config("still.format=png")
+    config = studio_config("still.format=png", NO_BACKGROUND)
     run = export_stills(StillRequest(asset(OBAMA), ("healthcare",), variants=1, platforms=("linkedin",),
                                      out=tmp_path), config, bench=studio_bench, progress=False)
     cand = run.report["candidates"][0]
@@ -162,15 +168,18 @@ def test_brand_colour_and_axes(tmp_path: Path, studio_bench: Workbench) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[engine]\nkind = "studio"\n[styles.acme]\nattire = "navy polo"\nlighting = "soft"\n'
                     'background = "deep blue"\ncolor = "#1f4e79"\n')
-    config = load_config(path)
-    run = export_stills(StillRequest(asset(OBAMA), ("corporate",), variants=1, platforms=(), out=tmp_path / "o",
+    config = load_config(path, [NO_BACKGROUND])
+    run = export_stills(StillRequest(asset(OBAMA), ("corporate",), variants=2, platforms=(), out=tmp_path / "o",
                                      brand="acme", attire="legal"), config, bench=studio_bench, progress=False)
     style = run.report["styles"]["corporate"]
     assert style["color"] == "#1f4e79" and style["background"] == "deep blue"
     assert style["attire"] == config.styles["legal"].attire
-    master = read_image(run.folder / run.report["candidates"][0]["file"])
-    corner = master[:40, :40].reshape(-1, 3).mean(axis=0)
-    assert np.abs(corner - [0x1F, 0x4E, 0x79]).max() < 12  # the brand colour behind the person
+    for cand in run.report["candidates"]:  # the brand colour behind the person in every variant: only the light varies
+        master = read_image(run.folder / cand["file"])
+        corner = master[:40, :40].reshape(-1, 3).mean(axis=0)
+        assert np.abs(corner - [0x1F, 0x4E, 0x79]).max() < 12
+        assert cand["look"]["backdrop"] == "" and "backdrop" not in cand["look"]["words"]
+    assert run.report["candidates"][0]["look"]["setup"] != run.report["candidates"][1]["look"]["setup"]
 
 
 def test_a_frame_from_the_camera_when_no_photo_is_given(tmp_path: Path, studio_bench: Workbench,
@@ -180,6 +189,122 @@ def test_a_frame_from_the_camera_when_no_photo_is_given(tmp_path: Path, studio_b
                         bench=studio_bench, progress=False)
     assert run.report["photo"]["camera"] == str(short_face_video) and run.folder.name.startswith("camera-")
     assert run.tried == 1
+
+
+# --- the background check, the variants and the contact sheet (studio engine, real photos) ---------------------
+
+KIT_FRAME = "S001-06__sh_flags_curtains_1280x720"
+"""A matting-kit frame: a real portrait over flags and curtains, with its ground-truth alpha."""
+
+
+def _kit_still(bench: Workbench, config: Config, matte: np.ndarray | None) -> tuple[Any, np.ndarray]:
+    """The kit frame made into a studio still as `livecam still` makes one (variant 1), with `matte` as the
+    person mask instead of the segmenter's (None: the segmenter's), and the gate's verdict on it."""
+    from livecam.stills.render import measure, resolve_style, studio_square
+    from livecam.stills.subject import load_subject
+    from livecam.stills.surroundings import surroundings
+    from livecam.stills.variants import look
+
+    frame = read_image(asset(f"matting/images/{KIT_FRAME}.jpg"))
+    subject = load_subject(bench, frame, KIT_FRAME, None)
+    if matte is not None:
+        subject._mask = matte
+    style = resolve_style(config, "corporate")
+    variant = look(config, style, 1)
+    lit = variant.style(style)
+    still, _, affine = studio_square(bench, config, subject, lit, None, variant.light)
+    around = surroundings(bench, config, lit, still, matte=(subject.mask(bench.segmenter), affine))
+    return measure(bench, still, subject, config.still, around)[0], still
+
+
+def test_the_background_check_rejects_room_let_through_by_the_matte_and_passes_a_clean_cutout(
+        studio_bench: Workbench) -> None:
+    config = studio_config("still.max_face=0.8")
+    # The segmenter's confidence as the matte (today's): curtain and flag colours around the hair and shoulders.
+    raw = studio_bench.segmenter.segment(read_image(asset(f"matting/images/{KIT_FRAME}.jpg")), 0)
+    leaky, _ = _kit_still(studio_bench, config, raw)
+    assert leaky.failed == ["background"], leaky.reasons
+    assert leaky.figures["leftovers"] > 3 * config.still.max_leftovers  # measured 2.07
+    assert leaky.advice == [ADVICE["background.leftovers"]]
+    # The same frame cut out with its ground-truth alpha: nothing of the room shows, and the still passes.
+    truth = cv2.imread(str(asset(f"matting/alpha/{KIT_FRAME}.png")), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+    clean, _ = _kit_still(studio_bench, config, truth)
+    assert clean.ok, clean.reasons
+    assert clean.figures["leftovers"] < config.still.max_leftovers / 2  # measured 0.06
+
+
+def test_the_backdrop_compared_with_is_the_one_the_still_shows(studio_bench: Workbench) -> None:
+    from livecam.stills.render import resolve_style, studio_square
+    from livecam.stills.subject import load_subject
+    from livecam.stills.surroundings import backdrop_image
+
+    config = studio_config()
+    subject = load_subject(studio_bench, read_image(asset(S001[0])), "photo", None)
+    for name in ("corporate", "technology"):
+        style = dataclasses.replace(resolve_style(config, name), backdrop="#5a7a9a")
+        still = studio_square(studio_bench, config, subject, style, None, ("left", 1.0))[0]
+        backdrop = backdrop_image(config, style, (still.shape[1], still.shape[0]))
+        assert backdrop is not None and backdrop.shape == still.shape
+        corners = (slice(0, 40), slice(0, 40)), (slice(0, 40), slice(-40, None))
+        for rows, cols in corners:  # far from the person: the backdrop itself, pixel for pixel
+            assert np.abs(still[rows, cols].astype(int) - backdrop[rows, cols]).max() <= 2, name
+    blur = studio_config("background.mode=blur")
+    assert backdrop_image(blur, resolve_style(blur, "corporate"), (64, 64)) is None  # the room blurred: not compared
+
+
+def _pairwise_difference(images: list[np.ndarray]) -> list[float]:
+    return [float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean()) for a, b in itertools.combinations(images, 2)]
+
+
+def test_variants_differ_visibly_in_light_and_backdrop(tmp_path: Path, studio_bench: Workbench) -> None:
+    config = studio_config("still.max_face=0.8")  # a mugshot: the face fills the photo
+    run = export_stills(StillRequest(asset(S001[0]), ("corporate",), variants=4, platforms=(), out=tmp_path),
+                        config, bench=studio_bench, progress=False)
+    assert run.kept == 4, [c["reasons"] for c in run.report["candidates"]]
+    looks = [c["look"] for c in run.report["candidates"]]
+    assert len({lk["words"] for lk in looks}) == 4 and len({lk["backdrop"] for lk in looks}) == 4
+    assert [lk["setup"] for lk in looks] == ["short", "broad", "butterfly", "rim"]
+    assert [lk["backdrop_name"] for lk in looks] == ["grey", "light grey", "charcoal", "warm grey"]
+    masters = [read_image(run.folder / c["file"]) for c in run.report["candidates"]]
+    differences = _pairwise_difference(masters)
+    # Every pair differs by 12.8-27 grey levels (mean 19) on this photo; with the lighting setup alone (one
+    # backdrop) by 3.6-14 (mean 8.7), and with the key light's side alone before that by 1.0-3.0 (mean 2.1):
+    # benchmarks/results/still_gate_calibration.json.
+    assert min(differences) > 8.0 and float(np.mean(differences)) > 15.0, differences
+    for cand in run.report["candidates"]:
+        assert cand["figures"]["leftovers"] is not None and cand["figures"]["leftovers"] < 0.1  # a plain wall
+
+
+def test_the_contact_sheet_shows_every_candidate_captioned_in_words(tmp_path: Path, studio_bench: Workbench) -> None:
+    from livecam.stills.sheet import CAPTION_PX, PAD, THUMB
+
+    config = studio_config("still.max_face=0.8")
+
+    def second_variant_fails(entry: dict[str, Any]) -> str | None:
+        return "forced reject (test)" if entry["variant"] == 2 else None
+
+    run = export_stills(StillRequest(asset(S001[0]), ("corporate", "creative"), variants=2, platforms=(),
+                                     out=tmp_path), config, bench=studio_bench, progress=False,
+                        extra_check=second_variant_fails)
+    assert run.tried == 4 and run.kept == 2
+    sheet = read_image(run.folder / "contact-sheet.jpg")
+    # A heading, then one row per style with its two candidates (kept and rejected alike).
+    heading = PAD + 22 + PAD
+    assert sheet.shape[:2] == (heading + PAD + 2 * (THUMB + CAPTION_PX + PAD), max(480, PAD + 2 * (THUMB + PAD)))
+    green, red = np.array([22, 120, 50]), np.array([180, 30, 30])
+    for row in range(2):
+        for column in range(2):
+            x, y = PAD + column * (THUMB + PAD), heading + PAD + row * (THUMB + CAPTION_PX + PAD)
+            tile = sheet[y:y + THUMB, x:x + THUMB]
+            caption = sheet[y + THUMB + 4:y + THUMB + CAPTION_PX, x:x + THUMB].reshape(-1, 3).astype(int)
+            assert tile.std() > 20  # a photo, not paper
+            ink = (caption.max(axis=1) < 90).mean()  # the dark title and look lines
+            kept, rejected = ((np.abs(caption - colour).max(axis=1) < 50).mean() for colour in (green, red))
+            # "kept" in green under the first, "rejected: ..." in red (longer) under the second.
+            assert ink > 0.01 and (kept > 0.001 > rejected if column == 0 else rejected > 0.005 > kept), \
+                (row, column, ink, kept, rejected)
+    words = [c["look"]["words"] for c in run.report["candidates"]]
+    assert words[0] == "short light, grey backdrop" and words[3] == "broad light, light teal backdrop"
 
 
 # --- the gate and identities ------------------------------------------------------------------------------------
@@ -220,16 +345,26 @@ def test_identity_likeness_is_measured_against_the_enrolled_centroid(tmp_path: P
     assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
 
 
-def test_a_forced_reject_is_reported_with_its_reason(tmp_path: Path, studio_bench: Workbench) -> None:
-    config = studio_config("still.min_sharpness=100000")
+def test_a_forced_reject_is_reported_with_its_reason_and_what_to_do(tmp_path: Path, studio_bench: Workbench,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    config = studio_config("still.min_sharpness=100000", NO_BACKGROUND)
     run = export_stills(StillRequest(asset(OBAMA), ("corporate",), variants=2, out=tmp_path), config,
                         bench=studio_bench, progress=False)
     assert run.kept == 0 and run.tried == 2  # a studio still is the photo: a new try would be the same
-    assert run.report["summary"]["rejections"] == {"sharpness": 2}
+    assert run.report["summary"]["rejections"] == {"sharpness": 2}  # the machine-readable reasons stay
     assert all("blurred" in c["reasons"][0] for c in run.report["candidates"])
+    assert all(c["advice"] == [ADVICE["sharpness.blurred"]] for c in run.report["candidates"])
+    assert run.report["summary"]["advice"] == [{"advice": ADVICE["sharpness.blurred"], "candidates": 2}]
     _assert_consistent(run.folder, run.report)
+    capsys.readouterr()
     assert main(["still", str(asset(OBAMA)), "--engine", "studio", "--out", str(tmp_path / "cli"),
-                 "--set", "still.min_sharpness=100000", "--variants", "1"]) == 1
+                 "--set", "still.min_sharpness=100000", "--set", "still.min_brightness=0.99", "--set",
+                 "still.max_brightness=1.0", "--variants", "2", "--platforms", "linkedin"]) == 1
+    printed = capsys.readouterr().out
+    lines = [line.strip() for line in printed.splitlines()]
+    # One line per distinct reason, in plain words, with how many candidates it concerns; no check names.
+    assert f"- {ADVICE['sharpness.blurred']} (2 of 2)" in lines and f"- {ADVICE['exposure.dark']} (2 of 2)" in lines
+    assert "rejected by" not in printed and "sharpness" not in printed and "exposure" not in printed
 
 
 # --- bad input --------------------------------------------------------------------------------------------------
@@ -455,7 +590,8 @@ def test_duplicate_styles_and_platforms_are_made_once(tmp_path: Path, studio_ben
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
     assert main(["still", str(asset(OBAMA)), "--engine", "studio", "--out", str(out), "--variants", "1",
-                 "--styles", "corporate,corporate,corporate", "--platforms", "linkedin,linkedin"]) == 0
+                 "--styles", "corporate,corporate,corporate", "--platforms", "linkedin,linkedin",
+                 "--set", NO_BACKGROUND]) == 0
     printed = capsys.readouterr().out
     assert "kept 1 of 1 candidates" in printed and "corporate: 1 kept of 1" in printed
     (folder,) = out.iterdir()
@@ -465,7 +601,7 @@ def test_duplicate_styles_and_platforms_are_made_once(tmp_path: Path, studio_ben
     _assert_consistent(folder, report)
     # The same through the API every entry point uses (serve's export, a batch row): order kept.
     run = export_stills(StillRequest(asset(OBAMA), ("technology", "corporate", "technology", "corporate"),
-                                     variants=1, platforms=(), out=tmp_path / "api"), studio_config(),
+                                     variants=1, platforms=(), out=tmp_path / "api"), studio_config(NO_BACKGROUND),
                         bench=studio_bench, progress=False)
     assert list(run.report["styles"]) == ["technology", "corporate"] and run.tried == 2
     assert [c["style"] for c in run.report["candidates"]] == ["technology", "corporate"]

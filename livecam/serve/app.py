@@ -276,7 +276,8 @@ async def _export(request: web.Request) -> web.Response:
 
 
 def _describe_run(folder: Path, report: dict[str, Any]) -> dict[str, Any]:
-    """The export's answer: the kept images with their download URLs and disclosure fields."""
+    """The export's answer: the kept images with their download URLs and disclosure fields, and what to do about
+    the rejected ones (plain advice, most frequent first)."""
     run = folder.name
     images = []
     for entry in report["candidates"]:
@@ -299,6 +300,7 @@ def _describe_run(folder: Path, report: dict[str, Any]) -> dict[str, Any]:
         "tried": report["summary"]["tried"],
         "seconds": report["seconds"],
         "images": images,
+        "advice": [a["advice"] for a in report["summary"].get("advice", [])],
         "report_url": f"/exports/{run}/report.json",
         "contact_sheet_url": f"/exports/{run}/{sheet}" if sheet else None,
     }

@@ -208,9 +208,9 @@ def _one(bench: Workbench, person: Person, base: StillRequest, config: Config, b
         return str(e)
     if not run.kept:
         # Not done: the folder goes, so that running the batch again (with a better photo) retries this person.
-        reasons = ", ".join(f"{check} {n}" for check, n in run.report["summary"]["rejections"].items())
+        advice = "; ".join(a["advice"] for a in run.report["summary"]["advice"])
         shutil.rmtree(run.folder, ignore_errors=True)
-        return f"no image passed the quality gate ({run.tried} tried; rejected by {reasons})"
+        return f"no image passed the quality gate ({run.tried} tried): {advice}"
     return None
 
 

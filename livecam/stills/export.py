@@ -36,6 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.crops import PlatformSpec
+from engine.gate import ADVICE
 from engine.pose import draw_pose
 from engine.styles import StylePreset
 from engine.types import RGBImage
@@ -51,21 +52,18 @@ from livecam.stills.files import (
     Writer,
     build_report,
     check_output,
-    contact_sheet,
     run_name,
-    sheet_labels,
     staging_folder,
     write_kept,
 )
 from livecam.stills.render import brand_backdrop, crop_canvas, measure, resolve_style, studio_square
-from livecam.stills.subject import grab_frame, load_subject, read_photo
+from livecam.stills.sheet import SheetEntry, contact_sheet, style_title, thumbnail
+from livecam.stills.subject import Subject, grab_frame, load_subject, read_photo
+from livecam.stills.surroundings import photo_cuts_head, surroundings
+from livecam.stills.variants import look
 from livecam.stills.workbench import Workbench
 
 log = logging.getLogger("livecam")
-
-# Studio-engine variants: a lighting setup each (engine.lighting.SETUPS) at a strength factor; past the four
-# setups they come again, softer. The photo itself does not change.
-_STUDIO_LIGHTS = (("broad", 1.0), ("short", 1.0), ("butterfly", 1.0), ("rim", 1.0), ("broad", 0.5), ("short", 0.5))
 
 ExtraCheck = Callable[[dict[str, Any]], str | None]
 """An additional gate check: the candidate's report entry as the gate left it (`Candidate.measured`) in, a
@@ -180,59 +178,22 @@ def _export(request: StillRequest, config: Config, bench: Workbench, styles: lis
     subject.source.update(source)
     bench.use_identity(identity)
     first_seed = s.seed if request.seed is None else request.seed
-    generator = bench.generator
     subject_words = prompt_subject(config, identity)
     staging, final = staging_folder(request.out, run_name(request.name, source))
     run = RunContext(config, bench, identity, dict(zip(request.styles, styles, strict=True)), platforms,
                      request.variants or s.variants, Writer(staging, s), final.name)
     candidates: list[Candidate] = []
-    sheet: list[tuple[RGBImage, str, str]] = []
+    sheet: list[SheetEntry] = []
     bar = tqdm(total=len(styles) * run.variants, desc="headshots", unit="variant", leave=False,
                disable=not progress)
     try:
         for style_name, style in run.styles.items():
-            seed = first_seed
-            base_square = condition = None
-            if generator is not None:  # the framed photo and its pose image, once per style
-                base_square, _, affine = studio_square(bench, config, subject, style, generator.size)
-                if generator.uses_controlnet:
-                    condition = draw_pose(subject.landmarks, affine, (generator.size, generator.size))
-                generator.set_prompt(style.prompt(subject_words))
-            for variant in range(1, run.variants + 1):
-                attempts = 1 + (s.max_retries if generator is not None else 0)
-                for attempt in range(1, attempts + 1):
-                    crop_source = None
-                    light = None
-                    if generator is not None:
-                        assert base_square is not None
-                        made = generator.generate(base_square, condition, seed)
-                        if style.brand_backdrop:
-                            made = brand_backdrop(bench, config, made, style)
-                        used_seed: int | None = seed
-                        seed += 1
-                    else:
-                        light = _STUDIO_LIGHTS[(variant - 1) % len(_STUDIO_LIGHTS)]
-                        made, _, _ = studio_square(bench, config, subject, style, None, light)
-                        crop_source = crop_canvas(bench, config, subject, style, light)
-                        used_seed = None
-                    assessment, landmarks = measure(bench, made, subject, s)
-                    candidate = Candidate(style_name, variant, attempt, used_seed, light, assessment.figures,
-                                          list(assessment.failed), list(assessment.reasons),
-                                          (made.shape[1], made.shape[0]))
-                    extra = extra_check(candidate.measured()) if extra_check is not None else None
-                    if extra:
-                        candidate.reject("extra", extra)
-                    candidates.append(candidate)
-                    if candidate.kept:
-                        write_kept(run, candidate, made, crop_source or (made, landmarks, None))
-                        sheet.append((made, *sheet_labels(candidate)))
-                        break
-                    log.debug("rejected %s v%d attempt %d: %s", style_name, variant, attempt,
-                              "; ".join(candidate.reasons))
-                bar.update(1)
-                bar.set_postfix(kept=sum(c.kept for c in candidates), tried=len(candidates))
+            _make_style(run, subject, style_name, style, first_seed, subject_words, candidates, sheet, extra_check,
+                        bar)
         bar.close()
-        sheet_file = (run.writer.image(CONTACT_SHEET, contact_sheet(sheet), run.disclosure("contact-sheet"))
+        kept = sum(c.kept for c in candidates)
+        heading = f"{run.name}: kept {kept} of {len(candidates)} ({bench.engine} engine)"
+        sheet_file = (run.writer.image(CONTACT_SHEET, contact_sheet(sheet, heading), run.disclosure("contact-sheet"))
                       if s.contact_sheet else None)
         run.writer.sign()
         report = build_report(run, subject, candidates, sheet_file, time.perf_counter() - started)
@@ -243,3 +204,60 @@ def _export(request: StillRequest, config: Config, bench: Workbench, styles: lis
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return StillRun(final, report)
+
+
+def _make_style(run: RunContext, subject: Subject, style_name: str, style: StylePreset, first_seed: int,
+                subject_words: str, candidates: list[Candidate], sheet: list[SheetEntry],
+                extra_check: ExtraCheck | None, bar: tqdm) -> None:
+    """The variants of one style, each made (and remade after a reject, diffusion only) until it passes the gate
+    or runs out of tries; every candidate goes into `candidates` and onto the contact `sheet`."""
+    config, bench = run.config, run.bench
+    s = config.still
+    generator = bench.generator
+    seed = first_seed
+    photo_cut = photo_cuts_head(bench, subject)
+    base_square = condition = None
+    if generator is not None:  # the framed photo and its pose image, once per style
+        base_square, _, affine = studio_square(bench, config, subject, style, generator.size)
+        if generator.uses_controlnet:
+            condition = draw_pose(subject.landmarks, affine, (generator.size, generator.size))
+        generator.set_prompt(style.prompt(subject_words))
+    for variant in range(1, run.variants + 1):
+        attempts = 1 + (s.max_retries if generator is not None else 0)
+        for attempt in range(1, attempts + 1):
+            crop_source = variant_look = None
+            if generator is not None:
+                assert base_square is not None
+                made = generator.generate(base_square, condition, seed)
+                if style.brand_backdrop:
+                    made = brand_backdrop(bench, config, made, style)
+                around = surroundings(bench, config, style, made, known=style.brand_backdrop, photo_cut=photo_cut)
+                used_seed: int | None = seed
+                seed += 1
+            else:
+                variant_look = look(config, style, variant)
+                lit = variant_look.style(style)
+                made, _, affine = studio_square(bench, config, subject, lit, None, variant_look.light)
+                crop_source = crop_canvas(bench, config, subject, lit, variant_look.light)
+                around = surroundings(bench, config, lit, made, matte=(subject.mask(bench.segmenter), affine),
+                                      photo_cut=photo_cut)
+                used_seed = None
+            assessment, landmarks = measure(bench, made, subject, s, around)
+            candidate = Candidate(style_name, variant, attempt, used_seed,
+                                  variant_look.light if variant_look is not None else None, assessment.figures,
+                                  list(assessment.failed), list(assessment.reasons), (made.shape[1], made.shape[0]),
+                                  advice=assessment.advice, tips=[ADVICE[t] for t in assessment.tips],
+                                  look=variant_look.to_report() if variant_look is not None else None)
+            extra = extra_check(candidate.measured()) if extra_check is not None else None
+            if extra:
+                candidate.reject("extra", extra)
+            candidates.append(candidate)
+            words = variant_look.words() if variant_look is not None else f"seed {used_seed}"
+            sheet.append(SheetEntry(thumbnail(made), style_name, f"{style_title(style_name)} - v{variant}", words,
+                                    candidate.verdict, candidate.kept))
+            if candidate.kept:
+                write_kept(run, candidate, made, crop_source or (made, landmarks, None))
+                break
+            log.debug("rejected %s v%d attempt %d: %s", style_name, variant, attempt, "; ".join(candidate.reasons))
+        bar.update(1)
+        bar.set_postfix(kept=sum(c.kept for c in candidates), tried=len(candidates))

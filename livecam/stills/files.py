@@ -17,9 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
 import livecam
 from engine.crops import PlatformSpec, Room, cut, plan_crop
 from engine.gate import GateSettings
@@ -56,6 +53,12 @@ class Candidate:
     reasons: list[str]
     """Why it was rejected, one line per failed check; empty: kept."""
     size: tuple[int, int]
+    advice: list[str] = field(default_factory=list)
+    """What to do about each failed check, in plain words (`engine.gate.ADVICE`; an extra check's own reason)."""
+    tips: list[str] = field(default_factory=list)
+    """Plain advice for checks that failed but do not reject (a photo that cuts the top of the head)."""
+    look: dict[str, Any] | None = None
+    """The studio engine's variant: lighting setup and backdrop (`livecam.stills.variants.Look.to_report`)."""
     file: str | None = None
     """The kept image's file in the run folder (set when written)."""
     crops: list[dict[str, Any]] = field(default_factory=list)
@@ -68,6 +71,12 @@ class Candidate:
     def reject(self, check: str, reason: str) -> None:
         self.failed.append(check)
         self.reasons.append(reason)
+        self.advice.append(reason)
+
+    @property
+    def verdict(self) -> str:
+        """"kept", or "rejected: " and what to do about the first failed check."""
+        return "kept" if self.kept else f"rejected: {self.advice[0] if self.advice else self.reasons[0]}"
 
     def measured(self) -> dict[str, Any]:
         """The entry as the gate leaves it, before the verdict (what an extra check is shown)."""
@@ -75,8 +84,10 @@ class Candidate:
                                  "seed": self.seed}
         if self.light is not None:
             entry["lighting"] = {"key_light": self.light[0], "key_strength_factor": self.light[1]}
+        if self.look is not None:
+            entry["look"] = dict(self.look)
         entry.update(figures=self.figures, failed=list(self.failed), reasons=list(self.reasons),
-                     size=list(self.size))
+                     advice=list(self.advice), tips=list(self.tips), size=list(self.size))
         return entry
 
     def to_report(self) -> dict[str, Any]:
@@ -225,35 +236,27 @@ def write_kept(run: RunContext, candidate: Candidate, master: RGBImage,
         candidate.crops.append(crop)
 
 
-def sheet_labels(candidate: Candidate) -> tuple[str, str]:
-    """The contact sheet's two caption lines for a kept candidate: which one it is, and its scores."""
-    seed = f" seed {candidate.seed}" if candidate.seed is not None else ""
-    figures = candidate.figures
-    likeness = "-" if figures.get("likeness") is None else f"{figures['likeness']:.2f}"
-    return (f"{candidate.style} v{candidate.variant}{seed}",
-            f"likeness {likeness}  sharp {figures.get('sharpness', 0):.0f}")
+def advice_counts(candidates: Sequence[Candidate], tips: bool = False) -> list[dict[str, Any]]:
+    """Each distinct piece of advice of the rejected candidates (`tips`: of every candidate's tips) with how
+    many candidates it concerns, most frequent first."""
+    counts: Counter[str] = Counter()
+    for c in candidates:
+        counts.update(set(c.tips if tips else c.advice))
+    return [{"advice": text, "candidates": n} for text, n in counts.most_common()]
 
 
-def contact_sheet(entries: Sequence[tuple[RGBImage, str, str]], thumb: int = 320) -> RGBImage:
-    """Thumbnails with two caption lines each, four to a row, on white."""
-    columns = max(1, min(4, len(entries)))
-    rows = max(1, -(-len(entries) // columns))
-    pad, caption = 12, 44
-    sheet = np.full((pad + rows * (thumb + caption + pad), pad + columns * (thumb + pad), 3), 255, np.uint8)
-    for i, (image, line1, line2) in enumerate(entries):
-        r, c = divmod(i, columns)
-        x, y = pad + c * (thumb + pad), pad + r * (thumb + caption + pad)
-        h, w = image.shape[:2]
-        scale = thumb / max(h, w)
-        small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-        sheet[y:y + small.shape[0], x:x + small.shape[1]] = small
-        for k, text in enumerate((line1, line2)):
-            cv2.putText(sheet, text, (x + 2, y + thumb + 18 + 20 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (30, 30, 30), 1,
-                        cv2.LINE_AA)
-    if not entries:
-        cv2.putText(sheet, "no image passed the quality gate", (pad, pad + 40), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
-                    (30, 30, 30), 1, cv2.LINE_AA)
-    return sheet
+def advice_lines(report: dict[str, Any]) -> list[str]:
+    """The console's lines on what to do: one per distinct reason the gate gave, most frequent first, then the
+    tips."""
+    summary = report["summary"]
+    lines = []
+    if summary.get("advice"):
+        lines.append("  rejected, and what to do (most frequent first):")
+        lines.extend(f"    - {a['advice']} ({a['candidates']} of {summary['tried']})" for a in summary["advice"])
+    if summary.get("tips"):
+        lines.append("  tips:")
+        lines.extend(f"    - {a['advice']}" for a in summary["tips"])
+    return lines
 
 
 def build_report(run: RunContext, subject: Subject, candidates: list[Candidate], sheet_file: str | None,
@@ -283,7 +286,9 @@ def build_report(run: RunContext, subject: Subject, candidates: list[Candidate],
         "gate": {k: getattr(config.still, k) for k in (f.name for f in dataclasses.fields(GateSettings))},
         "styles": {n: {**dataclasses.asdict(st), "prompt": st.prompt()} for n, st in run.styles.items()},
         "summary": {"tried": len(candidates), "kept": len(kept), "rejected": len(candidates) - len(kept),
-                    "rejections": dict(rejections), "per_style": per_style, "variants_wanted": run.variants},
+                    "rejections": dict(rejections), "advice": advice_counts([c for c in candidates if not c.kept]),
+                    "tips": advice_counts(candidates, tips=True), "per_style": per_style,
+                    "variants_wanted": run.variants},
         "candidates": [c.to_report() for c in candidates],
         "contact_sheet": sheet_file,
         "files": sorted(f for f, _ in run.writer.files),

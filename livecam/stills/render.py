@@ -14,7 +14,7 @@ from engine import background as bgmod
 from engine import framing as fr
 from engine.alignment import cosine
 from engine.crops import MAX_GROWTH, MIN_HEADROOM, Room, crop_box, plan_crop
-from engine.gate import Assessment, GateSettings, assess
+from engine.gate import Assessment, GateSettings, Surroundings, assess
 from engine.studio import StudioRenderer
 from engine.styles import StylePreset
 from engine.types import Face, Landmarks, Mask, RGBImage
@@ -153,16 +153,17 @@ def brand_backdrop(bench: Workbench, config: Config, image: RGBImage, style: Sty
     return bgmod.composite(image, backdrop, alpha)
 
 
-def measure(bench: Workbench, image: RGBImage, subject: Subject, settings: GateSettings) -> tuple[Assessment,
-                                                                                             Landmarks | None]:
-    """The quality gate on one candidate; also returns the landmarks found in it (for the crops)."""
+def measure(bench: Workbench, image: RGBImage, subject: Subject, settings: GateSettings,
+            surroundings: Surroundings | None = None) -> tuple[Assessment, Landmarks | None]:
+    """The quality gate on one candidate; also returns the landmarks found in it (for the crops).
+    `surroundings`: the person and backdrop in it, for the head-room and background checks."""
     faces = bench.landmarker.detect(image)
     landmarks = faces[0] if faces else None
     large = [f for f in faces if landmarks is not None and fr.face_height_px(f) >= 0.3 * fr.face_height_px(landmarks)]
     people = max(count_people(bench, image), len(large))
     encoder = bench.encoder(_reference_backend(bench, subject))
     score = cosine(encoder.embed(image, landmarks), subject.reference) if landmarks is not None else None
-    return assess(image, people, landmarks, score, encoder.threshold, settings), landmarks
+    return assess(image, people, landmarks, score, encoder.threshold, settings, surroundings), landmarks
 
 
 def _reference_backend(bench: Workbench, subject: Subject) -> str:

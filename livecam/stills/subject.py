@@ -64,7 +64,8 @@ def load_subject(bench: Workbench, image: RGBImage, what: str, identity: Identit
     landmarks = faces[0]
     face_px = fr.face_height_px(landmarks)
     if face_px < 64:
-        raise LivecamError(f"{what}: the face is too small ({face_px:.0f} px from forehead to chin; at least 64)")
+        raise LivecamError(f"{what}: the face is too small ({face_px:.0f} px from forehead to chin; at least 64): "
+                           "use a larger photo, or one taken closer")
     if identity is not None:
         backend = str(identity.metadata.get("encoder", bench.config.models.face_encoder))
         encoder = bench.encoder(backend)

@@ -120,7 +120,11 @@ const livecam = (() => {
         item.append(link, caption);
         list.prepend(item);
       }
-      if (!result.images.length) status.textContent += ": none passed the quality gate (see the report)";
+      if (!result.images.length) {
+        status.textContent += result.advice && result.advice.length
+          ? ": none passed the quality gate: " + result.advice.join("; ")
+          : ": none passed the quality gate (see the report)";
+      }
       if (result.report_url) {
         const report = document.createElement("a");
         report.href = withToken(result.report_url);

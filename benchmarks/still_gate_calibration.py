@@ -1,0 +1,204 @@
+"""Calibration: the quality gate's background check on real studio stills, and how much a style's variants differ.
+
+Background check (`engine.quality.leftovers`, gate threshold `still.max_leftovers`). Every frame of the matting
+kit (../shared/assets/matting: real portraits composited over busy rooms, with their ground-truth alpha) is
+made into a studio still twice, the way `livecam still` makes one (`studio_square`, then `surroundings` and the
+measure): once with the segmenter's matte of the frame (what the product uses; it lets the room through) and
+once with the ground-truth alpha as the matte. What really leaked is known from the ground truth: the pixels
+outside the true person (its alpha, warped into the still, under 0.05) that differ from the backdrop by more
+than 30 levels, in face areas (face height squared) -- "room shown". Halos inside the person's soft edge are
+not in it (the ground truth cannot tell a halo from hair); the figure sees them. Every shared single-face photo
+is measured too (no ground truth: looked at on the sheet `--sheet` writes).
+
+Variants: the mean absolute difference (grey levels, 0-255, whole still and face box) between every pair of the
+4 studio variants of a style, before (a lighting setup each on the style's backdrop: the table kept here) and
+after (`livecam.stills.variants`: lighting setup and backdrop tone), on four photos and two styles.
+
+    python -m benchmarks.still_gate_calibration [--step N] [--out FILE] [--sheet PNG]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from benchmarks.live_loop import machine, versions
+from engine import framing as fr
+from engine import quality
+from engine.types import RGBImage
+from livecam.assembly import open_workbench
+from livecam.config import Config, load_config
+from livecam.live.stats import write_json
+from livecam.photos import read_image
+from livecam.stills.render import resolve_style, studio_square
+from livecam.stills.sheet import SheetEntry, contact_sheet, thumbnail
+from livecam.stills.subject import Subject
+from livecam.stills.surroundings import surroundings
+from livecam.stills.variants import look
+from livecam.stills.workbench import Workbench
+from tests.media import assets_dir
+
+PHOTOS = ("faces/obama_official_2012.jpg", "faces/obama_congress_2009.jpg", "faces/biden_official_portrait.jpg",
+          "faces/meds-aa-S001-01-exif-rotation.jpg",
+          *(f"identity/meds-aa-{s}-0{i}.jpg" for s, n in (("S001", 6), ("S006", 3), ("S008", 3))
+            for i in range(1, n + 1)))
+VARIANT_PHOTOS = ("faces/obama_official_2012.jpg", "faces/biden_official_portrait.jpg",
+                  "identity/meds-aa-S001-01.jpg", "identity/meds-aa-S008-01.jpg")
+SETUPS_ONLY = (("broad", 1.0), ("short", 1.0), ("butterfly", 1.0), ("rim", 1.0))
+"""The studio variants before this change: a lighting setup each, the style's backdrop unchanged (main at
+6e18564; before that, the key light from either side at 1x and 1.5x: 1.4-2.8 grey levels apart on average)."""
+ROOM_LEVELS = 30.0
+SHOWN_ALPHA = 0.05
+
+
+def _subject(bench: Workbench, image: RGBImage, matte: np.ndarray | None) -> Subject:
+    faces = bench.landmarker.detect(image)
+    landmarks = max(faces, key=fr.face_height_px)
+    subject = Subject(image, landmarks, np.zeros(1, np.float32), "", {})
+    subject._mask = matte if matte is not None else bench.segmenter.segment(image, 0)
+    return subject
+
+
+def measure(bench: Workbench, config: Config, subject: Subject, truth: np.ndarray | None
+            ) -> tuple[dict[str, Any], RGBImage]:
+    """The still of `subject` (corporate style, variant 1), the gate's figure on it, and with the ground-truth
+    alpha `truth` (frame pixels), the room it shows."""
+    style = resolve_style(config, "corporate")
+    variant = look(config, style, 1)
+    lit = variant.style(style)
+    still, landmarks, affine = studio_square(bench, config, subject, lit, None, variant.light)
+    around = surroundings(bench, config, lit, still, matte=(subject.mask(bench.segmenter), affine))
+    found = bench.landmarker.detect(still)
+    face_px = fr.face_height_px(found[0] if found else landmarks)
+    assert around.backdrop is not None
+    row: dict[str, Any] = {"leftovers": round(quality.leftovers(still, around.person, around.backdrop, face_px), 3)}
+    if truth is not None:
+        size = (still.shape[1], still.shape[0])
+        true_alpha = fr.warp(truth, affine, size)
+        off = np.linalg.norm(still.astype(np.float32) - around.backdrop.astype(np.float32), axis=2) > ROOM_LEVELS
+        row["room_shown"] = round(float((off & (true_alpha < SHOWN_ALPHA)).sum()) / face_px**2, 4)
+    return row, still
+
+
+def matting(bench: Workbench, config: Config, step: int, sheet: list[SheetEntry]) -> list[dict[str, Any]]:
+    kit = assets_dir() / "matting"
+    rows = []
+    for path in sorted((kit / "images").glob("*.jpg"))[::step]:
+        frame = read_image(path)
+        alpha = cv2.imread(str(kit / "alpha" / f"{path.stem}.png"), cv2.IMREAD_GRAYSCALE)
+        if alpha is None:
+            raise SystemExit(f"no ground truth for {path.name} in {kit / 'alpha'}")
+        truth = alpha.astype(np.float32) / 255
+        for matte_kind, matte in (("segmenter", None), ("ground_truth", truth)):
+            row, still = measure(bench, config, _subject(bench, frame, matte), truth)
+            rows.append({"frame": path.stem, "matte": matte_kind, **row})
+            sheet.append(SheetEntry(thumbnail(still), "kit", path.stem[:24], matte_kind,
+                                    f"leftovers {row['leftovers']:.2f}, room {row['room_shown']:.2f}",
+                                    row["leftovers"] <= config.still.max_leftovers))
+        print(f"{path.stem}: {rows[-2]['leftovers']:.2f} / {rows[-1]['leftovers']:.2f}", flush=True)
+    return rows
+
+
+def photos(bench: Workbench, config: Config, sheet: list[SheetEntry]) -> list[dict[str, Any]]:
+    rows = []
+    for relative in PHOTOS:
+        row, still = measure(bench, config, _subject(bench, read_image(assets_dir() / "images" / relative), None),
+                             None)
+        rows.append({"photo": relative, **row})
+        sheet.append(SheetEntry(thumbnail(still), "photos", Path(relative).stem[:24], "segmenter",
+                                f"leftovers {row['leftovers']:.2f}", row["leftovers"] <= config.still.max_leftovers))
+    return rows
+
+
+def _pairwise(images: list[np.ndarray]) -> list[float]:
+    return [float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean()) for a, b in itertools.combinations(images, 2)]
+
+
+def variants(bench: Workbench, config: Config) -> list[dict[str, Any]]:
+    rows = []
+    for relative, style_name in itertools.product(VARIANT_PHOTOS, ("corporate", "creative")):
+        subject = _subject(bench, read_image(assets_dir() / "images" / relative), None)
+        style = resolve_style(config, style_name)
+        before = [studio_square(bench, config, subject, style, None, light) for light in SETUPS_ONLY]
+        looks = [look(config, style, v) for v in range(1, 5)]
+        after = [studio_square(bench, config, subject, lk.style(style), None, lk.light)[0] for lk in looks]
+        x0, y0, x1, y1 = (int(v) for v in quality.face_box(before[0][1]))
+        row: dict[str, Any] = {"photo": relative, "style": style_name, "looks": [lk.words() for lk in looks]}
+        for name, stills in (("before", [b[0] for b in before]), ("after", after)):
+            whole, face = _pairwise(stills), _pairwise([s[y0:y1, x0:x1] for s in stills])
+            row[name] = {"mean": round(statistics.mean(whole), 2), "min": round(min(whole), 2),
+                         "max": round(max(whole), 2), "face_mean": round(statistics.mean(face), 2),
+                         "face_min": round(min(face), 2)}
+        rows.append(row)
+        print(f"{relative} {style_name}: before {row['before']} after {row['after']}", flush=True)
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    def share(selected: list[dict[str, Any]]) -> dict[str, Any]:
+        if not selected:
+            return {"count": 0}
+        values = [r["leftovers"] for r in selected]
+        return {"count": len(selected), "rejected": sum(v > threshold for v in values),
+                "leftovers_min": min(values), "leftovers_median": round(statistics.median(values), 3),
+                "leftovers_max": max(values)}
+    seg = [r for r in rows if r["matte"] == "segmenter"]
+    gt = [r for r in rows if r["matte"] == "ground_truth"]
+    return {
+        "threshold": threshold,
+        "segmenter_matte_room_shown_over_0.15": share([r for r in seg if r["room_shown"] > 0.15]),
+        "segmenter_matte_room_shown_0.05_to_0.15": share([r for r in seg if 0.05 <= r["room_shown"] <= 0.15]),
+        "segmenter_matte_room_shown_under_0.05": share([r for r in seg if r["room_shown"] < 0.05]),
+        "ground_truth_matte": share(gt),
+        "ground_truth_matte_S001": share([r for r in gt if r["frame"].startswith("S001")]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--step", type=int, default=1, help="every Nth matting frame (default: all 112)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/still_gate_calibration.json"))
+    parser.add_argument("--sheet", type=Path, default=None, help="a PNG of every still measured, with its figures")
+    args = parser.parse_args()
+    config = load_config(None, ["engine.kind=studio"])
+    bench = open_workbench(config)
+    sheet: list[SheetEntry] = []
+    started = time.perf_counter()
+    try:
+        kit = matting(bench, config, args.step, sheet)
+        shared = photos(bench, config, sheet)
+        differ = variants(bench, config)
+    finally:
+        bench.close()
+    summary = summarise(kit, config.still.max_leftovers)
+    data = {
+        "benchmark": "still_gate_calibration",
+        "machine": machine(),
+        "versions": versions(),
+        "seconds": round(time.perf_counter() - started, 1),
+        "method": {"room_shown": f"pixels with true alpha < {SHOWN_ALPHA} that differ from the backdrop by more "
+                                 f"than {ROOM_LEVELS} levels, per face height squared",
+                   "style": "corporate, variant 1 (studio engine)", "variants_style": "corporate and creative"},
+        "summary": summary,
+        "photos": shared,
+        "matting": kit,
+        "variants": differ,
+    }
+    write_json(args.out, data)
+    if args.sheet is not None:
+        image = contact_sheet(sheet, f"leftovers > {config.still.max_leftovers} is rejected (red)", columns=8)
+        cv2.imwrite(str(args.sheet), image[:, :, ::-1])
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""What the quality gate's background check compares a candidate with: where the person is in it, and the
+backdrop that should show everywhere else."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from engine import background as bgmod
+from engine import framing as fr
+from engine import quality
+from engine.gate import HEAD_CUT, Surroundings
+from engine.styles import StylePreset
+from engine.types import Mask, RGBImage
+from livecam.config import Config
+from livecam.stills.render import _backdrop
+from livecam.stills.subject import Subject
+from livecam.stills.workbench import Workbench
+
+CONFIDENT = 0.9
+"""Matte value from which a pixel is the person for sure: the matte's softer pixels are where leftovers hide."""
+
+
+def backdrop_image(config: Config, style: StylePreset, size: tuple[int, int]) -> RGBImage | None:
+    """The backdrop the studio engine puts behind the person for `style` at `size` (width, height), built as
+    `engine.studio.StudioRenderer` builds it; None when there is none to compare with (the background is off,
+    or it is the photo's own room blurred)."""
+    background, picture = _backdrop(config, style)
+    if not background.enabled:
+        return None
+    if background.mode == "studio":
+        return bgmod.studio_backdrop(size, background.tint)
+    if background.mode == "color":
+        return bgmod.solid(size, background.color)
+    if background.mode == "image" and picture is not None:
+        return bgmod.cover_resize(picture, size)
+    return None
+
+
+def photo_cuts_head(bench: Workbench, subject: Subject) -> bool:
+    """Whether the subject's photo itself cuts the top of the head (its person touches the top edge above the
+    face): then no crop can show the whole head."""
+    return quality.head_room(subject.mask(bench.segmenter), subject.landmarks) < HEAD_CUT
+
+
+def surroundings(bench: Workbench, config: Config, style: StylePreset, image: RGBImage, known: bool = True,
+                 matte: tuple[Mask, npt.NDArray[np.float64]] | None = None, photo_cut: bool = True) -> Surroundings:
+    """The person in `image` (the segmenter's confidence on it) and its backdrop. `known`: the backdrop is the
+    style's (a studio square, or a brand colour put back behind a generated image); False: a generated
+    background, not compared. `matte`: (the photo's person mask, affine photo -> `image`) of a studio square:
+    only its confident part counts as the person, so that room pixels it let through half-opaque, which a
+    segmenter run on the result may take for hair, are still looked at. `photo_cut`: `photo_cuts_head`."""
+    size = (image.shape[1], image.shape[0])
+    person = bench.segmenter.segment(image, 0)
+    if matte is not None:
+        mask, affine = matte
+        person = np.where(fr.warp(mask, affine, size) >= CONFIDENT, person, np.float32(0.0)).astype(np.float32)
+    return Surroundings(person, backdrop_image(config, style, size) if known else None, photo_cut)
