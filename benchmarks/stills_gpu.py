@@ -80,7 +80,7 @@ PHOTO = "images/faces/obama_official_2012.jpg"
 # The face models' registry names -> their files in ../shared/assets.
 MODEL_FILES = {
     "FACE_LANDMARKER": "models/face_landmarker/face_landmarker.task",
-    "SELFIE_SEGMENTER": "models/segmentation/selfie_segmentation_landscape.tflite",
+    "SELFIE_SEGMENTER": "models/segmentation/selfie_segmentation.tflite",
     "FACE_DETECTOR": "models/face_detection/face_detection_yunet_2023mar.onnx",
     "FACE_REID_XML": "models/face_recognition/face-reidentification-retail-0095/FP16/"
                      "face-reidentification-retail-0095.xml",
