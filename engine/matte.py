@@ -57,6 +57,8 @@ _COLOUR_CLIP = 3.0
 _CORE_SCALE = 0.55
 """The sure person: the template at this scale, where the confidence is above _CORE_CONF (and the face)."""
 _CORE_CONF = 0.95
+_NONE = 0.02
+"""Where the network is this sure there is no person, nothing overrules it."""
 _BG_CONF = 0.2
 _BG_OUTSIDE = 0.2
 """The sure background: confidence below _BG_CONF, or this far (face heights) outside the template."""
@@ -78,10 +80,16 @@ _GAIN = 4.0
 _EDGE_GAIN = 3.0
 """Contrast applied after the guided filter."""
 _GUIDE_EPS = 1e-2
+_HOLE = 0.3
+"""Holes in the person narrower than about this (face heights) are filled."""
 _HOLD_MS = 500
 """A face lost for up to this long is still used (a tracking dropout must not bring the runners back)."""
 _STILL_DIFF = 12.0
 """Brightness change (0..255) at which a pixel counts as moving: its previous alpha gets no weight."""
+
+
+PHOTO_FACE_PX = 100_000.0
+"""A `Matter.face_px` that keeps any photo at its full resolution."""
 
 
 @dataclass(frozen=True)
@@ -257,7 +265,7 @@ def full_alpha(matte: Matte, frame_size: tuple[int, int]) -> Alpha8:
 
 def photo_alpha(image: RGBImage, confidence: Mask, landmarks: Landmarks | None) -> Alpha8:
     """The matte of a photo at its own resolution (uint8 HxW): what stills and `livecam cutout` use."""
-    matte = Matter(face_px=float("inf"), smoothing=0.0).update(image, confidence, landmarks)
+    matte = Matter(face_px=PHOTO_FACE_PX, smoothing=0.0).update(image, confidence, landmarks)
     return full_alpha(matte, (image.shape[1], image.shape[0]))
 
 
@@ -346,8 +354,9 @@ def _decide(small: RGBImage, conf: Mask, landmarks: Landmarks | None, region: Re
     score += _COLOUR_WEIGHT * (head + blend * (body - head))
     score -= _TEMPLATE_WEIGHT * np.maximum(signed, 0.0)
     person = _sigmoid(score + _BIAS)
-    person[signed > _REACH] = 0.0
-    return _hysteresis(person, face, grow)
+    person[(signed > _REACH) | (conf < _NONE)] = 0.0
+    person[face > 0] = 1.0  # the tracked face is the person, whatever its colours
+    return _fill_holes(_hysteresis(person, face, grow), (_HOLE * fh) ** 2)
 
 
 def _sigmoid(score: npt.NDArray[np.floating]) -> Mask:
@@ -387,8 +396,22 @@ def _hysteresis(person: Mask, seed: npt.NDArray[np.uint8] | None, grow: int) -> 
     allowed = (person > _SURE_BG).astype(np.uint8)
     kernel = np.ones((3, 3), np.uint8)
     for _ in range(grow):
-        kept = cv2.bitwise_and(cv2.dilate(kept, kernel), allowed)
+        kept = cast(npt.NDArray[np.uint8], cv2.bitwise_and(cv2.dilate(kept, kernel), allowed))
     return cast(Mask, np.where(kept > 0, person, np.float32(0.0)))
+
+
+def _fill_holes(person: Mask, max_area: float) -> Mask:
+    """`person` with its enclosed holes smaller than `max_area` cells filled (a shadowed fold of the cheek, a
+    shirt's pattern: not the room). Larger holes, such as the room seen between an arm and the body, stay."""
+    outside = (person < 0.5).astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(outside, connectivity=4)
+    h, w = person.shape
+    x, y, bw, bh, area = (stats[1:, i] for i in range(5))
+    enclosed = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h) & (area < max_area)
+    if not enclosed.any():
+        return person
+    holes = np.isin(labels, 1 + np.nonzero(enclosed)[0])
+    return cast(Mask, np.where(holes, np.float32(1.0), person))
 
 
 def _refine_edge(alpha: Mask, grey: Alpha8, face_px: float) -> Alpha8:
@@ -407,7 +430,7 @@ def _refine_edge(alpha: Mask, grey: Alpha8, face_px: float) -> Alpha8:
     rows, cols = slice(y0, y1), slice(x0, x1)
     src = sharp[rows, cols].astype(np.float32) * np.float32(1.0 / 255.0)
     guide = grey[rows, cols].astype(np.float32) * np.float32(1.0 / 255.0)
-    filtered = cv2.ximgproc.guidedFilter(guide, src, radius, _GUIDE_EPS)
+    filtered = cast(Mask, cv2.ximgproc.guidedFilter(guide, src, radius, _GUIDE_EPS))
     edge = _contrast(filtered, _EDGE_GAIN)
     out = sharp.copy()
     region = out[rows, cols]

@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from engine import background as bgmod
 from engine import framing as fr
+from engine import matte as mt
 from engine import relight as rl
 from engine import skin as sk
 from engine.background import BackgroundSettings
@@ -64,6 +65,7 @@ class StudioRenderer:
         self._prepared = False
         self._look_lock = threading.Lock()
         self._pending_look: tuple[BackgroundSettings, RGBImage | None] | None = None
+        self._matter = mt.Matter(background.matte_face_px, background.mask_smoothing)
         self._reset()
 
     def _reset(self) -> None:
@@ -84,7 +86,7 @@ class StudioRenderer:
         # Where the face last was in the source (centre x, centre y, height), for the key light when
         # tracking drops out for a moment.
         self._face_src: tuple[float, float, float] | None = None
-        self._mask_prev: Mask | None = None
+        self._matter.reset()
 
     @property
     def last_box(self) -> Box | None:
@@ -106,6 +108,8 @@ class StudioRenderer:
             pending, self._pending_look = self._pending_look, None
         if pending is not None:
             self._background, self._background_image = pending
+            self._matter.face_px = self._background.matte_face_px
+            self._matter.smoothing = self._background.mask_smoothing
             self._build_backdrop()
 
     def prepare(self) -> None:
@@ -174,7 +178,7 @@ class StudioRenderer:
 
         if self._background.enabled and mask is not None:
             with self._sections.section("background"):
-                out = self._apply_background(out, lit, mask, (iw, ih), affine)
+                out = self._apply_background(out, image, lit, mask, landmarks, timestamp_ms, affine)
         return out
 
     def _apply_relight(self, image: RGBImage, landmarks: npt.NDArray[np.float32] | None, timestamp_ms: int) -> RGBImage:
@@ -217,32 +221,30 @@ class StudioRenderer:
     def _apply_background(
         self,
         out: RGBImage,
+        image: RGBImage,
         lit: RGBImage,
         mask: Mask,
-        frame_size: tuple[int, int],
+        landmarks: npt.NDArray[np.float32] | None,
+        timestamp_ms: int,
         affine: npt.NDArray[np.float64],
     ) -> RGBImage:
-        """Refine the mask in source pixels (stable under camera moves), warp it, composite."""
+        """Matte the person in source pixels (stable under camera moves; `image`, the unedited frame, guides
+        the edge), warp the matte, composite over the backdrop."""
         if mask.dtype != np.float32:
             raise ValueError(f"mask: expected float32 HxW in [0, 1], got {mask.dtype}")
-        if mask.shape != (frame_size[1], frame_size[0]):
-            expected = (frame_size[1], frame_size[0])
-            raise ValueError(f"mask shape {mask.shape!r}: expected the image's (height, width) {expected!r}")
-        settings = self._background
-        # The mask is refined at half size: segmenters see 256x144 or 256x256, so nothing visible is
-        # lost, and the blur costs a quarter. It stays in source coordinates, so the running average
-        # is not smeared when the camera moves.
-        half = (max(1, frame_size[0] // 2), max(1, frame_size[1] // 2))
-        small_mask = cast(Mask, cv2.resize(mask, half, interpolation=cv2.INTER_AREA))
-        mask_affine = _rescaled(affine, half[0] / frame_size[0], half[1] / frame_size[1])
-        feather = settings.feather_px / float(mask_affine[1, 1])
-        self._mask_prev = bgmod.refine_mask(small_mask, feather, self._mask_prev, settings.mask_smoothing)
-        # 8-bit alpha: warping and blending uint8 costs about half of float32 at the output size.
-        alpha_src = bgmod.alpha_u8(self._mask_prev)
-        alpha = fr.warp(alpha_src, mask_affine, self.output_size)
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"mask shape {mask.shape!r}: expected the image's (height, width) {image.shape[:2]!r}")
+        matte = self._matter.update(image, mask, landmarks, timestamp_ms)
+        # The matte covers a region around the person at working resolution: alpha px -> source px -> output.
+        alpha_affine = _compose(affine, matte.to_source)
+        alpha_src = matte.alpha
+        feather = self._background.feather_px / float(alpha_affine[1, 1])
+        if feather > 0.05:
+            alpha_src = cast(npt.NDArray[np.uint8], cv2.GaussianBlur(alpha_src, (0, 0), feather))
+        alpha = fr.warp(alpha_src, alpha_affine, self.output_size)
         backdrop = self._backdrop
         if backdrop is None:
-            backdrop = self._blurred_backdrop(lit, affine, alpha_src, mask_affine)
+            backdrop = self._blurred_backdrop(lit, affine, alpha_src, alpha_affine)
         return bgmod.composite(out, backdrop, alpha)
 
     def _blurred_backdrop(
@@ -275,9 +277,11 @@ class StudioRenderer:
         return cast(RGBImage, cv2.resize(blurred, self.output_size, interpolation=cv2.INTER_LINEAR))
 
 
-def _rescaled(affine: npt.NDArray[np.float64], sx: float, sy: float) -> npt.NDArray[np.float64]:
-    """`affine` (source px -> output px) for an image that is the source resized by (sx, sy)."""
-    return affine * np.array([1.0 / sx, 1.0 / sy, 1.0])
+def _compose(outer: npt.NDArray[np.float64], inner: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The 2x3 affine `outer` after `inner` (apply `inner` first)."""
+    linear = outer[:, :2] @ inner[:, :2]
+    shift = outer[:, :2] @ inner[:, 2] + outer[:, 2]
+    return np.hstack([linear, shift[:, None]])
 
 
 def _check_rgb(name: str, image: npt.NDArray[np.generic]) -> None:
