@@ -62,7 +62,7 @@ _NONE = 0.02
 _BG_CONF = 0.2
 _BG_OUTSIDE = 0.2
 """The sure background: confidence below _BG_CONF, or this far (face heights) outside the template."""
-_ZONES = (0.4, 0.9)
+_ZONES = (0.3, 0.6)
 """Depths (face heights below the face's centre) between which the head's colour model gives way to the body's."""
 _TEMPLATE_WEIGHT = 8.0
 """Log-odds lost per face height outside the template."""
@@ -348,14 +348,15 @@ def _decide(small: RGBImage, conf: Mask, landmarks: Landmarks | None, region: Re
     # hair, though the user's shirt has its colour.
     depth = (np.arange(shape[0], dtype=np.float32)[:, None] + 0.5 - cy) / fh
     head_rows, body_rows = depth < _ZONES[1], depth > _ZONES[0]
-    head = _colour_log_ratio(small, sure_fg & head_rows, sure_bg & head_rows)
-    body = _colour_log_ratio(small, sure_fg & body_rows, sure_bg & body_rows)
+    colour = _colour_index(small)
+    head = _colour_log_ratio(colour, sure_fg & head_rows, sure_bg & head_rows)
+    body = _colour_log_ratio(colour, sure_fg & body_rows, sure_bg & body_rows)
     blend = np.clip((depth - _ZONES[0]) / (_ZONES[1] - _ZONES[0]), 0.0, 1.0)
     score += _COLOUR_WEIGHT * (head + blend * (body - head))
     score -= _TEMPLATE_WEIGHT * np.maximum(signed, 0.0)
     person = _sigmoid(score + _BIAS)
-    person[(signed > _REACH) | (conf < _NONE)] = 0.0
     person[face > 0] = 1.0  # the tracked face is the person, whatever its colours
+    person[(signed > _REACH) | (conf < _NONE)] = 0.0
     return _fill_holes(_hysteresis(person, face, grow), (_HOLE * fh) ** 2)
 
 
@@ -363,11 +364,15 @@ def _sigmoid(score: npt.NDArray[np.floating]) -> Mask:
     return cast(Mask, (1.0 / (1.0 + np.exp(-score))).astype(np.float32))
 
 
-def _colour_log_ratio(image: RGBImage, fg: npt.NDArray[np.bool_], bg: npt.NDArray[np.bool_]) -> Mask:
-    """log(P(colour | person) / P(colour | background)) per pixel, from 16-level RGB histograms of the
-    frame's sure person and sure background, clipped to +-_COLOUR_CLIP."""
+def _colour_index(image: RGBImage) -> npt.NDArray[np.int32]:
+    """Each pixel's bin among 16 x 16 x 16 RGB bins."""
     q = (image >> 4).astype(np.int32)
-    index = (q[..., 0] << 8) | (q[..., 1] << 4) | q[..., 2]
+    return cast(npt.NDArray[np.int32], (q[..., 0] << 8) | (q[..., 1] << 4) | q[..., 2])
+
+
+def _colour_log_ratio(index: npt.NDArray[np.int32], fg: npt.NDArray[np.bool_], bg: npt.NDArray[np.bool_]) -> Mask:
+    """log(P(colour | person) / P(colour | background)) per pixel (`index`: `_colour_index`), from the colour
+    histograms of the frame's sure person and sure background, clipped to +-_COLOUR_CLIP."""
     fg_hist = np.bincount(index[fg], minlength=4096).astype(np.float32)
     bg_hist = np.bincount(index[bg], minlength=4096).astype(np.float32)
     if not fg_hist.any() or not bg_hist.any():
@@ -392,7 +397,9 @@ def _hysteresis(person: Mask, seed: npt.NDArray[np.uint8] | None, grow: int) -> 
     else:
         areas = stats[1:, cv2.CC_STAT_AREA]
         keep = 1 + np.nonzero(areas >= 0.1 * areas.max())[0]
-    kept = np.isin(labels, keep).astype(np.uint8)
+    chosen = np.zeros(count, np.uint8)
+    chosen[keep] = 1
+    kept = chosen[labels]
     allowed = (person > _SURE_BG).astype(np.uint8)
     kernel = np.ones((3, 3), np.uint8)
     for _ in range(grow):
@@ -410,7 +417,7 @@ def _fill_holes(person: Mask, max_area: float) -> Mask:
     enclosed = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h) & (area < max_area)
     if not enclosed.any():
         return person
-    holes = np.isin(labels, 1 + np.nonzero(enclosed)[0])
+    holes = np.concatenate([[False], enclosed])[labels]
     return cast(Mask, np.where(holes, np.float32(1.0), person))
 
 
