@@ -17,7 +17,8 @@ predicted face used for the region and the matte as in the live loop). Metrics a
 leakage, missing, floor over a 60 px boundary band), per size and per background; for videos also `flicker`:
 the RMS over the boundary band of the error of the frame-to-frame change, ((p_t - p_t-1) - (g_t - g_t-1)),
 in alpha units x 1000, averaged over frames (0: the prediction changes exactly as the truth does). The CPU
-time of `Matter.update` per 1280x720 video frame and of each segmenter call are reported as medians.
+time of `Matter.update` per 1280x720 video frame, of the mask refinement it replaces (`refine_before`) and
+of each segmenter call are reported as medians.
 
     python -m benchmarks.matte_quality [--quick] [--out benchmarks/results/matte_quality.json] [--sheet PNG]
 
@@ -42,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks.live_loop import machine, versions
+from engine import background as bg
 from engine import matte as mt
 from engine.types import Landmarks, Mask, RGBImage
 from models.face_landmarker import ImageFaceLandmarker, MediaPipeFaceTracker
@@ -157,7 +159,8 @@ def run_video(kit: Path, scorer: ModuleType, video: Path, frames: int | None) ->
     rows: dict[str, list[Scores]] = {"baseline_raw": [], "region_raw": [], "livecam": []}
     flicker: dict[str, list[float]] = {k: [] for k in rows}
     previous: dict[str, npt.NDArray[np.float64]] = {}
-    cpu: dict[str, list[float]] = {"matte": [], "segment_baseline": [], "segment_region": []}
+    cpu: dict[str, list[float]] = {"matte": [], "refine_before": [], "segment_baseline": [], "segment_region": []}
+    previous_mask: Mask | None = None
     no_face = 0
     with MediaPipeFaceTracker(assets / LANDMARKER) as tracker, _segmenter(assets / BASELINE_MODEL) as base, \
             _segmenter(assets / LIVECAM_MODEL) as region_seg:
@@ -174,6 +177,8 @@ def run_video(kit: Path, scorer: ModuleType, video: Path, frames: int | None) ->
             landmarks = face.landmarks if face is not None else None
             with _Clock(cpu["matte"]):
                 matte = matter.update(rgb, region, landmarks, t_ms)
+            with _Clock(cpu["refine_before"]):
+                previous_mask = _refine_before(baseline, previous_mask)
             live = mt.full_alpha(matte, (rgb.shape[1], rgb.shape[0]))
             gt = gt_all[i].astype(np.float64) / 255.0
             band = scorer.boundary_band(gt, 60)
@@ -190,6 +195,16 @@ def run_video(kit: Path, scorer: ModuleType, video: Path, frames: int | None) ->
             "rows": {row: {**mean(v), "flicker": float(np.mean(flicker[row])) if flicker[row] else 0.0}
                      for row, v in rows.items()},
             "cpu_ms_median": {k: float(np.median(v[min(5, len(v) - 1):])) for k, v in cpu.items()}}
+
+
+def _refine_before(mask: Mask, previous: Mask | None) -> Mask:
+    """What the studio renderer did with the mask before this matte (its CPU cost is the baseline's): half
+    size, feathered 3 output px (at 1:1 framing), averaged with the previous frame's."""
+    height, width = mask.shape
+    half = np.asarray(cv2.resize(mask, (width // 2, height // 2), interpolation=cv2.INTER_AREA), np.float32)
+    refined = bg.refine_mask(half, 1.5, previous, 0.4)
+    bg.alpha_u8(refined)
+    return refined
 
 
 def _frames(capture: cv2.VideoCapture, count: int) -> Iterator[RGBImage]:
