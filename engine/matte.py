@@ -7,12 +7,12 @@ the region around the tracked face (nothing outside it can be the user):
 
 1. A head-and-shoulders template placed on the face (sizes in face heights, generous for hair and broad
    shoulders) gives every pixel its signed distance to where a person can be; far outside it nothing is kept.
-2. A colour model of this frame (the face and the confident person core against the sure background and the
-   pixels beyond the template) scores each pixel's colour.
+2. Colour models of this frame, one for the head and one for the body (the face and the confident person
+   core against the sure background and the pixels beyond the template), score each pixel's colour.
 3. The confidence (clipped, so the network cannot overrule everything else), the colour score and the template
    distance add up as log-odds; hysteresis keeps the confident parts connected to the face and grows them a
    little into the uncertain ones (other people and blobs that touch the user only through a thin bridge, or
-   not at all, are dropped).
+   not at all, are dropped); small holes inside the person are filled.
 4. At working resolution (the face about `face_px` tall) the decided alpha is sharpened and snapped to the
    frame's edges by a guided filter, applied only in the unknown band along the edge.
 5. A per-pixel running average over frames, weighted by how little each pixel's brightness changed: static
@@ -70,7 +70,9 @@ _BIAS = 0.5
 """Log-odds added everywhere: a doubtful pixel next to the person is kept (lost hair shows more than a
 sliver of room)."""
 _SURE_FG = 0.8
+"""Hysteresis: the person's sure parts (kept when connected to the face)..."""
 _SURE_BG = 0.3
+"""...and the uncertain parts they may grow into."""
 _GROW = 0.17
 """How far (face heights) the kept person grows from its confident core into uncertain pixels."""
 _COARSE_FACE_PX = 48.0
