@@ -155,7 +155,7 @@ class Bench:
         self.embeds = encode_prompt(host_pipeline(self.components), self.prompt, device)
         self.frames = load_frames(args.video, 150 if not args.tiny else 30, args.output_size if args.tiny else None)
         landmarker, segmenter = (assets_dir() / "models" / p for p in (
-            "face_landmarker/face_landmarker.task", "segmentation/selfie_segmentation_landscape.tflite"))
+            "face_landmarker/face_landmarker.task", "segmentation/selfie_segmentation.tflite"))
         self.landmarker = landmarker
         self.segmenter = MediaPipeSegmenter(segmenter)
         self.crops = make_inputs(args.size, 8, args.seed)

@@ -16,7 +16,7 @@ rm -rf "$W"; mkdir -p "$W/assets"
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$W" \
   diffusers==0.42.1 requests==2.34.2 urllib3==2.8.0 charset_normalizer==3.5.3 platformdirs==4.14.8 \
   mediapipe==1.2.3 absl-py==2.5.1 flatbuffers==25.12.19
-for f in models/face_landmarker/face_landmarker.task models/segmentation/selfie_segmentation_landscape.tflite \
+for f in models/face_landmarker/face_landmarker.task models/segmentation/selfie_segmentation.tflite \
     models/face_detection/face_detection_yunet_2023mar.onnx images/faces/obama_official_2012.jpg \
     matting/video/video_01_S001-04__sh_bookshelf.mp4; do
   mkdir -p "$W/assets/$(dirname "$f")"; cp "$A/$f" "$W/assets/$f"

@@ -89,7 +89,7 @@ def versions() -> dict[str, str]:
 def model_paths() -> tuple[Path, Path]:
     models = assets_dir() / "models"
     return (models / "face_landmarker/face_landmarker.task",
-            models / "segmentation/selfie_segmentation_landscape.tflite")
+            models / "segmentation/selfie_segmentation.tflite")
 
 
 def make_kit_video(dst: Path, size: tuple[int, int], frames: int) -> Path:

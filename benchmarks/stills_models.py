@@ -33,7 +33,7 @@ ENCODERS = ("auto", "reid", "standin")
 # The face models' registry names -> their files in ../shared/assets (the re-id pair only for the real encoder).
 MODEL_FILES = {
     "FACE_LANDMARKER": "models/face_landmarker/face_landmarker.task",
-    "SELFIE_SEGMENTER": "models/segmentation/selfie_segmentation_landscape.tflite",
+    "SELFIE_SEGMENTER": "models/segmentation/selfie_segmentation.tflite",
     "FACE_DETECTOR": "models/face_detection/face_detection_yunet_2023mar.onnx",
 }
 REID_FILES = {

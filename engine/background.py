@@ -37,10 +37,13 @@ class BackgroundSettings:
     """Path of the backdrop image for mode "image"; the app loads it and hands the array to the renderer."""
     blur_sigma: float = 12.0
     """Gaussian sigma of mode "blur", in output pixels."""
-    feather_px: float = 3.0
-    """Softness of the mask's edge, in output pixels."""
+    feather_px: float = 1.0
+    """Softness of the person's edge, in output pixels (a blur of the matte's decided edge)."""
     mask_smoothing: float = 0.4
-    """Weight of the previous mask in the temporal average (0 = none)."""
+    """Largest weight of the previous frame's matte for a pixel whose brightness did not change (0 = none)."""
+    matte_face_px: float = 120.0
+    """The face's height (forehead to chin) in the matte's working pixels: the frame is reduced by a whole
+    factor to come near it, never enlarged. More is finer hair and more CPU (stills use their full resolution)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -57,6 +60,7 @@ class BackgroundSettings:
         check_range("blur_sigma", self.blur_sigma, 0.5, 100.0)
         check_range("feather_px", self.feather_px, 0.0, 50.0)
         check_range("mask_smoothing", self.mask_smoothing, 0.0, 0.95)
+        check_range("matte_face_px", self.matte_face_px, 16.0, 100_000.0)
 
 
 def studio_backdrop(size: tuple[int, int], tint: str = "") -> RGBImage:

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from engine import background as bgmod
 from engine import framing as fr
 from engine import lighting
+from engine import matte as mt
 from engine import placement as pl
 from engine import relight as rl
 from engine import skin as sk
@@ -67,6 +68,7 @@ class StudioRenderer:
         self.shown_ms: int | None = None
         self._look_lock = threading.Lock()
         self._pending_look: tuple[BackgroundSettings, RGBImage | None] | None = None
+        self._matter = mt.Matter(background.matte_face_px, background.mask_smoothing)
         self._reset()
 
     def _reset(self) -> None:
@@ -86,12 +88,12 @@ class StudioRenderer:
         # The key-light map and the head it was made for (kept through a tracking dropout).
         self._key_map: rl.KeyMap | None = None
         self._key_head: lighting.Head | None = None
-        self._mask_prev: Mask | None = None
         # Where the camera picture's edges are in the output, and the fade widths there (`fr.fade_alpha`).
         self._fade: tuple[tuple[float, float, float, float], tuple[float, float, float, float]] = (
             (0.0, 0.0, float(self.output_size[0]), float(self.output_size[1])), (0.0, 0.0, 0.0, 0.0))
         self._body_end = self.output_size[1]
         """The first output row below the camera picture (output_size[1] when the picture reaches the bottom)."""
+        self._matter.reset()
 
     @property
     def last_box(self) -> Box | None:
@@ -113,6 +115,8 @@ class StudioRenderer:
             pending, self._pending_look = self._pending_look, None
         if pending is not None:
             self._background, self._background_image = pending
+            self._matter.face_px = self._background.matte_face_px
+            self._matter.smoothing = self._background.mask_smoothing
             self._build_backdrop()
 
     def prepare(self) -> None:
@@ -186,7 +190,7 @@ class StudioRenderer:
 
         if self._background.enabled and mask is not None:
             with self._sections.section("background"):
-                out = self._apply_background(out, lit, mask, (iw, ih), affine)
+                out = self._apply_background(out, image, lit, mask, landmarks, timestamp_ms, affine)
         return out
 
     def _frame(self, landmarks: npt.NDArray[np.float32] | None, mask: Mask | None, frame_size: tuple[int, int],
@@ -260,29 +264,28 @@ class StudioRenderer:
     def _apply_background(
         self,
         out: RGBImage,
+        image: RGBImage,
         lit: RGBImage,
         mask: Mask,
-        frame_size: tuple[int, int],
+        landmarks: npt.NDArray[np.float32] | None,
+        timestamp_ms: int,
         affine: npt.NDArray[np.float64],
     ) -> RGBImage:
-        """Refine the mask in source pixels (stable under camera moves), warp it, composite."""
-        settings = self._background
-        # The mask is refined at half size: segmenters see 256x144 or 256x256, so nothing visible is
-        # lost, and the blur costs a quarter. It stays in source coordinates, so the running average
-        # is not smeared when the camera moves.
-        half = (max(1, frame_size[0] // 2), max(1, frame_size[1] // 2))
-        small_mask = cast(Mask, cv2.resize(mask, half, interpolation=cv2.INTER_AREA))
-        mask_affine = _rescaled(affine, half[0] / frame_size[0], half[1] / frame_size[1])
-        feather = settings.feather_px / float(mask_affine[1, 1])
-        self._mask_prev = bgmod.refine_mask(small_mask, feather, self._mask_prev, settings.mask_smoothing)
-        # 8-bit alpha: warping and blending uint8 costs about half of float32 at the output size.
-        alpha_src = bgmod.alpha_u8(self._mask_prev)
-        alpha = fr.warp(alpha_src, mask_affine, self.output_size)
+        """Matte the person in source pixels (stable under camera moves; `image`, the unedited frame, guides
+        the edge), warp the matte, composite over the backdrop."""
+        matte = self._matter.update(image, mask, landmarks, timestamp_ms)
+        # The matte covers a region around the person at working resolution: alpha px -> source px -> output.
+        alpha_affine = _compose(affine, matte.to_source)
+        alpha_src = matte.alpha
+        feather = self._background.feather_px / float(alpha_affine[1, 1])
+        if feather > 0.05:
+            alpha_src = cast(npt.NDArray[np.uint8], cv2.GaussianBlur(alpha_src, (0, 0), feather))
+        alpha = fr.warp(alpha_src, alpha_affine, self.output_size)
         # Framing: no person beyond the camera picture, and a soft edge where it ends inside the output.
         alpha = self._fade_outside(alpha)
         backdrop = self._backdrop
         if backdrop is None:
-            backdrop = self._blurred_backdrop(lit, affine, alpha_src, mask_affine)
+            backdrop = self._blurred_backdrop(lit, affine, alpha_src, alpha_affine)
         return bgmod.composite(out, backdrop, alpha)
 
     def _blurred_backdrop(
@@ -310,20 +313,27 @@ class StudioRenderer:
             small_affine = small_affine * np.array([2.0, 2.0, 1.0])
             small_affine[:, 2] -= 0.25 * small_affine[:, :2].sum(axis=1)
         small = fr.warp(source, small_affine, small_size)
-        # Beyond the camera picture (a framing that reaches past it) there is no room: it counts as left out,
-        # like the person, and the fill below continues the room there (no mirrored person, no streaks).
-        inverse = cast(npt.NDArray[np.uint8], cv2.bitwise_not(alpha_src))
-        keep = fr.warp(inverse, alpha_affine * to_small, small_size, border=cv2.BORDER_CONSTANT)
-        small_alpha = cast(npt.NDArray[np.uint8], cv2.bitwise_not(keep))
+        # The person (the matte covers a region around them: replicated beyond it, as the composite warps it)
+        # and, beyond the camera picture (a framing that reaches past it), no room: both count as left out, and
+        # the fill below continues the room there (no mirrored person, no streaks).
+        small_alpha = fr.warp(alpha_src, alpha_affine * to_small, small_size)
+        ih, iw = lit.shape[:2]
+        corners = fr.transform_points(np.array([[0.0, 0.0], [float(iw), float(ih)]]), affine * to_small)
+        (x0, y0), (x1, y1) = np.floor(corners.min(axis=0)).astype(int), np.ceil(corners.max(axis=0)).astype(int)
+        beyond = np.full((small_size[1], small_size[0]), 255, np.uint8)
+        beyond[max(0, y0 + 1) : max(0, y1 - 1), max(0, x0 + 1) : max(0, x1 - 1)] = 0
+        small_alpha = np.maximum(small_alpha, beyond)
         # The person (and the part beyond the picture) filled from the room around, not left out of the average:
         # where the framing fades the person or reaches beyond the picture, the room shows there, not holes.
         blurred = bgmod.masked_blur(pl.fill_behind(small, small_alpha), sigma / factor)
         return cast(RGBImage, cv2.resize(blurred, self.output_size, interpolation=cv2.INTER_LINEAR))
 
 
-def _rescaled(affine: npt.NDArray[np.float64], sx: float, sy: float) -> npt.NDArray[np.float64]:
-    """`affine` (source px -> output px) for an image that is the source resized by (sx, sy)."""
-    return affine * np.array([1.0 / sx, 1.0 / sy, 1.0])
+def _compose(outer: npt.NDArray[np.float64], inner: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The 2x3 affine `outer` after `inner` (apply `inner` first)."""
+    linear = outer[:, :2] @ inner[:, :2]
+    shift = outer[:, :2] @ inner[:, 2] + outer[:, 2]
+    return np.hstack([linear, shift[:, None]])
 
 
 def _check_mask(mask: Mask, frame_size: tuple[int, int]) -> None:

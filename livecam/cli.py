@@ -1,4 +1,4 @@
-"""The `livecam` command: run, serve, doctor, models, enroll, identities, still, styles."""
+"""The `livecam` command: run, serve, doctor, models, enroll, identities, still, cutout, styles."""
 
 from __future__ import annotations
 
@@ -116,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", metavar="TOKEN",
                        help="access token (default serve.token; empty: none on 127.0.0.1, else a random one)")
 
+    cutout = sub.add_parser(
+        "cutout", help="cut the person out of photos as transparent PNGs",
+        description="Write the person of each photo as an RGBA PNG at the photo's resolution (transparent around "
+                    "them, for a web page), with the matte the headshot export uses. Each photo needs a face; "
+                    "with several people, the largest face's person is kept.")
+    _config_args(cutout)
+    cutout.add_argument("photos", nargs="+", type=Path, metavar="PHOTO", help="photo files")
+    cutout.add_argument("--out", type=Path, default=Path("cutouts"), metavar="DIR",
+                        help="where the PNGs go, named after the photos (default ./cutouts)")
+
     styles = sub.add_parser("styles", help="list the style presets (and platform crops)")
     _config_args(styles)
     return parser
@@ -190,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             if not found:
                 print("  none yet: livecam enroll PHOTOS... --name NAME")
             return 0
+        if args.command == "cutout":
+            return _cutout(args)
         if args.command == "styles":
             _print_styles(_load(args, []))
             return 0
@@ -244,6 +256,17 @@ def _print_styles(config: Config) -> None:
     for name, spec in config.platforms.items():
         print(f"  {name}: {spec.width}x{spec.height}{f' at {spec.dpi} dpi' if spec.dpi else ''}"
               f"{f', at least {spec.min_width} px wide' if spec.min_width else ''}: {spec.label}")
+
+
+def _cutout(args: argparse.Namespace) -> int:
+    from livecam.stills.cutout import Cutout, make_cutouts
+
+    def written(cut: Cutout) -> None:
+        print(f"{cut.path}: {cut.size[0]}x{cut.size[1]} RGBA, the person {cut.coverage:.0%} of the picture",
+              flush=True)
+
+    make_cutouts(args.photos, args.out, _load(args, []), report=written)
+    return 0
 
 
 def _split(text: str | None, option: str, none: bool = False) -> tuple[str, ...] | None:

@@ -43,14 +43,16 @@ FACE_LANDMARKER = ModelFile(
 
 SELFIE_SEGMENTER = ModelFile(
     name="segmenter",
-    filename="selfie_segmentation_landscape.tflite",
-    # The landscape (144x256) selfie model suits 16:9 and 4:3 webcams; these are the bytes shipped in the
-    # mediapipe 0.10.21 wheel and tagged in its repository.
-    url="https://raw.githubusercontent.com/google/mediapipe/v0.10.21/mediapipe/modules/selfie_segmentation/selfie_segmentation_landscape.tflite",
-    sha256="a77d03f4659b9f6b6c1f5106947bf40e99d7655094b6527f214ea7d451106edd",
-    size=250_145,
+    filename="selfie_segmentation.tflite",
+    # The general (256x256) selfie model: livecam runs it on a square around the head and shoulders
+    # (engine.matte.segment_person), where it sees the face about twice as large as the landscape (144x256)
+    # model sees it in a whole 16:9 frame; on the shared matting kit that halves the raw confidence's error on
+    # the videos. These are the bytes shipped in the mediapipe 0.10.21 wheel and tagged in its repository.
+    url="https://raw.githubusercontent.com/google/mediapipe/v0.10.21/mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite",
+    sha256="9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
+    size=249_505,
     licence="Apache-2.0",
-    source="Google MediaPipe selfie segmentation (landscape), v0.10.21",
+    source="Google MediaPipe selfie segmentation (general, 256x256), v0.10.21",
     purpose="person mask for background replacement",
     file_format="tflite",
 )

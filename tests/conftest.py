@@ -53,7 +53,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     directory = tmp_path_factory.mktemp("models")
     (directory / FACE_LANDMARKER.filename).symlink_to(asset("models/face_landmarker/face_landmarker.task"))
     (directory / SELFIE_SEGMENTER.filename).symlink_to(
-        asset("models/segmentation/selfie_segmentation_landscape.tflite"))
+        asset("models/segmentation/selfie_segmentation.tflite"))
     reid = "models/face_recognition/face-reidentification-retail-0095/FP16/"
     (directory / FACE_REID_XML.filename).symlink_to(asset(reid + FACE_REID_XML.filename))
     (directory / FACE_REID_BIN.filename).symlink_to(asset(reid + FACE_REID_BIN.filename))

@@ -18,7 +18,7 @@ from tests.conftest import asset
 
 _REID = "models/face_recognition/face-reidentification-retail-0095/FP16/face-reidentification-retail-0095"
 SHARED_COPY = {"face_landmarker": "models/face_landmarker/face_landmarker.task",
-               "segmenter": "models/segmentation/selfie_segmentation_landscape.tflite",
+               "segmenter": "models/segmentation/selfie_segmentation.tflite",
                "face_reid_xml": f"{_REID}.xml", "face_reid_bin": f"{_REID}.bin",
                "face_detector": "models/face_detection/face_detection_yunet_2023mar.onnx"}
 
@@ -45,7 +45,7 @@ def test_file_placed_by_hand_is_used_and_checked(tmp_path: Path) -> None:
     assert resolve(SELFIE_SEGMENTER, tmp_path, download=False) == tmp_path / SELFIE_SEGMENTER.filename
     assert status(SELFIE_SEGMENTER, tmp_path).verified
     (tmp_path / SELFIE_SEGMENTER.filename).write_bytes(b"truncated")
-    with pytest.raises(ModelUnavailable, match=r"expected a77d03f4659b.*delete it"):
+    with pytest.raises(ModelUnavailable, match=r"expected 9ee168ec7c8f.*delete it"):
         resolve(SELFIE_SEGMENTER, tmp_path)
 
 

@@ -19,6 +19,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from engine import framing as fr
+from engine.matte import segment_person
 from engine.types import Face, FaceTracker, Mask, Renderer, RGBImage, Segmenter
 from livecam.errors import LivecamError
 from livecam.live.capture import FrameSource
@@ -180,7 +181,9 @@ def _compose(frame: Frame, predicted: Face | None, tracked: Future[Face | None],
     mask = None
     if segmenter is not None:
         with stats.section("segment"):
-            mask = segmenter.segment(frame.image, t_ms)
+            # On the square around the predicted face: the person large in the network's input, the room
+            # and other people mostly out of it (the whole frame until a face is tracked).
+            mask = segment_person(segmenter, frame.image, t_ms, predicted.landmarks if predicted else None)
     face = predicted
     if face is None:
         with stats.section("track_wait"):

@@ -15,6 +15,7 @@ from engine import framing as fr
 from engine.alignment import cosine
 from engine.crops import MAX_GROWTH, MIN_HEADROOM, Room, crop_box, plan_crop
 from engine.gate import Assessment, GateSettings, Surroundings, assess
+from engine.matte import PHOTO_FACE_PX, photo_alpha, segment_person
 from engine.studio import StudioRenderer
 from engine.styles import StylePreset
 from engine.types import Face, Landmarks, Mask, RGBImage
@@ -126,6 +127,7 @@ def _studio(bench: Workbench, config: Config, subject: Subject, style: StylePres
     """A prepared studio renderer for a still of `size` with the style's backdrop and `light` (key light side
     and strength factor), and the photo's person mask when the backdrop needs one."""
     background, picture = _backdrop(config, style)
+    background = dataclasses.replace(background, matte_face_px=PHOTO_FACE_PX)  # the photo's full resolution
     relight = config.relight
     if light is not None:
         relight = dataclasses.replace(relight, enabled=True, key_light=light[0],
@@ -148,8 +150,10 @@ def brand_backdrop(bench: Workbench, config: Config, image: RGBImage, style: Sty
     background, picture = _backdrop(config, style)
     size = (image.shape[1], image.shape[0])
     backdrop = bgmod.cover_resize(picture, size) if picture is not None else bgmod.solid(size, background.color)
-    mask = bench.segmenter.segment(image, 0)  # a generated image, new each time: segmented each time
-    alpha = bgmod.alpha_u8(bgmod.refine_mask(mask, background.feather_px, None, 0.0))
+    # A generated image, new each time: its face found and its person matted each time.
+    faces = bench.landmarker.detect(image)
+    landmarks = faces[0] if faces else None
+    alpha = photo_alpha(image, segment_person(bench.segmenter, image, 0, landmarks), landmarks)
     return bgmod.composite(image, backdrop, alpha)
 
 

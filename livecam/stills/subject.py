@@ -15,6 +15,7 @@ import numpy.typing as npt
 from engine import framing as fr
 from engine import quality
 from engine.alignment import cosine
+from engine.matte import segment_person
 from engine.types import Landmarks, Mask, RGBImage, Segmenter
 from livecam.config import Config
 from livecam.errors import LivecamError
@@ -36,10 +37,10 @@ class Subject:
     _mask: Mask | None = field(default=None, init=False, repr=False)
 
     def mask(self, segmenter: Segmenter) -> Mask:
-        """The person mask of the photo, segmented on first use: every framing and lighting variant of a run
-        renders the same photo, so one segmentation serves them all."""
+        """The person confidence of the photo (the segmenter run on the square around the face), segmented on
+        first use: every framing and lighting variant of a run renders the same photo, so one serves them all."""
         if self._mask is None:
-            self._mask = segmenter.segment(self.image, 0)
+            self._mask = segment_person(segmenter, self.image, 0, self.landmarks)
         return self._mask
 
 
