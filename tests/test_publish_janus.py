@@ -355,3 +355,67 @@ def test_publish_url_and_keys_are_checked(tmp_path: Path) -> None:
     with pytest.raises(Exception, match=r"publish\.viewers = 'sfu'"):
         load_config(None, ["publish.viewers=sfu"])
     assert "s3cret" not in repr(replace(PublishSettings(), api_secret="s3cret", pin="s3cret", token="s3cret"))
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+VIDEO_JS = """() => {
+  const v = document.getElementById('video');
+  if (!v || v.readyState < 2 || !v.videoWidth || v.currentTime < 0.3) return null;
+  const c = document.createElement('canvas');
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  const g = c.getContext('2d');
+  g.drawImage(v, 0, 0);
+  const all = g.getImageData(0, 0, c.width, c.height).data;
+  let sum = 0, sq = 0, n = 0;
+  for (let i = 0; i < all.length; i += 16) {
+    const y = (all[i] + all[i + 1] + all[i + 2]) / 3; sum += y; sq += y * y; n++;
+  }
+  const mean = sum / n;
+  return {w: c.width, h: c.height, std: Math.sqrt(sq / n - mean * mean), t: v.currentTime,
+          status: document.getElementById('status').textContent};
+}"""
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_viewer_page_plays_through_janus_and_comes_back_after_janus_restarts(
+        published: Published, tmp_path: Path) -> None:
+    import playwright.sync_api as playwright_sync
+
+    from tests.test_studio_page import CHROMIUM_ARGS
+
+    published.wait_publishing()
+    with playwright_sync.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 640, "height": 400})
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.goto(f"{published.base}/view?token={viewer_token(TOKEN)}")
+            page.wait_for_function("() => document.getElementById('status').textContent === 'live (via Janus)'",
+                                   timeout=30_000)
+            page.wait_for_function(VIDEO_JS, timeout=30_000)
+            shown = page.evaluate(VIDEO_JS)
+            assert (shown["w"], shown["h"]) == SIZE and shown["std"] > 10, shown  # a picture, through Janus
+            page.screenshot(path=str(tmp_path / "viewer_via_janus.png"))
+            stats = published.aio.run(_get(f"{published.base}/api/stats"))
+            assert stats["viewers"] == 0  # the page's stream is Janus's, not a peer connection of livecam's
+
+            before = published.publisher.publications
+            published.janus.kill()
+            page.wait_for_function("() => document.getElementById('status').textContent.startsWith('waiting')",
+                                   timeout=30_000)
+            published.janus.start()
+            published.wait_publishing(before + 1, timeout=20)
+            page.wait_for_function("() => document.getElementById('status').textContent === 'live (via Janus)'",
+                                   timeout=40_000)
+            t0 = page.evaluate("() => document.getElementById('video').currentTime")
+            page.wait_for_function(f"() => document.getElementById('video').currentTime > {t0} + 0.5",
+                                   timeout=20_000)
+            page.screenshot(path=str(tmp_path / "viewer_via_janus_after_restart.png"))
+        finally:
+            context.close()
+
+
+async def _get(url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http, http.get(url) as r:
+        return dict(await r.json())
