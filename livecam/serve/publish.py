@@ -45,6 +45,26 @@ class PublishEnded(Exception):
     """The publication ended (Janus went away, hung up, the connection failed): the reason."""
 
 
+class _Counted(MediaStreamTrack):
+    """`inner`, counting the frames the publisher's encoder takes from it."""
+
+    kind = "video"
+
+    def __init__(self, inner: MediaStreamTrack, count: Callable[[], None]) -> None:
+        super().__init__()
+        self._inner = inner
+        self._count = count
+
+    async def recv(self) -> Any:
+        frame = await self._inner.recv()
+        self._count()
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._inner.stop()
+
+
 class JanusPublisher:
     """Publishes `subscribe()`'s track to Janus per `settings` until `stop()`. `start()` on the event loop."""
 
@@ -66,6 +86,8 @@ class JanusPublisher:
         """Times it has gone live (the first publication and every republication)."""
         self.attempts = 0
         """Times it has tried to publish."""
+        self.frames_sent = 0
+        """Frames handed to the encoder of the publication (all publications)."""
         self.pc: RTCPeerConnection | None = None
 
     @property
@@ -85,7 +107,8 @@ class JanusPublisher:
     def status(self) -> dict[str, Any]:
         """For /api/stats: the state, the room, the feed id, the publications so far, the last problem."""
         return {"to": "janus", "room": self.room, "state": self.state, "feed": self.feed,
-                "publications": self.publications, "attempts": self.attempts, "problem": self.problem or None}
+                "publications": self.publications, "attempts": self.attempts, "frames_sent": self.frames_sent,
+                "problem": self.problem or None}
 
     async def _run(self) -> None:
         delay = RETRY_MIN_S
@@ -113,6 +136,9 @@ class JanusPublisher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
                 delay = min(delay * 2, self.settings.retry_max_s)
+
+    def _sent(self) -> None:
+        self.frames_sent += 1
 
     def _explain(self, e: JanusError) -> str:
         if e.code == NO_SUCH_ROOM:
@@ -161,7 +187,7 @@ class JanusPublisher:
                 elif pc.connectionState in ("failed", "closed"):
                     failed.set()
 
-            track = self._subscribe()
+            track = _Counted(self._subscribe(), self._sent)
             pc.addTransceiver(track, direction="sendonly")
             await pc.setLocalDescription(await pc.createOffer())
             offer = pc.localDescription
