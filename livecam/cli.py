@@ -222,6 +222,12 @@ def _live_overrides(args: argparse.Namespace) -> list[str]:
 def _serve(args: argparse.Namespace) -> int:
     extra = _live_overrides(args)
     if args.publish is not None:
+        from livecam.config import PublishSettings
+
+        try:
+            PublishSettings(url=args.publish)
+        except ValueError as e:
+            raise LivecamError(f"--publish {args.publish}: {str(e).split(': ', 1)[-1]}") from None
         extra.append(f"publish.url={args.publish}")
     config = _load(args, extra)
     if args.output is not None:

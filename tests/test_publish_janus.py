@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -38,6 +41,8 @@ if janus_missing():
 T = TypeVar("T")
 SIZE = (320, 180)
 ROOM = 1234
+CLI_ROOM = 4321
+"""A room of its own for `livecam serve` on the command line (one publisher per room)."""
 PIN = "pin-8a1c93f2e7"
 API_SECRET = "api-secret-5d2b77c0a9"
 TOKEN = "test-token-0123456789abcdef"
@@ -112,7 +117,7 @@ def published(short_face_video: Path, tmp_path_factory: pytest.TempPathFactory) 
     old_level = livecam_log.level
     root.addHandler(records)
     livecam_log.setLevel(logging.DEBUG)
-    janus = JanusServer(tmp_path_factory.mktemp("janus"), {ROOM: PIN})
+    janus = JanusServer(tmp_path_factory.mktemp("janus"), {ROOM: PIN, CLI_ROOM: PIN})
     janus.start()
     config = load_config(None, [f"input.source={short_face_video}", "input.loop=true", "input.pace=true",
                                 "engine.kind=studio", f"output.width={SIZE[0]}", f"output.height={SIZE[1]}"])
@@ -355,6 +360,24 @@ def test_publish_url_and_keys_are_checked(tmp_path: Path) -> None:
     with pytest.raises(Exception, match=r"publish\.viewers = 'sfu'"):
         load_config(None, ["publish.viewers=sfu"])
     assert "s3cret" not in repr(replace(PublishSettings(), api_secret="s3cret", pin="s3cret", token="s3cret"))
+
+
+def test_cli_serve_publishes_and_a_bad_publish_url_is_one_line(published: Published, short_face_video: Path,
+                                                               tmp_path: Path) -> None:
+    bad = subprocess.run([sys.executable, "-m", "livecam", "serve", "--publish", "http://janus.example.com/1234"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines() == [
+        "livecam: error: --publish http://janus.example.com/1234: must be janus://HOST:PORT/ROOM (or "
+        "janus+https://...)"], bad.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "livecam", "serve", "--input", str(short_face_video), "--engine", "studio",
+         "--port", "0", "--frames", "90", "--set", "input.loop=true", "--set", "output.width=320",
+         "--set", "output.height=180", "--publish", published.janus.url(CLI_ROOM), "--set", f"publish.pin={PIN}"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "LIVECAM_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert f"publish: live in Janus room {CLI_ROOM} at {published.janus.endpoint}" in result.stderr, result.stderr
+    assert PIN not in result.stderr + result.stdout
 
 
 CHROMIUM = Path("/usr/bin/chromium")
