@@ -29,7 +29,7 @@ from aiortc.mediastreams import VideoStreamTrack
 from livecam.config import PublishSettings, ServeSettings, load_config
 from livecam.serve.app import SERVER, make_app
 from livecam.serve.guards import viewer_token
-from livecam.serve.janus import JanusSubscriber
+from livecam.serve.janus import JanusSession, JanusSubscriber
 from livecam.serve.publish import JanusPublisher
 from livecam.serve.runner import make_runner
 from livecam.serve.session import LiveSession
@@ -43,6 +43,8 @@ SIZE = (320, 180)
 ROOM = 1234
 CLI_ROOM = 4321
 """A room of its own for `livecam serve` on the command line (one publisher per room)."""
+SPARE_ROOM = 5555
+"""A room the tests destroy and create again."""
 PIN = "pin-8a1c93f2e7"
 API_SECRET = "api-secret-5d2b77c0a9"
 TOKEN = "test-token-0123456789abcdef"
@@ -117,7 +119,7 @@ def published(short_face_video: Path, tmp_path_factory: pytest.TempPathFactory) 
     old_level = livecam_log.level
     root.addHandler(records)
     livecam_log.setLevel(logging.DEBUG)
-    janus = JanusServer(tmp_path_factory.mktemp("janus"), {ROOM: PIN, CLI_ROOM: PIN})
+    janus = JanusServer(tmp_path_factory.mktemp("janus"), {ROOM: PIN, CLI_ROOM: PIN, SPARE_ROOM: ""})
     janus.start()
     config = load_config(None, [f"input.source={short_face_video}", "input.loop=true", "input.pace=true",
                                 "engine.kind=studio", f"output.width={SIZE[0]}", f"output.height={SIZE[1]}"])
@@ -346,6 +348,34 @@ def test_janus_down_no_room_a_wrong_pin_or_secret_are_one_clear_line_each(
         secured.stop()
     secrets = (API_SECRET, "wrong-secret-77e1", "wrong-pin-3b9e", PIN)
     assert not [t for _, t in records.lines if any(s in t for s in secrets)]
+
+
+def test_a_destroyed_room_ends_the_publication_and_livecam_publishes_again_when_it_is_back(
+        published: Published) -> None:
+    aio, records = published.aio, published.records
+    publisher = _publisher(PublishSettings(url=published.janus.url(SPARE_ROOM), retry_max_s=1), aio)
+
+    async def room(request: str) -> None:
+        async with aiohttp.ClientSession() as http, JanusSession(http, published.janus.endpoint) as session:
+            handle = await session.attach()
+            await handle.request({"request": request, "room": SPARE_ROOM, "publishers": 1})
+
+    try:
+        _settle(publisher, "publishing")
+        aio.run(room("destroy"))
+        _settle(publisher, "waiting", attempts=2)
+        aio.run(room("create"))
+        deadline = time.monotonic() + 15
+        while publisher.publications < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert publisher.publications == 2 and publisher.state == "publishing", publisher.status()
+    finally:
+        aio.run(publisher.stop())
+        for source in SOURCES:
+            source.stop()
+    ended = records.warnings(f"publish: Janus room {SPARE_ROOM} at {published.janus.endpoint} ")
+    assert ended and ("ended the publication" in ended[0] or "hung up" in ended[0]), ended  # Janus's order varies
+    assert records.warnings(f"has no VideoRoom room {SPARE_ROOM}")
 
 
 def test_publish_url_and_keys_are_checked(tmp_path: Path) -> None:

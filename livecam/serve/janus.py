@@ -36,6 +36,8 @@ VIDEOROOM = "janus.plugin.videoroom"
 REQUEST_TIMEOUT_S = 10.0
 POLL_TIMEOUT_S = 45.0
 """Janus answers a long poll after at most about 30 s (with a keepalive event when nothing happened)."""
+CLOSE_TIMEOUT_S = 2.0
+"""How long `close()` waits for Janus to confirm the session's end."""
 KEEPALIVE_S = 20.0
 """A keepalive this often: Janus closes a session that is silent for session_timeout (60 s by default)."""
 
@@ -199,8 +201,8 @@ class JanusSession:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.id is not None and not self.lost.is_set():
-            with contextlib.suppress(JanusError):
-                await self._call(f"/{self.id}", {"janus": "destroy"})
+            with contextlib.suppress(JanusError, TimeoutError):  # Janus may be gone: do not hold a shutdown up
+                await asyncio.wait_for(self._call(f"/{self.id}", {"janus": "destroy"}), CLOSE_TIMEOUT_S)
         self._lose("closed")
 
     async def __aenter__(self) -> JanusSession:
@@ -213,12 +215,12 @@ class JanusSession:
 
 class JanusHandle:
     """A plugin handle: `request` (synchronous plugin requests), `message` (asynchronous: waits for the event
-    answering it), and `events` for the rest (webrtcup, hangup, media, the plugin's own events)."""
+    answering it); `hangup` is set when Janus hangs the handle's PeerConnection up or detaches it, and
+    `listeners` get every other event (webrtcup, media, slowlink, the plugin's own events). Nothing is kept."""
 
     def __init__(self, session: JanusSession, handle_id: int) -> None:
         self.session = session
         self.id = handle_id
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.hangup = asyncio.Event()
         self.hangup_reason = ""
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -230,7 +232,6 @@ class JanusHandle:
             self.hangup.set()
         for listener in self.listeners:
             listener(event)
-        self.events.put_nowait(event)
 
     async def request(self, body: dict[str, Any]) -> dict[str, Any]:
         """A synchronous plugin request (exists, list, listparticipants...): the plugin's data."""

@@ -178,6 +178,16 @@ class JanusPublisher:
             pc = self.pc = RTCPeerConnection()
             up = asyncio.Event()
             failed = asyncio.Event()
+            gone = asyncio.Event()
+
+            def on_event(event: dict[str, Any]) -> None:
+                """The room destroyed, or livecam's feed unpublished or kicked by Janus's side."""
+                data = (event.get("plugindata") or {}).get("data") or {}
+                if data.get("videoroom") == "destroyed" or data.get("unpublished") in ("ok", feed) \
+                        or data.get("leaving") in ("ok", feed) or data.get("kicked") == feed:
+                    gone.set()
+
+            handle.listeners.append(on_event)
 
             @pc.on("connectionstatechange")
             def on_state() -> None:
@@ -196,18 +206,18 @@ class JanusPublisher:
                 raise PublishEnded(f"{self.where} answered the publication without SDP")
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
             await _first(s.connect_timeout_s, up=up, failed=failed, lost=session.lost, hangup=handle.hangup,
-                         stop=self._stop)
+                         gone=gone, stop=self._stop)
             if not up.is_set():
-                raise PublishEnded(self._ended(failed, session, handle, "the connection to Janus was not up in "
-                                               f"{s.connect_timeout_s:g} s (publish.connect_timeout_s)"))
+                raise PublishEnded(self._ended(failed, gone, session, handle, "the connection to Janus was not up "
+                                               f"in {s.connect_timeout_s:g} s (publish.connect_timeout_s)"))
             self.state, self.feed, self.problem = "publishing", feed, ""
             self.publications += 1
             again = " again" if self.publications > 1 else ""
             log.info("publish: live%s in %s (feed %s)", again, self.where, feed)
             self._last_problem = ""
-            await _first(None, failed=failed, lost=session.lost, hangup=handle.hangup, stop=self._stop)
+            await _first(None, failed=failed, lost=session.lost, hangup=handle.hangup, gone=gone, stop=self._stop)
             if not self._stop.is_set():
-                raise PublishEnded(self._ended(failed, session, handle, "the publication ended"))
+                raise PublishEnded(self._ended(failed, gone, session, handle, "the publication ended"))
         finally:
             if track is not None:
                 track.stop()  # unsubscribes it from the relay
@@ -216,7 +226,10 @@ class JanusPublisher:
             self.pc = None
             await session.close()
 
-    def _ended(self, failed: asyncio.Event, session: JanusSession, handle: Any, otherwise: str) -> str:
+    def _ended(self, failed: asyncio.Event, gone: asyncio.Event, session: JanusSession, handle: Any,
+               otherwise: str) -> str:
+        if gone.is_set():
+            return f"{self.where} ended the publication (the room was destroyed, or the feed removed)"
         if session.lost.is_set():
             return f"lost {self.where}: {session.lost_reason}"
         if handle.hangup.is_set():
