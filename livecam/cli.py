@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, metavar="N", help="TCP port (default serve.port: 8000)")
     serve.add_argument("--token", metavar="TOKEN",
                        help="access token (default serve.token; empty: none on 127.0.0.1, else a random one)")
+    serve.add_argument("--publish", metavar="URL",
+                       help="also publish the stream to Janus's VideoRoom, janus://HOST:PORT/ROOM (default "
+                            "publish.url), which fans it out to any number of viewers")
 
     cutout = sub.add_parser(
         "cutout", help="cut the person out of photos as transparent PNGs",
@@ -229,7 +232,16 @@ def _live_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = _load(args, _live_overrides(args))
+    extra = _live_overrides(args)
+    if args.publish is not None:
+        from livecam.config import PublishSettings
+
+        try:
+            PublishSettings(url=args.publish)
+        except ValueError as e:
+            raise LivecamError(f"--publish {args.publish}: {str(e).split(': ', 1)[-1]}") from None
+        extra.append(f"publish.url={args.publish}")
+    config = _load(args, extra)
     if args.output is not None:
         from livecam.live.outputs.base import check_output
 

@@ -337,6 +337,69 @@ class ServeSettings:
         return [u.strip() for u in self.ice_servers.split(",") if u.strip()]
 
 
+_PUBLISH_SCHEMES = {"janus": "http", "janus+http": "http", "janus+https": "https"}
+PUBLISH_VIEWERS = ("janus", "livecam")
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    """`livecam serve --publish`: the rendered stream sent once to a media server that fans it out to the
+    audience (Janus's VideoRoom), so livecam encodes once whatever the number of viewers."""
+
+    url: str = ""
+    """janus://HOST:PORT/ROOM: Janus's HTTP API at http://HOST:PORT/janus, VideoRoom room ROOM (janus+https://
+    for HTTPS; a path before the room, janus://HOST:PORT/PATH/ROOM, replaces /janus); empty: publish nowhere."""
+    api_secret: str = field(default="", repr=False)
+    """Janus's api_secret (janus.jcfg), sent with every request of livecam's; never sent to viewers' browsers."""
+    token: str = field(default="", repr=False)
+    """A Janus token (token_auth in janus.jcfg) for livecam's requests."""
+    pin: str = field(default="", repr=False)
+    """The room's PIN (janus.plugin.videoroom.jcfg `pin`); the viewer page gets it to join the room."""
+    viewer_token: str = field(default="", repr=False)
+    """A Janus token for the viewers' browsers (with token_auth); empty: none."""
+    display: str = "livecam"
+    """The publisher's display name in the room."""
+    viewers: str = "janus"
+    """Where the viewer page (/view) takes the stream from while publishing: janus (through the room) or
+    livecam (its own peer connection, as without publishing)."""
+    viewer_url: str = ""
+    """Janus's HTTP API as the viewers' browsers reach it, e.g. https://janus.example.com/janus; empty: the one
+    livecam publishes to."""
+    janus_js: str = "/usr/share/javascript/janus-gateway/janus.js"
+    """Janus's JavaScript library for the viewer page (Debian: libjs-janus-gateway), served by livecam."""
+    retry_max_s: float = 30.0
+    """Reconnecting after Janus went away or refused: waits 1, 2, 4 ... seconds, at most this long (1..600)."""
+    connect_timeout_s: float = 15.0
+    """A publication not up (ICE and DTLS done) this long after Janus answered is given up and retried (2..120)."""
+
+    def __post_init__(self) -> None:
+        if self.url:
+            self.janus_api  # noqa: B018 - parses the URL, ValueError naming it
+        check_choice("viewers", self.viewers, PUBLISH_VIEWERS)
+        if self.viewer_url and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", self.viewer_url):
+            raise ValueError(f"viewer_url = {self.viewer_url!r}: must be an http:// or https:// URL of Janus's API, "
+                             "e.g. https://janus.example.com/janus")
+        for name in ("api_secret", "token", "pin", "viewer_token", "display"):
+            if any(c.isspace() and c != " " for c in getattr(self, name)):
+                raise ValueError(f"{name}: must not hold line breaks or tabs")
+        check_range("retry_max_s", self.retry_max_s, 1, 600)
+        check_range("connect_timeout_s", self.connect_timeout_s, 2, 120)
+
+    @property
+    def janus_api(self) -> tuple[str, int | str]:
+        """(Janus's HTTP API URL, the room) from `url`: janus://h:8088/1234 -> ("http://h:8088/janus", 1234)."""
+        scheme, sep, rest = self.url.partition("://")
+        if not sep or scheme.lower() not in _PUBLISH_SCHEMES:
+            raise ValueError(f"url = {self.url!r}: must be janus://HOST:PORT/ROOM (or janus+https://...)")
+        host, _, path = rest.partition("/")
+        parts = [p for p in path.split("/") if p]
+        if not host or not parts or any(c in self.url for c in " ?#@") or any(c.isspace() for c in self.url):
+            raise ValueError(f"url = {self.url!r}: must be janus://HOST:PORT/ROOM, e.g. janus://127.0.0.1:8088/1234")
+        room: int | str = int(parts[-1]) if parts[-1].isdigit() else parts[-1]
+        base = "/" + "/".join(parts[:-1]) if len(parts) > 1 else "/janus"
+        return f"{_PUBLISH_SCHEMES[scheme.lower()]}://{host}{base}", room
+
+
 @dataclass(frozen=True)
 class Config:
     input: InputSettings = field(default_factory=InputSettings)
@@ -351,6 +414,7 @@ class Config:
     enroll: EnrollSettings = field(default_factory=EnrollSettings)
     still: StillSettings = field(default_factory=StillSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
+    publish: PublishSettings = field(default_factory=PublishSettings)
     styles: dict[str, StylePreset] = field(default_factory=lambda: dict(DEFAULT_STYLES))
     """Style presets by name ([styles.NAME] tables: attire, lighting, background); the built-in ones can be
     changed and new ones added."""

@@ -4,6 +4,7 @@ aiortc), as routes and their handlers.
     GET  /                      the studio page (livecam/serve/web/studio.html)
     GET  /view                  the viewer page (livecam/serve/web/viewer.html)
     GET  /static/NAME           a file directly in livecam/serve/web/
+    GET  /static/vendor/janus.js  Janus's JavaScript library (publish.janus_js), for the viewer page
     GET  /api/state             the live settings and their choices
     POST /api/settings          change rendering, style, identity, background, keep_face
     GET  /api/stats             fps, latency, frames, viewers
@@ -16,6 +17,9 @@ every error as JSON `{"error": "..."}`, never a traceback); `livecam.serve.runne
 server's connection limits. A request's body must arrive within `serve.request_timeout_s`; viewers' offers that
 are not connected after `serve.offer_timeout_s` are closed, and only so many may be connecting at once (per
 client and in all). A client's mistake (bad JSON, bad SDP) is answered, and never logged with a traceback.
+
+With [publish] url set, the app also publishes the track to Janus (`livecam.serve.publish`), and the viewer page
+(publish.viewers = "janus") takes the stream from the Janus room instead: /api/state tells it where.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import asyncio
 import dataclasses
 import functools
 import json
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -31,14 +36,17 @@ from typing import Any
 
 from aiohttp import web
 
-from livecam.config import ServeSettings
+from livecam.config import PublishSettings, ServeSettings
 from livecam.errors import LivecamError
 from livecam.identity.store import identities_dir
 from livecam.live.frame import Frame
 from livecam.serve.guards import ApiError, error, errors, guard, quiet_libraries, security_headers, viewer_token
+from livecam.serve.publish import JanusPublisher
 from livecam.serve.session import LiveSession
 from livecam.serve.webrtc import LatestFrameTrack, OfferError, Viewers, client_key, ice_servers
 from livecam.stills.provenance import read_disclosure
+
+log = logging.getLogger("livecam")
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -56,24 +64,29 @@ class _Server:
     session: LiveSession
     settings: ServeSettings
     web_dir: Path
+    publish: PublishSettings
     track: LatestFrameTrack | None = None
     viewers: Viewers | None = None
     listener: Callable[[Frame], None] | None = None
+    publisher: JanusPublisher | None = None
 
 
 SERVER = web.AppKey("livecam_server", _Server)
 
 
-def make_app(session: LiveSession, settings: ServeSettings, web_dir: Path = WEB_DIR) -> web.Application:
-    """The web app for `session`. `settings.token` non-empty: every request needs it (see `guards`).
+def make_app(session: LiveSession, settings: ServeSettings, web_dir: Path = WEB_DIR,
+             publish: PublishSettings | None = None) -> web.Application:
+    """The web app for `session`. `settings.token` non-empty: every request needs it (see `guards`). `publish`
+    (default: the session's config's [publish]): with its url set, the stream also goes to Janus.
 
     Start it on a running event loop (web.run_app, AppRunner); the WebRTC track is made at start-up and the
     peer connections are closed at shutdown. The session itself is the caller's to close.
     """
     app = web.Application(middlewares=[errors, guard(settings)], client_max_size=settings.max_body_kb * 1024)
-    app[SERVER] = _Server(session, settings, web_dir)
+    app[SERVER] = _Server(session, settings, web_dir, session.config.publish if publish is None else publish)
     app.router.add_get("/", functools.partial(_page, name="studio.html"))
     app.router.add_get("/view", functools.partial(_page, name="viewer.html"))
+    app.router.add_get("/static/vendor/janus.js", _janus_js)
     app.router.add_get("/static/{name}", _static)
     app.router.add_get("/api/state", _state)
     app.router.add_post("/api/settings", _settings)
@@ -104,10 +117,19 @@ async def _start(app: web.Application) -> None:
 
     server.listener = publish
     server.session.add_listener(publish)
+    if server.publish.url:
+        server.publisher = JanusPublisher(server.publish, server.viewers.subscription)
+        server.publisher.start()
+        if server.publish.viewers == "janus" and not Path(server.publish.janus_js).is_file():
+            log.warning("publish: Janus's JavaScript library is not at %s (publish.janus_js; Debian: apt-get install "
+                        "libjs-janus-gateway): the viewer page takes the stream from livecam itself",
+                        server.publish.janus_js)
 
 
 async def _shutdown(app: web.Application) -> None:
     server = app[SERVER]
+    if server.publisher is not None:
+        await server.publisher.stop()
     if server.listener is not None:
         server.session.remove_listener(server.listener)
     if server.viewers is not None:
@@ -140,6 +162,13 @@ def _web_file(folder: Path, name: str) -> web.FileResponse:
     if resolved.parent != root or not resolved.is_file():
         raise error(404, f"no such file: {name}")
     return web.FileResponse(resolved)
+
+
+async def _janus_js(request: web.Request) -> web.StreamResponse:
+    path = Path(request.app[SERVER].publish.janus_js)
+    if not path.is_file():
+        raise error(404, "Janus's JavaScript library is not installed (publish.janus_js; Debian: libjs-janus-gateway)")
+    return web.FileResponse(path, headers={"Content-Type": "text/javascript"})
 
 
 # --- the API ---------------------------------------------------------------------------------------------------
@@ -198,7 +227,20 @@ def _state_of(server: _Server) -> dict[str, Any]:
             entry.update(username=s.ice_username, credential=s.ice_credential)
         ice.append(entry)
     share = f"/view?token={viewer_token(s.token)}" if s.token else "/view"
-    return {**server.session.state(), "ice_servers": ice, "viewer_url": "/view", "viewer_share_url": share}
+    return {**server.session.state(), "ice_servers": ice, "viewer_url": "/view", "viewer_share_url": share,
+            "janus": _janus_for_viewers(server)}
+
+
+def _janus_for_viewers(server: _Server) -> dict[str, Any] | None:
+    """Where the viewer page subscribes while publishing (publish.viewers = "janus" and Janus's JS library
+    installed), else None: Janus's API as browsers reach it, the room, its PIN, the viewers' Janus token and the
+    publisher's name. Never the API secret nor livecam's own token."""
+    p = server.publish
+    if not p.url or p.viewers != "janus" or not Path(p.janus_js).is_file():
+        return None
+    endpoint, room = p.janus_api
+    return {"server": p.viewer_url or endpoint, "room": room, "pin": p.pin, "token": p.viewer_token,
+            "display": p.display, "script": "static/vendor/janus.js"}
 
 
 async def _settings(request: web.Request) -> web.Response:
@@ -222,7 +264,9 @@ async def _settings(request: web.Request) -> web.Response:
 async def _stats(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     _count_viewers(server)
-    return web.json_response(server.session.stats())
+    publisher = server.publisher
+    return web.json_response({**server.session.stats(),
+                              "publish": publisher.status() if publisher is not None else None})
 
 
 def _count_viewers(server: _Server) -> None:

@@ -210,6 +210,11 @@ class Viewers:
     def __len__(self) -> int:
         return len(self._pcs)
 
+    def subscription(self) -> MediaStreamTrack:
+        """One more subscription of the track through the viewers' relay (the track's one reader), for a sender
+        that is not a viewer (the publisher to Janus). `stop()` it to unsubscribe."""
+        return self._relay.subscribe(self.track, buffered=False)
+
     def connections(self) -> list[RTCPeerConnection]:
         """The viewers' peer connections now (for their statistics)."""
         return list(self._pcs)

@@ -91,6 +91,9 @@ const livecam = (() => {
       $("stat-p50").textContent = s.latency_ms_p50 == null ? "–" : s.latency_ms_p50.toFixed(0);
       $("stat-p95").textContent = s.latency_ms_p95 == null ? "–" : s.latency_ms_p95.toFixed(0);
       $("stat-viewers").textContent = s.viewers;
+      const p = s.publish;
+      $("stat-publish-box").hidden = !p;
+      if (p) $("stat-publish").textContent = p.state === "publishing" ? `live in room ${p.room}` : `${p.state}: ${p.problem || "…"}`;
     } catch (e) { /* the next tick tries again */ }
   }
 
@@ -155,10 +158,107 @@ const livecam = (() => {
     }
   }
 
+  function loadScript(src) {
+    return new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = src;
+      script.onload = resolve;
+      script.onerror = () => reject(new Error("cannot load " + src));
+      document.head.appendChild(script);
+    });
+  }
+
+  // janus.js asks webrtc-adapter only which browser this is: answer that, no adapter library needed.
+  function browserDetails() {
+    const ua = navigator.userAgent;
+    const match = (re) => { const m = ua.match(re); return m ? parseInt(m[1], 10) : null; };
+    if (/Firefox\//.test(ua)) return { browser: "firefox", version: match(/Firefox\/(\d+)/) };
+    if (/Chrom(e|ium)\//.test(ua)) return { browser: "chrome", version: match(/Chrom(?:e|ium)\/(\d+)/) };
+    if (/Safari\//.test(ua)) return { browser: "safari", version: match(/AppleWebKit\/(\d+)/) };
+    return { browser: "unknown", version: null };
+  }
+
+  // The stream through the Janus room livecam publishes to (Janus's own JS library, served by livecam):
+  // find livecam's feed, subscribe, show it; whatever goes wrong (Janus restarting, livecam republishing),
+  // start again after a pause that grows to 30 s.
+  function viaJanus(video, janusInfo, iceServers) {
+    let delay = 1000;
+    let janus = null;
+    let attempt = 0;  // a failure reported twice (hang-up, then ICE) restarts once
+    const retry = (why, mine) => {
+      if (mine !== attempt) return;
+      attempt += 1;
+      setStatus("waiting for the stream (" + why + ")");
+      if (janus) { const old = janus; janus = null; try { old.destroy({ cleanupHandles: true }); } catch (e) { /* gone */ } }
+      setTimeout(start, delay);
+      delay = Math.min(delay * 2, 30000);
+    };
+    const start = () => {
+      const mine = attempt;
+      const again = (why) => retry(why, mine);
+      let handle = null;
+      const session = new Janus({
+        server: janusInfo.server,
+        token: janusInfo.token || undefined,
+        iceServers: iceServers,
+        success: () => session.attach({
+          plugin: "janus.plugin.videoroom",
+          success: (h) => {
+            handle = h;
+            handle.send({
+              message: { request: "listparticipants", room: janusInfo.room },
+              success: (result) => {
+                const feed = (result.participants || []).find((p) => p.publisher && p.display === janusInfo.display);
+                if (!feed) return again("livecam is not publishing yet");
+                const join = { request: "join", ptype: "subscriber", room: janusInfo.room, streams: [{ feed: feed.id }] };
+                if (janusInfo.pin) join.pin = janusInfo.pin;
+                handle.send({ message: join });
+              },
+              error: (e) => again(String(e)),
+            });
+          },
+          error: (e) => again(String(e)),
+          onmessage: (msg, jsep) => {
+            if (msg.error) return again(msg.error);
+            if (msg.unpublished || msg.leaving || msg.videoroom === "destroyed") return again("livecam stopped publishing");
+            if (jsep) {
+              handle.createAnswer({
+                jsep: jsep,
+                tracks: [{ type: "data" }],
+                success: (answer) => handle.send({ message: { request: "start", room: janusInfo.room }, jsep: answer }),
+                error: (e) => again(String(e)),
+              });
+            }
+          },
+          onremotetrack: (track, mid, on) => {
+            if (track.kind !== "video" || !on) return;
+            video.srcObject = new MediaStream([track]);
+            video.play().catch(() => {});
+          },
+          webrtcState: (on) => { if (on) { delay = 1000; setStatus("live (via Janus)"); } },
+          iceState: (state) => { if (state === "failed") again("the connection failed"); },
+          hangup: () => again("hung up"),
+        }),
+        error: (e) => again(String(e)),
+      });
+      janus = session;
+    };
+    Janus.init({
+      debug: false,
+      dependencies: Janus.useDefaultDependencies({ adapter: { browserDetails: browserDetails() } }),
+      callback: start,
+    });
+  }
+
   async function viewer() {
     try {
       const state = await api("api/state");
-      await connect($("video"), state.ice_servers);
+      if (state.janus) {
+        await loadScript(withToken(state.janus.script));
+        viaJanus($("video"), state.janus, state.ice_servers);
+      } else {
+        await connect($("video"), state.ice_servers);
+      }
     } catch (e) {
       setStatus("cannot reach livecam: " + e.message);
     }
