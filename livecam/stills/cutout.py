@@ -2,8 +2,9 @@
 transparent headshot on a web page), with the matte the still export uses (`engine.matte.photo_alpha` on the
 segmenter's confidence around the largest face).
 
-Every photo is checked (readable, an image, a face in it) and the output folder proved writable before any file
-is written; each PNG is written to a temporary name and renamed into place, so no half-written file is left.
+Every photo is checked (readable, an image, a face in it, a person around the face) and the output folder proved
+writable before any file is written; each PNG is written to a temporary name and renamed into place, so no
+half-written file is left.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ def cutout_name(photo: Path) -> str:
 def make_cutouts(photos: Sequence[Path], out: Path, config: Config,
                  report: Callable[[Cutout], None] | None = None) -> list[Cutout]:
     """Write DIR/<photo stem>.png (RGBA, the photo's size) for every photo; `report` is called after each file.
-    LivecamError naming the photo or the folder for a photo that is missing, not an image or has no face, two
-    photos with one name, or an output folder that cannot be written."""
+    LivecamError naming the photo or the folder, before any file is written, for a photo that is missing, not an
+    image, or has no face (or no person around it), two photos with one name, or an output folder that cannot be
+    written."""
     from livecam.assembly import open_segmenter, resolve_model
     from models.face_landmarker import ImageFaceLandmarker
     from models.registry import FACE_LANDMARKER
@@ -63,23 +65,30 @@ def make_cutouts(photos: Sequence[Path], out: Path, config: Config,
             raise LivecamError(f"photos {other} and {photo} would both be written as {out / cutout_name(photo)}; "
                                "rename one, or cut them out into two folders")
     _check_output(out)
-    written: list[Cutout] = []
     with ImageFaceLandmarker(resolve_model(config, FACE_LANDMARKER), max_faces=4) as landmarker:
-        # Every photo is read and has its face found before the first file is written.
         faces = [_face(landmarker.detect(read_image(photo)), photo) for photo in photos]
-        segmenter = open_segmenter(config)
-        try:
-            for photo, landmarks in zip(photos, faces, strict=True):
-                image = read_image(photo)
-                alpha = photo_alpha(image, segment_person(segmenter, image, 0, landmarks), landmarks)
-                result = Cutout(photo, out / cutout_name(photo), (image.shape[1], image.shape[0]),
-                                float(np.count_nonzero(alpha >= 128)) / alpha.size)
-                _write_png(result.path, image, alpha)
-                written.append(result)
-                if report is not None:
-                    report(result)
-        finally:
-            segmenter.close()
+    # Every photo is read, has its face found and its person matted before the first file is written.
+    alphas = []
+    segmenter = open_segmenter(config)
+    try:
+        for photo, landmarks in zip(photos, faces, strict=True):
+            image = read_image(photo)
+            alpha = photo_alpha(image, segment_person(segmenter, image, 0, landmarks), landmarks)
+            if not np.any(alpha >= 128):
+                raise LivecamError(f"photo {photo}: no person found around the face; use a photo of a person "
+                                   "against a background")
+            alphas.append(alpha)
+    finally:
+        segmenter.close()
+    written: list[Cutout] = []
+    for photo, alpha in zip(photos, alphas, strict=True):
+        image = read_image(photo)
+        result = Cutout(photo, out / cutout_name(photo), (image.shape[1], image.shape[0]),
+                        float(np.count_nonzero(alpha >= 128)) / alpha.size)
+        _write_png(result.path, image, alpha)
+        written.append(result)
+        if report is not None:
+            report(result)
     return written
 
 
