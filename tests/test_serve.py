@@ -324,8 +324,9 @@ def test_export_returns_disclosed_images_and_they_download(served: Served) -> No
     result: tuple[int, dict[str, str], bytes] | None = None
     reasons: list[str] = []
     for _ in range(20):
-        # The video is cut from a crowd: some frames catch a second face at their edge, which the export refuses
-        # (422) or the quality gate rejects. Another moment is taken then, as a user would press again.
+        # The video is cut from a crowd: some frames catch a second face at their edge (or a moving head blurs),
+        # which the export refuses (422) or the quality gate rejects. Another moment is taken then, as a user
+        # would press again.
         result = call(f"{base}/api/export", {"styles": ["corporate", "creative"], "variants": 1})
         if result[0] == 200 and json.loads(result[2])["kept"]:
             break
@@ -336,7 +337,8 @@ def test_export_returns_disclosed_images_and_they_download(served: Served) -> No
             reasons.append(error_of(result))
         time.sleep(0.2)
     assert result is not None and result[0] == 200, (result, reasons)
-    assert all("face" in r for r in reasons), reasons
+    # A moment's rejections are the camera's: a second face at the edge, or motion blur (the gate's sharpness).
+    assert all("face" in r or "blurred" in r for r in reasons), reasons
     answer = json.loads(result[2])
     assert answer["kept"] >= 1 and answer["tried"] == 2 and answer["seconds"] > 0
     assert isinstance(answer["advice"], list)  # what to do about the rejected ones, in plain words
