@@ -267,8 +267,9 @@ def test_variants_differ_visibly_in_light_and_backdrop(tmp_path: Path, studio_be
     assert [lk["backdrop_name"] for lk in looks] == ["grey", "light grey", "charcoal", "warm grey"]
     masters = [read_image(run.folder / c["file"]) for c in run.report["candidates"]]
     differences = _pairwise_difference(masters)
-    # Every pair differs by 12.8-27 grey levels (mean 19) on this photo; with the lighting setup alone (one
-    # backdrop) by 3.6-14 (mean 8.7), and with the key light's side alone before that by 1.0-3.0 (mean 2.1):
+    # Every pair differs by 11.8-68 grey levels (mean 37) on this photo; with the lighting setup alone (one
+    # backdrop) by 0.9-3.6 (mean 2.3: the face box differs by 21, but it is a small part of the recomposed
+    # still), and with the key light's side alone before that by 1.0-3.0 (mean 2.1):
     # benchmarks/results/still_gate_calibration.json.
     assert min(differences) > 8.0 and float(np.mean(differences)) > 15.0, differences
     for cand in run.report["candidates"]:
