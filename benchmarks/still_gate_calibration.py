@@ -2,13 +2,14 @@
 
 Background check (`engine.quality.leftovers`, gate threshold `still.max_leftovers`). Every frame of the matting
 kit (../shared/assets/matting: real portraits composited over busy rooms, with their ground-truth alpha) is
-made into a studio still twice, the way `livecam still` makes one (`studio_square`, then `surroundings` and the
-measure): once with the segmenter's matte of the frame (what the product uses; it lets the room through) and
-once with the ground-truth alpha as the matte. What really leaked is known from the ground truth: the pixels
-outside the true person (its alpha, warped into the still, under 0.05) that differ from the backdrop by more
-than 30 levels, in face areas (face height squared) -- "room shown". Halos inside the person's soft edge are
-not in it (the ground truth cannot tell a halo from hair); the figure sees them. Every shared single-face photo
-is measured too (no ground truth: looked at on the sheet `--sheet` writes).
+made into a studio still three times, the way `livecam still` makes one (`studio_square`, then `surroundings`
+and the measure): with livecam's matte (`Subject.mask`, what an export uses), with the raw segmenter's
+confidence (the matte before issue 13; it lets the room through) and with the ground-truth alpha as the matte.
+What really leaked is known from the ground truth: the pixels outside the true person (its alpha, warped into
+the still, under 0.05) that differ from the backdrop by more than 30 levels, in face areas (face height
+squared) -- "room shown". Halos inside the person's soft edge are not in it (the ground truth cannot tell a
+halo from hair); the figure sees them. Every shared single-face photo is measured too (no ground truth:
+looked at on the sheet `--sheet` writes).
 
 Variants: the mean absolute difference (grey levels, 0-255, whole still and face box) between every pair of the
 4 studio variants of a style, before (a lighting setup each on the style's backdrop: the table kept here) and
@@ -62,7 +63,8 @@ def _subject(bench: Workbench, image: RGBImage, matte: np.ndarray | None) -> Sub
     faces = bench.landmarker.detect(image)
     landmarks = max(faces, key=fr.face_height_px)
     subject = Subject(image, landmarks, np.zeros(1, np.float32), "", {})
-    subject._mask = matte if matte is not None else bench.segmenter.segment(image, 0)
+    if matte is not None:  # else livecam's own matte (`Subject.mask`), as a still export makes it
+        subject._mask = matte
     return subject
 
 
@@ -96,13 +98,14 @@ def matting(bench: Workbench, config: Config, step: int, sheet: list[SheetEntry]
         if alpha is None:
             raise SystemExit(f"no ground truth for {path.name} in {kit / 'alpha'}")
         truth = alpha.astype(np.float32) / 255
-        for matte_kind, matte in (("segmenter", None), ("ground_truth", truth)):
+        raw = bench.segmenter.segment(frame, 0)
+        for matte_kind, matte in (("livecam", None), ("raw_segmenter", raw), ("ground_truth", truth)):
             row, still = measure(bench, config, _subject(bench, frame, matte), truth)
             rows.append({"frame": path.stem, "matte": matte_kind, **row})
             sheet.append(SheetEntry(thumbnail(still), "kit", path.stem[:24], matte_kind,
                                     f"leftovers {row['leftovers']:.2f}, room {row['room_shown']:.2f}",
                                     row["leftovers"] <= config.still.max_leftovers))
-        print(f"{path.stem}: {rows[-2]['leftovers']:.2f} / {rows[-1]['leftovers']:.2f}", flush=True)
+        print(f"{path.stem}: " + " / ".join(f"{r['leftovers']:.2f}" for r in rows[-3:]), flush=True)
     return rows
 
 
@@ -112,7 +115,7 @@ def photos(bench: Workbench, config: Config, sheet: list[SheetEntry]) -> list[di
         row, still = measure(bench, config, _subject(bench, read_image(assets_dir() / "images" / relative), None),
                              None)
         rows.append({"photo": relative, **row})
-        sheet.append(SheetEntry(thumbnail(still), "photos", Path(relative).stem[:24], "segmenter",
+        sheet.append(SheetEntry(thumbnail(still), "photos", Path(relative).stem[:24], "livecam",
                                 f"leftovers {row['leftovers']:.2f}", row["leftovers"] <= config.still.max_leftovers))
     return rows
 
@@ -149,16 +152,16 @@ def summarise(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
         return {"count": len(selected), "rejected": sum(v > threshold for v in values),
                 "leftovers_min": min(values), "leftovers_median": round(statistics.median(values), 3),
                 "leftovers_max": max(values)}
-    seg = [r for r in rows if r["matte"] == "segmenter"]
+    out: dict[str, Any] = {"threshold": threshold}
+    for kind in ("livecam", "raw_segmenter"):
+        made = [r for r in rows if r["matte"] == kind]
+        out[f"{kind}_matte_room_shown_over_0.15"] = share([r for r in made if r["room_shown"] > 0.15])
+        out[f"{kind}_matte_room_shown_0.05_to_0.15"] = share([r for r in made if 0.05 <= r["room_shown"] <= 0.15])
+        out[f"{kind}_matte_room_shown_under_0.05"] = share([r for r in made if r["room_shown"] < 0.05])
     gt = [r for r in rows if r["matte"] == "ground_truth"]
-    return {
-        "threshold": threshold,
-        "segmenter_matte_room_shown_over_0.15": share([r for r in seg if r["room_shown"] > 0.15]),
-        "segmenter_matte_room_shown_0.05_to_0.15": share([r for r in seg if 0.05 <= r["room_shown"] <= 0.15]),
-        "segmenter_matte_room_shown_under_0.05": share([r for r in seg if r["room_shown"] < 0.05]),
-        "ground_truth_matte": share(gt),
-        "ground_truth_matte_S001": share([r for r in gt if r["frame"].startswith("S001")]),
-    }
+    out["ground_truth_matte"] = share(gt)
+    out["ground_truth_matte_S001"] = share([r for r in gt if r["frame"].startswith("S001")])
+    return out
 
 
 def main() -> None:

@@ -224,13 +224,13 @@ def test_the_background_check_rejects_room_let_through_by_the_matte_and_passes_a
     raw = studio_bench.segmenter.segment(read_image(asset(f"matting/images/{KIT_FRAME}.jpg")), 0)
     leaky, _ = _kit_still(studio_bench, config, raw)
     assert leaky.failed == ["background"], leaky.reasons
-    assert leaky.figures["leftovers"] > 3 * config.still.max_leftovers  # measured 2.07
+    assert leaky.figures["leftovers"] > 3 * config.still.max_leftovers  # measured 1.42
     assert leaky.advice == [ADVICE["background.leftovers"]]
     # The same frame cut out with its ground-truth alpha: nothing of the room shows, and the still passes.
     truth = cv2.imread(str(asset(f"matting/alpha/{KIT_FRAME}.png")), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
     clean, _ = _kit_still(studio_bench, config, truth)
     assert clean.ok, clean.reasons
-    assert clean.figures["leftovers"] < config.still.max_leftovers / 2  # measured 0.06
+    assert clean.figures["leftovers"] < config.still.max_leftovers / 2  # measured 0.08
 
 
 def test_the_backdrop_compared_with_is_the_one_the_still_shows(studio_bench: Workbench) -> None:
@@ -267,8 +267,9 @@ def test_variants_differ_visibly_in_light_and_backdrop(tmp_path: Path, studio_be
     assert [lk["backdrop_name"] for lk in looks] == ["grey", "light grey", "charcoal", "warm grey"]
     masters = [read_image(run.folder / c["file"]) for c in run.report["candidates"]]
     differences = _pairwise_difference(masters)
-    # Every pair differs by 12.8-27 grey levels (mean 19) on this photo; with the lighting setup alone (one
-    # backdrop) by 3.6-14 (mean 8.7), and with the key light's side alone before that by 1.0-3.0 (mean 2.1):
+    # Every pair differs by 11.8-68 grey levels (mean 37) on this photo; with the lighting setup alone (one
+    # backdrop) by 0.9-3.6 (mean 2.3: the face box differs by 21, but it is a small part of the recomposed
+    # still), and with the key light's side alone before that by 1.0-3.0 (mean 2.1):
     # benchmarks/results/still_gate_calibration.json.
     assert min(differences) > 8.0 and float(np.mean(differences)) > 15.0, differences
     for cand in run.report["candidates"]:
