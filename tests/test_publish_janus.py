@@ -12,12 +12,11 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
@@ -34,11 +33,11 @@ from livecam.serve.publish import JanusPublisher
 from livecam.serve.runner import make_runner
 from livecam.serve.session import LiveSession
 from tests._janus import JANUS_JS, JanusServer, SubscriberProcess, free_port, janus_missing
+from tests.test_serve import Aio
 
 if janus_missing():
     pytest.skip(str(janus_missing()), allow_module_level=True)
 
-T = TypeVar("T")
 SIZE = (320, 180)
 ROOM = 1234
 CLI_ROOM = 4321
@@ -49,23 +48,6 @@ PIN = "pin-8a1c93f2e7"
 API_SECRET = "api-secret-5d2b77c0a9"
 TOKEN = "test-token-0123456789abcdef"
 SOURCES: list[VideoStreamTrack] = []
-
-
-class Aio:
-    """An event loop on its own thread: the server, the publisher and the subscribers live there."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="test-aio", daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
 
 
 class Records(logging.Handler):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from engine.types import Landmarks, RGBImage
 from livecam.config import Config
 from livecam.errors import LivecamError
 from livecam.photos import read_image
+from livecam.stills.files import check_output
 
 MIN_FACE_PX = 32
 """A face smaller than this (forehead to chin) is too small to place the person by."""
@@ -104,20 +104,10 @@ def _face(faces: list[Landmarks], photo: Path) -> Landmarks:
 
 
 def _check_output(out: Path) -> None:
-    """`out` created if needed and known to take files; LivecamError naming it otherwise."""
+    """`out` created if needed and known to take files (`files.check_output`); a file in its place named."""
     if out.exists() and not out.is_dir():
         raise LivecamError(f"--out {out}: is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise LivecamError(f"cannot create the output folder {out}: {e.strerror or e}") from None
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".livecam-write-test-", dir=out)
-    except OSError as e:
-        raise LivecamError(f"cannot write to the output folder {out}: {e.strerror or e}") from None
-    os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(probe)
+    check_output(out)
 
 
 def _write_png(path: Path, image: RGBImage, alpha: np.ndarray) -> None:
