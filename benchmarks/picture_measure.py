@@ -71,6 +71,9 @@ class FaceView:
     key_ratio: float
     clipped_pct: float
     brightness: float
+    face_inside: bool = True
+    """The whole face oval lies inside the frame: where the picture cuts the face, its two sides (the key
+    ratio) cannot be compared."""
 
 
 def skin_pixels(shape: tuple[int, ...], landmarks: Landmarks) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
@@ -136,6 +139,7 @@ def measure(image: RGBImage, landmarks: Landmarks, mask: Mask, key_side: str) ->
     height, width = image.shape[:2]
     points = np.asarray(landmarks, dtype=np.float64)[:, :2]
     eyes = points[list(EYE_CORNERS)].mean(axis=0)
+    oval = points[list(FACE_OVAL)]
     top, cut = head_top(mask, landmarks)
     rows, cols = skin_pixels(image.shape, landmarks)
     pixels = image[rows, cols].astype(np.float64)
@@ -156,6 +160,7 @@ def measure(image: RGBImage, landmarks: Landmarks, mask: Mask, key_side: str) ->
         key_ratio=ratio,
         clipped_pct=float((image[rows, cols] == 255).any(axis=1).mean() * 100.0) if rows.size else float("nan"),
         brightness=float(luma.mean() / 255.0) if rows.size else float("nan"),
+        face_inside=bool((oval >= 0.0).all() and (oval[:, 0] <= width).all() and (oval[:, 1] <= height).all()),
     )
 
 
@@ -197,7 +202,8 @@ def summarise(records: list[FrameRecord]) -> dict[str, Any]:
     def framed(v: FaceView | None) -> bool:
         return v is not None and not v.head_cut and lo_top <= v.head_top <= hi_top
 
-    gains = [o.key_ratio / i.key_ratio for i, o in both]
+    # The light the product adds, on frames where the camera saw the whole face (else one side is missing).
+    gains = [o.key_ratio / i.key_ratio for i, o in both if i.face_inside]
     medians = {
         "face_height": _median([v.face_height for v in outs]),
         "headroom": _median([v.head_top for v in outs]),

@@ -425,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
             "head_cut_frac": "frames whose output head touches the top edge, of those where the input showed "
                              "the whole head",
             "key_ratio": "(key side / other side mean skin luma) on the output over the same on the input: the "
-                         "balance the product adds; key side = relight.key_light as the viewer sees it",
+                         "balance the product adds; key side = relight.key_light as the viewer sees it; only frames "
+                         "where the whole face oval lies inside the input picture (else one side is missing)",
             "clipped_pct": "% of face skin pixels with any channel at 255",
             "brightness": "mean face skin luma, 0..1",
             "cpu_ms_per_frame": "process CPU time in tracking + segmentation + rendering / frames (serial)",

@@ -59,7 +59,7 @@ class FramingSettings:
     eye_line: float = 0.34
     """Eyes' vertical position, fraction of the output height from the top (kept within the headroom)."""
     headroom_min: float = 0.05
-    headroom_max: float = 0.09
+    headroom_max: float = 0.08
     """Space above the top of the hair, fraction of the output height: the eye line gives way to keep it in
     this range."""
     max_zoom: float = 3.0

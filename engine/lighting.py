@@ -59,7 +59,7 @@ SETUPS: dict[str, LightingSetup] = {
 """The named setups; "left" and "right" are the classic fixed key for live video."""
 
 KEY_LIGHTS = (*SETUPS, "none")
-KEY_STYLES = {"soft": 0.5, "strong": 0.25}
+KEY_STYLES = {"soft": 0.33, "strong": 0.12}
 """Fill level of each style: the share of the face's light that does not come from the key."""
 
 # The spheroid: half-width is half the cheek-to-cheek distance times this; half-height half the face height
@@ -238,6 +238,24 @@ def key_map(size: tuple[int, int], head: Head, setup: LightingSetup, fill: float
             part = cast(npt.NDArray[np.float32], cv2.min(signed[box], 0.0))
             down = Patch(x0 + box[1].start, y0 + box[0].start, _weights(part, -255.0 / (1.0 - lo), dither[box]))
     return None if up is None and down is None else KeyMap(lo, hi, up, down)
+
+
+def shift_map(key: KeyMap, dx: int, dy: int, size: tuple[int, int]) -> KeyMap | None:
+    """`key` moved by (`dx`, `dy`) pixels in a frame of `size` (width, height), cut where it leaves the frame
+    (views of its weights, no copy): a map follows a head that moved a little without being rebuilt."""
+    def moved(patch: Patch | None) -> Patch | None:
+        if patch is None:
+            return None
+        h, w = patch.weights.shape[:2]
+        x0, y0 = patch.x0 + dx, patch.y0 + dy
+        cx0, cy0 = max(-x0, 0), max(-y0, 0)
+        cx1, cy1 = min(w, size[0] - x0), min(h, size[1] - y0)
+        if cx1 <= cx0 or cy1 <= cy0:
+            return None
+        return Patch(x0 + cx0, y0 + cy0, patch.weights[cy0:cy1, cx0:cx1])
+
+    up, down = moved(key.up), moved(key.down)
+    return None if up is None and down is None else KeyMap(key.lo, key.hi, up, down)
 
 
 def _weights(part: npt.NDArray[np.float32], scale: float, dither: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:

@@ -82,11 +82,13 @@ def eye_centre(landmarks: Landmarks) -> tuple[float, float]:
     return float(eyes[0]), float(eyes[1])
 
 
-def head_top(landmarks: Landmarks, mask: Mask | None = None) -> HeadTop:
+def head_top(landmarks: Landmarks, mask: Mask | npt.NDArray[np.uint8] | None = None, trust: float = 0.5) -> HeadTop:
     """Where the top of the hair is: `HAIR_ABOVE_FOREHEAD` face heights above landmark 10 along the face's
-    up direction, moved halfway to where the person `mask` (the source's HxW float32, optional) ends above
-    the forehead, that end first kept within `_HAIR_FROM_MASK` of the estimate (the raw segmenter leaks into
-    the room above a head). The head counts as cut when the result lies at or above the picture's top edge."""
+    up direction, moved `trust` of the way (0..1) to where the person `mask` (the source's HxW, float32 in
+    [0, 1] or uint8 alpha) ends above the forehead, that end first kept within `_HAIR_FROM_MASK` of the
+    estimate. A raw segmenter's confidence leaks into the room above a head: trust it half; a refined matte
+    that keeps only the tracked person (`engine.matte`) finds the hair itself: trust it (`MATTE_TRUST`).
+    The head counts as cut when the result lies at or above the picture's top edge."""
     points = np.asarray(landmarks, dtype=np.float64)[:, :2]
     face = face_height_px(landmarks)
     up = (points[FOREHEAD] - points[CHIN]) / max(face, 1e-6)
@@ -94,11 +96,33 @@ def head_top(landmarks: Landmarks, mask: Mask | None = None) -> HeadTop:
     found = _mask_top(mask, points, face) if mask is not None else None
     if found is not None:
         low, high = _HAIR_FROM_MASK
-        estimate = 0.5 * (estimate + min(max(found, estimate - high * face), estimate - low * face))
+        found = min(max(found, estimate - high * face), estimate - low * face)
+        estimate += trust * (found - estimate)
     return HeadTop(estimate, estimate <= 0.0)
 
 
-def _mask_top(mask: Mask, points: npt.NDArray[np.float64], face: float) -> float | None:
+MATTE_TRUST = 0.85
+"""How far the hair's top moves from the landmark estimate to a refined matte's top (`head_top_in_matte`): the
+matte's hair edge is soft (its 0.5 contour lies a little inside wispy hair), so not all the way."""
+
+
+def head_top_in_matte(landmarks: Landmarks, alpha: npt.NDArray[np.uint8], to_source: Affine,
+                      trust: float = MATTE_TRUST) -> HeadTop:
+    """`head_top` with a refined matte: `alpha` (uint8 HxW, 255 = person) over a region of the source mapped
+    by the scale-and-shift `to_source` (alpha pixels -> source pixels), read where it lies: no source-sized
+    copy. Where the alpha's region starts below the picture's top and the person reaches it, the hair's top is
+    not seen: the landmark estimate (clamped as in `head_top`) stands."""
+    m = np.asarray(to_source, dtype=np.float64)
+    scale, x0, y0 = float(m[1, 1]), float(m[0, 2]), float(m[1, 2])
+    local = np.asarray(landmarks, dtype=np.float64)[:, :2].copy()
+    local[:, 0] = (local[:, 0] - x0) / scale
+    local[:, 1] = (local[:, 1] - y0) / scale
+    seen = head_top(local.astype(np.float32), alpha, trust)
+    y = seen.y * scale + y0
+    return HeadTop(y, y <= 0.0)
+
+
+def _mask_top(mask: Mask | npt.NDArray[np.uint8], points: npt.NDArray[np.float64], face: float) -> float | None:
     """The first row above the forehead where the mask stops covering a band over the face (rows where at
     least a tenth of the band is person); 0 when the person reaches the picture's top edge. None when the mask
     does not cover the forehead (a mask that missed the person says nothing about the hair)."""
@@ -109,7 +133,8 @@ def _mask_top(mask: Mask, points: npt.NDArray[np.float64], face: float) -> float
     y0 = max(int(points[FOREHEAD, 1] - face), 0)
     if x1 - x0 < 2 or y1 <= y0:
         return 0.0 if y1 <= 0 < x1 - x0 else None
-    covered = (mask[y0:y1, x0:x1] >= 0.5).mean(axis=1) >= 0.1
+    half = 128 if mask.dtype == np.uint8 else 0.5
+    covered = (mask[y0:y1, x0:x1] >= half).mean(axis=1) >= 0.1
     if not covered[-1]:
         return None
     gaps = np.flatnonzero(~covered)

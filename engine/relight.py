@@ -71,7 +71,8 @@ class RelightSettings:
     """Lighting setup (`SETUPS`): "left"/"right" (the key's side as the viewer sees it), "broad", "short",
     "butterfly", "rim"; or "none"."""
     key_style: str = "soft"
-    """"soft" (key side about 1.3x the other) or "strong" (about 1.6x)."""
+    """"soft" (the key side about 1.3x the other, measured by benchmarks/picture_quality.py) or "strong" (about
+    1.45x)."""
     key_strength: float = 1.0
     """How much of the style's key light, 0..1 (0 = none)."""
     adapt_s: float = 0.6

@@ -88,6 +88,7 @@ class StudioRenderer:
         # The key-light map and the head it was made for (kept through a tracking dropout).
         self._key_map: rl.KeyMap | None = None
         self._key_head: lighting.Head | None = None
+        self._key_shift = (0, 0)
         # Where the camera picture's edges are in the output, and the fade widths there (`fr.fade_alpha`).
         self._fade: tuple[tuple[float, float, float, float], tuple[float, float, float, float]] = (
             (0.0, 0.0, float(self.output_size[0]), float(self.output_size[1])), (0.0, 0.0, 0.0, 0.0))
@@ -182,26 +183,35 @@ class StudioRenderer:
             with self._sections.section("skin"):
                 lit = sk.smooth_skin(lit, landmarks, self._skin.strength)
 
+        # The matte (source pixels) comes before the framing: the framing reads the top of the hair from it.
+        matte = None
+        if self._background.enabled and mask is not None:
+            with self._sections.section("matte"):
+                matte = self._matter.update(image, mask, landmarks, timestamp_ms)
+
         with self._sections.section("frame"):
-            affine = self._frame(landmarks, mask, (iw, ih), timestamp_ms, box)
+            affine = self._frame(landmarks, matte, (iw, ih), timestamp_ms, box)
             out = fr.warp(lit, affine, self.output_size)
-            if self._background.enabled and mask is not None:
+            if matte is not None:
                 pl.extend_below(out, self._body_end, self._fade[1][0])
 
-        if self._background.enabled and mask is not None:
+        if matte is not None:
             with self._sections.section("background"):
-                out = self._apply_background(out, image, lit, mask, landmarks, timestamp_ms, affine)
+                out = self._apply_background(out, lit, matte, affine)
         return out
 
-    def _frame(self, landmarks: npt.NDArray[np.float32] | None, mask: Mask | None, frame_size: tuple[int, int],
+    def _frame(self, landmarks: npt.NDArray[np.float32] | None, matte: mt.Matte | None, frame_size: tuple[int, int],
                timestamp_ms: int, box: Box | None) -> npt.NDArray[np.float64]:
         """Move the framing (or take `box`), note where the camera picture ends in the output and how softly
         the person fades there; returns the affine source -> output.
 
         With a person cut-out (background on and a mask) the box may reach beyond the camera picture: the
         backdrop shows there. Without one there is nothing to put on a backdrop, so the box stays inside."""
-        outside = self._background.enabled and mask is not None
-        head = fr.head_top(landmarks, mask if outside else None) if landmarks is not None else None
+        outside = matte is not None
+        head = None
+        if landmarks is not None:
+            head = fr.head_top(landmarks) if matte is None else pl.head_top_in_matte(landmarks, matte.alpha,
+                                                                                     matte.to_source)
         if box is None:
             self._frame_state, box = fr.update_framing(self._frame_state, landmarks, frame_size, self.output_size,
                                                        timestamp_ms, self._framing, head, outside)
@@ -259,21 +269,24 @@ class StudioRenderer:
             if self._key_head is None or self._key_head.moved(head, _KEY_REBUILD):
                 self._key_map = rl.key_light_map(size, landmarks, settings)
                 self._key_head = head
-        return self._key_map
+                self._key_shift = (0, 0)
+            else:
+                # Between rebuilds the map moves with the head: a map left behind by a moving head lights the
+                # wrong side a little more each frame, then snaps back (a visible pumping of the key light).
+                self._key_shift = (round(head.cx - self._key_head.cx), round(head.cy - self._key_head.cy))
+        if self._key_map is None or self._key_shift == (0, 0):
+            return self._key_map
+        return lighting.shift_map(self._key_map, *self._key_shift, size)
 
     def _apply_background(
         self,
         out: RGBImage,
-        image: RGBImage,
         lit: RGBImage,
-        mask: Mask,
-        landmarks: npt.NDArray[np.float32] | None,
-        timestamp_ms: int,
+        matte: mt.Matte,
         affine: npt.NDArray[np.float64],
     ) -> RGBImage:
-        """Matte the person in source pixels (stable under camera moves; `image`, the unedited frame, guides
-        the edge), warp the matte, composite over the backdrop."""
-        matte = self._matter.update(image, mask, landmarks, timestamp_ms)
+        """Warp the person's `matte` (made in source pixels: stable under camera moves, the unedited frame
+        guiding its edge), composite over the backdrop."""
         # The matte covers a region around the person at working resolution: alpha px -> source px -> output.
         alpha_affine = _compose(affine, matte.to_source)
         alpha_src = matte.alpha

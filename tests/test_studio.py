@@ -12,6 +12,8 @@ import pytest
 
 from engine import background as bg
 from engine import framing as fr
+from engine import matte as mt
+from engine import placement as pl
 from engine.background import BackgroundSettings
 from engine.framing import FramingSettings
 from engine.relight import RelightSettings
@@ -100,7 +102,8 @@ def test_the_face_is_framed_in_the_output() -> None:
     assert np.hypot(*(found[152, :2] - found[10, :2])) == pytest.approx(settings.face_height * OUT[1], rel=0.06)
     box = r.last_box
     assert box is not None and box.cx < 320  # the face was left of the frame's centre
-    head = fr.head_top(face.landmarks, mask)
+    matte = mt.Matter().update(image, mask, face.landmarks, 0)  # the renderer's first frame: the same matte
+    head = pl.head_top_in_matte(face.landmarks, matte.alpha, matte.to_source)
     headroom = (head.y - (box.cy - box.height / 2)) / box.height
     assert settings.headroom_min - 1e-6 <= headroom <= settings.headroom_max + 1e-6
 
@@ -189,7 +192,7 @@ def test_sections_are_timed_by_name() -> None:
 
     image, face, mask = webcam()
     renderer(sections=Recorder()).render(image, face, mask, 0)
-    assert sorted(seen) == ["background", "frame", "relight", "skin"]
+    assert sorted(seen) == ["background", "frame", "matte", "relight", "skin"]
 
 
 def test_bad_inputs_are_refused_with_a_message() -> None:
