@@ -457,9 +457,22 @@ def load_config(path: Path | None = None, overrides: typing.Sequence[str] = ()) 
         tables.setdefault(section, {})
         if not isinstance(tables[section], dict):
             raise LivecamError(f"{where}: [{section}] must be a table")
+        name, dot, field = key.partition(".")
+        if section in _NAMED_TABLES and dot:
+            # --set styles.NAME.KEY=VALUE: one key of one named entry ([styles.NAME] KEY = VALUE).
+            entry = tables[section].setdefault(name, {})
+            if not isinstance(entry, dict):
+                raise LivecamError(f"{where}: {section}.{name} must be a table")
+            entry[field] = _parse_value(text)
+            raw_overrides[(f"{section}.{name}", field)] = text
+            continue
         tables[section][key] = _parse_value(text)
         raw_overrides[(section, key)] = text
     return _build(tables, raw_overrides, where)
+
+
+_NAMED_TABLES = ("styles", "platforms")
+"""Sections made of named tables ([styles.NAME]): an override names the entry and its key."""
 
 
 def _parse_override(item: str) -> tuple[str, str, str]:
@@ -510,13 +523,15 @@ def _build_tables(section: str, cls: type, defaults: dict[str, Any], table: dict
     required = [f.name for f in dataclasses.fields(cls)
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     for name, entry in table.items():
+        source = next((_set_label(s, k, raw) for s, k in raw if s in (section, f"{section}.{name}")
+                       and (s != section or k == name)), where)
         if not isinstance(entry, dict):
-            raise LivecamError(f"{where}: {section}.{name} must be a table ([{section}.{name}] with "
+            raise LivecamError(f"{source}: {section}.{name} must be a table ([{section}.{name}] with "
                                f"{', '.join(required)})")
         merged = {**(dataclasses.asdict(entries[name]) if name in entries else {}), **entry}
         missing = [key for key in required if key not in merged]
         if missing:
-            raise LivecamError(f"{where}: {section}.{name} is new and needs {' and '.join(missing)} as well")
+            raise LivecamError(f"{source}: {section}.{name} is new and needs {' and '.join(missing)} as well")
         entries[name] = _build_section(f"{section}.{name}", cls, merged, raw, where)
     return entries
 

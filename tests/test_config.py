@@ -141,6 +141,10 @@ def test_engine_settings_embed_the_diffusion_settings() -> None:
     ("engine.style=space", "--set engine.style=space: engine.style = 'space'"),
     ("output.colour=1", "--set output.colour=1: unknown key output.colour"),
     ("nosuch.key=1", "--set nosuch.key=1: unknown section [nosuch]"),
+    ("styles.corporate.nokey=1", "--set styles.corporate.nokey=1: unknown key styles.corporate.nokey"),
+    ('styles.brandnew.attire="x"', '--set styles.brandnew.attire="x": styles.brandnew is new and needs'),
+    ("styles.corporate=3", "--set styles.corporate=3: styles.corporate must be a table"),
+    ("platforms.linkedin.width=0", "--set platforms.linkedin.width=0: platforms.linkedin.width = 0"),
 ])
 def test_a_bad_set_is_named_as_the_set_not_as_defaults(tmp_path: Path, override: str, expected: str) -> None:
     """The value came from --set: the message starts with that --set, with or without a config file."""
@@ -153,6 +157,17 @@ def test_a_bad_set_is_named_as_the_set_not_as_defaults(tmp_path: Path, override:
     with pytest.raises(LivecamError) as info:
         load_config(path, [override])
     assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_a_set_reaches_one_key_of_a_named_style_or_platform(tmp_path: Path) -> None:
+    """--set styles.NAME.KEY=VALUE changes that key of that entry and keeps its others (file or built-in)."""
+    path = tmp_path / "config.toml"
+    path.write_text('[styles.corporate]\nlighting = "window light"\n')
+    config = load_config(path, ['styles.corporate.attire="a navy suit"', "platforms.linkedin.width=800"])
+    corporate = config.styles["corporate"]
+    assert (corporate.attire, corporate.lighting) == ("a navy suit", "window light")
+    assert corporate.background == load_config().styles["corporate"].background
+    assert config.platforms["linkedin"].width == 800
 
 
 def test_a_bad_file_value_is_still_named_by_the_file(tmp_path: Path) -> None:
