@@ -46,6 +46,7 @@ import numpy as np
 from benchmarks import picture_measure as pm
 from benchmarks.live_loop import machine, versions
 from benchmarks.picture_inputs import SIZES, Input, make_inputs, read_video, scratch_dir
+from engine.matte import segment_person
 from engine.types import Face, Landmarks, RGBImage
 from livecam.assembly import build_renderer, open_segmenter, open_tracker, resolve_model
 from livecam.config import Config, load_config
@@ -99,7 +100,9 @@ class Pipeline:
                 mask = None
                 if renderer.needs_mask:
                     with stats.section("segment"):
-                        mask = self.segmenter.segment(image, t_ms)
+                        # As the live loop does: on the square around the predicted face (the whole frame
+                        # until there is one).
+                        mask = segment_person(self.segmenter, image, t_ms, face.landmarks if face else None)
                 with stats.section("render"):
                     out = renderer.render(image, face or tracked, mask, t_ms)
                 cpu_s += time.process_time() - cpu0
@@ -122,9 +125,9 @@ class Meter:
     """MediaPipe afresh on any frame: the largest face's landmarks, the person mask around the head (the
     square selfie model on a square around it) and the raw segmenter's mask of the whole frame."""
 
-    def __init__(self, config: Config, head_model: Path) -> None:
+    def __init__(self, config: Config, head_model: Path, raw_model: Path) -> None:
         self.landmarker = ImageFaceLandmarker(resolve_model(config, FACE_LANDMARKER), max_faces=1)
-        self.segmenter = open_segmenter(config)
+        self.segmenter = MediaPipeSegmenter(raw_model)
         self.head_segmenter = MediaPipeSegmenter(head_model)
         self._clock_ms = 0
 
@@ -133,7 +136,7 @@ class Meter:
         return self._clock_ms
 
     def mask(self, image: RGBImage) -> np.ndarray:
-        """The product's segmenter on the whole frame, as it is (the kit's raw baseline)."""
+        """The kit's raw baseline: the landscape selfie segmenter on the whole frame, its confidence as alpha."""
         return self.segmenter.segment(image, self._tick())
 
     def view(self, image: RGBImage, key_side: str) -> pm.FaceView | None:
@@ -378,8 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"picture_quality: {missing[0]} is missing (the benchmark needs ../shared/assets beside the "
               "checkout, or LIVECAM_ASSETS pointing at it)", file=sys.stderr)
         return 2
+    # The product's models: the landmarker, and the square selfie segmenter that the live loop runs on the
+    # square around the face (models.segmenter's default). The landscape one is the kit's raw baseline.
     overrides = ["engine.kind=studio", "models.download=false", f"models.face_landmarker={model_files[0]}",
-                 f"models.segmenter={model_files[1]}", "output.width=1280", "output.height=720", *args.set]
+                 f"models.segmenter={model_files[3]}", "output.width=1280", "output.height=720", *args.set]
     try:
         config = load_config(None, overrides)
         matte_cfgs = matte_configs(overrides, args.matte_set)
@@ -388,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     started = time.perf_counter()
-    pipeline, meter = Pipeline(config), Meter(config, model_files[3])
+    pipeline, meter = Pipeline(config), Meter(config, model_files[3], model_files[1])
     inputs: dict[str, Any] = {}
     pooled: dict[str, list[pm.FrameRecord]] = {}
     rows: list[tuple[str, RGBImage, RGBImage]] = []
