@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.cuda_threads import cuda_graph_thread
 from engine.diffusion_settings import DiffusionSettings
 from engine.square_ops import DeviceSquare
 from engine.stage_clock import FrameStages
@@ -293,6 +294,8 @@ class Denoiser:
                 square: bool) -> None:
         if not self._prepared:
             raise RuntimeError("Denoiser: call prepare() first")
+        if self.compiled and self.settings.cuda_graphs and self.device.type == "cuda":
+            cuda_graph_thread()
         if len(self._submitted) >= len(self._buffers):
             raise RuntimeError("Denoiser.submit: two frames are pending; collect() one first")
         s = self.settings
