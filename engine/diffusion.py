@@ -34,7 +34,7 @@ from engine.denoiser import Denoiser, DiffusionComponents, encode_prompt, host_p
 from engine.diffusion_settings import DiffusionSettings
 from engine.identity_fuser import IdentityFuser
 from engine.keep_face import keep_face_in_place
-from engine.pose import body_keypoints, draw_pose
+from engine.pose import PoseReuse, body_keypoints, draw_pose
 from engine.square_ops import (
     crop_geometry,
     cut_square,
@@ -193,9 +193,9 @@ class DiffusionRenderer:
         self.on_device = settings.square_on_device == "on" or (settings.square_on_device == "auto" and cuda)
         if self.on_device:
             self._denoiser.set_square(self._side, self._weight)
-        self._control: tuple[npt.NDArray[np.floating], RGBImage | None] | None = None
-        """Pose keypoints (crop pixels) and condition image of the latest frame that ran the ControlNet."""
-        self._control_reused = 0
+        self._reuse = PoseReuse(settings.controlnet_reuse, settings.controlnet_reuse_max, settings.size)
+        self._condition_image: RGBImage | None = None
+        """The pose image of the latest frame that ran the ControlNet."""
         self._warm = threading.Event()
         self._warm.set()
         self._warming: threading.Thread | None = None
@@ -297,6 +297,16 @@ class DiffusionRenderer:
             self._warming = threading.Thread(target=self._warm_up, name="livecam-diffusion-warm-up", daemon=True)
             self._warming.start()
 
+    def stage_times(self, clear: bool = False) -> dict[str, dict[str, float]]:
+        """Per stage of the frames collected so far (up to the last 1000): p50 and p95 ms, and the count; CUDA
+        event times on CUDA, wall clock on the CPU. `clear`: start afresh afterwards."""
+        frames = list(self._denoiser.stage_ms)
+        if clear:
+            self._denoiser.stage_ms.clear()
+        names = sorted({name for f in frames for name in f})
+        return {name: {"ms_p50": round(float(np.percentile(v, 50)), 3), "ms_p95": round(float(np.percentile(v, 95)), 3),
+                       "count": len(v)} for name in names if (v := [f[name] for f in frames if name in f])}
+
     @property
     def warming(self) -> bool:
         """True while the compiled engine warms up (the studio canvas is published meanwhile)."""
@@ -340,7 +350,7 @@ class DiffusionRenderer:
             self._embeds = (embeds, pooled)
             self._denoiser.prepare(embeds, pooled)
             self._last = None
-            self._control = None
+            self._reuse.reset()
 
     def _fuse_identity(self, lora: dict[str, torch.Tensor] | None, scale: float) -> None:
         """Restore the weights the previous identity changed, then fuse `lora` at `scale`."""
@@ -380,7 +390,7 @@ class DiffusionRenderer:
         except Exception as e:  # an OOM or any other failure on this frame: the studio canvas stands in
             self.shown_ms = timestamp_ms
             self._denoiser.discard()
-            self._control = None
+            self._reuse.reset()
             self.counts["failures"] += 1
             self.counts["studio_frames"] += 1
             self._consecutive_failures += 1
@@ -442,18 +452,12 @@ class DiffusionRenderer:
         if not self._denoiser.uses_controlnet:
             return None, False
         s = self.settings
-        points = fr.transform_points(body_keypoints(face.landmarks), to_crop)
-        if s.controlnet_reuse > 0 and self._control is not None and self._control_reused < s.controlnet_reuse_max:
-            moved = np.linalg.norm(points - self._control[0], axis=1)
-            if float(np.nanmean(moved)) < s.controlnet_reuse * s.size:
-                self._control_reused += 1
-                self.counts["controlnet_reused"] += 1
-                return self._control[1], True
+        if self._reuse.reuse(fr.transform_points(body_keypoints(face.landmarks), to_crop)):
+            self.counts["controlnet_reused"] += 1
+            return self._condition_image, True
         with self._sections.section("condition"):
-            condition = draw_pose(face.landmarks, to_crop, (s.size, s.size))
-        self._control = (points, condition)
-        self._control_reused = 0
-        return condition, False
+            self._condition_image = draw_pose(face.landmarks, to_crop, (s.size, s.size))
+        return self._condition_image, False
 
     def _collect(self) -> tuple[RGBImage, _Shot]:
         result = self._denoiser.collect()
