@@ -5,6 +5,7 @@ warm-up behind studio frames. Tiny random SDXL components (real diffusers code),
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,33 @@ def test_compile_is_on_by_default_only_with_cuda(shared: DiffusionComponents) ->
     with pytest.raises(ValueError, match="square_on_device"):
         DiffusionSettings(square_on_device="gpu")
 
+
+
+@pytest.mark.skipif(not os.environ.get("LIVECAM_SLOW_TESTS"), reason="tracing the tiny UNet takes ~30 s on this CPU")
+def test_warm_up_compiles_every_shape_and_live_frames_compile_nothing(shared: DiffusionComponents,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real torch.compile (Dynamo) with a backend that counts the graphs it is handed: batch 1 and the stream
+    batch k, ControlNet run and reused, are all compiled by `warm_up`; live frames then compile nothing (no
+    recompile between batch 1 and k)."""
+    real_compile = torch.compile
+    graphs: list[int] = []
+
+    def counting(gm: Any, inputs: Any) -> Any:
+        graphs.append(len(graphs))
+        return gm.forward
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend=counting,
+                                                                             dynamic=kw["dynamic"]))
+    torch._dynamo.reset()
+    d = Denoiser(shared, DiffusionSettings(size=SIZE, steps=2, stream_batch=True, compile="on",
+                                           controlnet_reuse=0.01))
+    d.prepare(*encode_prompt(host_pipeline(shared), PROMPT, shared.device))
+    d.warm_up()
+    warmed = len(graphs)
+    assert warmed >= 4  # UNet and ControlNet, each at batch 1 and 2
+    crop = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+    for i in range(5):
+        d.submit(crop, crop, i, reuse_control=i % 2 == 1)
+        d.collect()
+    assert len(graphs) == warmed
+    torch._dynamo.reset()
