@@ -287,6 +287,7 @@ class DiffusionRenderer:
     def prepare(self) -> None:
         """The studio canvas, the identity LoRA fused into the weights, the prompt encoded, the Denoiser's
         constants. Runs again (on the render thread) after `set_style` or `set_identity`."""
+        self.wait_warm()  # never beside a warm-up still running
         self.studio.prepare()
         self._apply_pending()
         self._prepared = True
@@ -359,9 +360,10 @@ class DiffusionRenderer:
         self._identity = lora
 
     def close(self) -> None:
-        self.wait_warm()
+        warm = self.wait_warm(5.0)  # a compile may take minutes: a closing app does not wait for it
         self.studio.close()
-        self._denoiser.reset()
+        if warm:
+            self._denoiser.reset()
         if self._likeness is not None:
             self._likeness.close()
         self._prepared = False
