@@ -146,6 +146,7 @@ class Denoiser:
             self._unet = torch.compile(c.unet, mode=mode, fullgraph=False, dynamic=False)
             if c.controlnet is not None:
                 self._controlnet = torch.compile(c.controlnet, mode=mode, fullgraph=False, dynamic=False)
+        self._graphed = self.compiled and settings.cuda_graphs and c.device.type == "cuda"
         self._square: DeviceSquare | None = None
         self._residuals: dict[int, tuple[list[torch.Tensor], torch.Tensor]] = {}
         """ControlNet residuals per step of the latest frame that ran it (`settings.controlnet_reuse`)."""
@@ -250,11 +251,11 @@ class Denoiser:
         side = self._square.side if self._square is not None else s.size
         blank = np.zeros((side, side, 3), np.uint8)
         cond = np.zeros((s.size, s.size, 3), np.uint8)
-        for i in range(s.steps + 2):
+        for i in range(2 * (s.steps + 2)):  # CUDA graph trees: each path (fresh, reused) warmed, recorded, replayed
             if self._square is not None:
-                self.submit_square(blank, cond, None, reuse_control=i > 0)
+                self.submit_square(blank, cond, None, reuse_control=i % 2 == 1)
             else:
-                self.submit(blank, cond, None, reuse_control=i > 0)
+                self.submit(blank, cond, None, reuse_control=i % 2 == 1)
             self.collect()
         self.reset()
         self.stage_ms.clear()
@@ -294,8 +295,9 @@ class Denoiser:
                 square: bool) -> None:
         if not self._prepared:
             raise RuntimeError("Denoiser: call prepare() first")
-        if self.compiled and self.settings.cuda_graphs and self.device.type == "cuda":
+        if self._graphed:
             cuda_graph_thread()
+            torch.compiler.cudagraph_mark_step_begin()  # one frame, one generation of the graph trees
         if len(self._submitted) >= len(self._buffers):
             raise RuntimeError("Denoiser.submit: two frames are pending; collect() one first")
         s = self.settings
@@ -418,14 +420,19 @@ class Denoiser:
                                                  conditioning_scale=self.settings.controlnet_scale,
                                                  added_cond_kwargs=added, return_dict=False)
                 self.controlnet_calls += 1
+                if self._graphed:
+                    # A CUDA graph's outputs live until its next replay, or until the graph trees start a new
+                    # generation (which the UNet's first compiled call does: pytorch#160281): copies, ~13 MB.
+                    down, mid = [r.clone() for r in down], mid.clone()
                 if step is not None and self.settings.controlnet_reuse > 0:
-                    # Copies: a CUDA graph's outputs are overwritten by its next replay.
-                    self._residuals[step] = ([r.clone() for r in down], mid.clone())
+                    self._residuals[step] = (down, mid)
             else:
                 down, mid = kept
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         out = self._unet(x, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False,
-                         **residuals)[0].float()
+                         **residuals)[0]
+        # float32 (a copy, so nothing kept refers to the CUDA graph's output, rewritten next frame).
+        out = out.clone() if self._graphed and out.dtype == torch.float32 else out.float()
         xf = x.float()
         if self._prediction == "epsilon":
             return (xf - sqrt_1ma * out) / sqrt_a
