@@ -193,7 +193,10 @@ class DiffusionRenderer:
         self.on_device = settings.square_on_device == "on" or (settings.square_on_device == "auto" and cuda)
         if self.on_device:
             self._denoiser.set_square(self._side, self._weight)
-        self._reuse = PoseReuse(settings.controlnet_reuse, settings.controlnet_reuse_max, settings.size)
+        # The stream batch runs the ControlNet on a batch of frames at different steps: nothing to reuse there.
+        streamed = settings.stream_batch and settings.steps > 1
+        self._reuse = PoseReuse(0.0 if streamed else settings.controlnet_reuse, settings.controlnet_reuse_max,
+                                settings.size)
         self._condition_image: RGBImage | None = None
         """The pose image of the latest frame that ran the ControlNet."""
         self._warm = threading.Event()

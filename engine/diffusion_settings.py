@@ -40,7 +40,8 @@ class DiffusionSettings:
     (on with CUDA)."""
     controlnet_reuse: float = 0.004
     """Reuse the ControlNet's residuals of the latest frame that ran it while the pose has moved less than this
-    since (mean pose keypoint displacement, fraction of the square's side); 0 = run it on every frame."""
+    since (mean pose keypoint displacement, fraction of the square's side); 0 = run it on every frame. Not with
+    the stream batch (2+ steps), whose ControlNet call serves frames at different steps."""
     controlnet_reuse_max: int = 8
     """Run the ControlNet at least every this many frames even when the pose stands still."""
     feather: float = 0.08
