@@ -22,14 +22,20 @@ Runs (`--runs`), interleaved over rounds, each reporting the median over rounds:
   published picture shows (with the pipeline, the frame before) to its publish (the loop takes frame n while
   n-1 is still composed, so this includes that wait); render latency (the `render` section); per-stage wall
   times (`sections`) and, on CUDA, the GPU time of upload, encode, UNet and decode and of the whole frame
-  from CUDA events (`gpu_sections`).
+  from CUDA events (`gpu_sections`, around the engine's sections) and the engine's own per-stage times
+  (`engine_stages`: CUDA events recorded by the Denoiser, the ControlNet apart; wall clock on the CPU).
 - `paced_on`, `paced_off`: the same fed by a capture thread at `--camera-fps` (60: the target's rate), as a
   camera: the capture->publish latency a viewer sees; frames the loop is too slow for are dropped.
 - `denoiser`: `Denoiser` alone on 512 px crops (`benchmarks.diffusion_gpu.run_once`: each call synchronous).
 - `baseline`: a plain `StableDiffusionXLControlNetImg2ImgPipeline` call per crop (full VAE, embeddings passed
   directly, no CPU work around it: the baseline's best case).
-- `live_on_compiled`, `paced_on_compiled`, `denoiser_compiled` (not by default): with `engine.compile` and
-  `engine.cuda_graphs`.
+- `live_on_reuse`: `live_on` with `engine.controlnet_reuse` at its default (the ControlNet's residuals reused
+  while the pose stands still; every other run runs the ControlNet on every frame).
+- `live_on_opencv`: `live_on` with `engine.square_on_device = "off"`: the crop resize and feathered paste by
+  OpenCV on the CPU, as before they moved to the device (the other runs: on the device on CUDA).
+- `live_on_compiled`, `paced_on_compiled`, `denoiser_compiled`, `live_on_compiled_reuse` (not by default):
+  with `engine.compile = "on"` and `engine.cuda_graphs` (every other run: compile "off"); the warm-up (compile,
+  capture) is waited for before the loop starts and reported as `warm_up_s`.
 
 The target (512 px, 1 step): a `live_*` run's fps >= 60 and >= 5x the baseline's, and the p95 capture->publish
 of the `paced_*` run of the same mode (of the `live_*` run itself when there is none) <= 50 ms, with no
@@ -71,9 +77,9 @@ from benchmarks.live_harness import BenchSink, GpuSections, MemoryReader, OnDema
 from tests.media import assets_dir
 
 VIDEO = "matting/video/video_01_S001-04__sh_bookshelf.mp4"
-RUNS = ("live_on", "live_off", "paced_on", "paced_off", "denoiser", "baseline", "live_on_compiled",
-        "paced_on_compiled", "denoiser_compiled")
-DEFAULT_RUNS = RUNS[:6]
+RUNS = ("live_on", "live_off", "paced_on", "paced_off", "denoiser", "baseline", "live_on_reuse", "live_on_opencv",
+        "live_on_compiled", "paced_on_compiled", "denoiser_compiled", "live_on_compiled_reuse")
+DEFAULT_RUNS = RUNS[:8]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -179,9 +185,13 @@ class Bench:
         return {"rank": rank, "fused": True, "layers": len(lora) // 2, "fuse_s": round(time.perf_counter() - t0, 2),
                 "parameters": sum(t.numel() for t in lora.values())}
 
-    def settings(self, pipeline: bool, compiled: bool) -> Any:
-        return dataclasses.replace(self.config.engine.diffusion, pipeline="on" if pipeline else "off",
-                                   compile=compiled, cuda_graphs=compiled)
+    def settings(self, pipeline: bool, compiled: bool, reuse: bool = False, opencv: bool = False) -> Any:
+        """The config's engine settings with the run's switches; the ControlNet runs on every frame unless
+        `reuse` (then at the config's default threshold); the square on the device unless `opencv`."""
+        base = self.config.engine.diffusion
+        return dataclasses.replace(base, pipeline="on" if pipeline else "off", compile="on" if compiled else "off",
+                                   cuda_graphs=compiled, controlnet_reuse=base.controlnet_reuse if reuse else 0.0,
+                                   square_on_device="off" if opencv else "auto")
 
     def run(self, name: str) -> dict[str, Any]:
         import torch
@@ -192,7 +202,8 @@ class Bench:
         try:
             if name.startswith(("live", "paced")):
                 result = self.live(pipeline="_on" in name, paced=name.startswith("paced"),
-                                   compiled=name.endswith("compiled"))
+                                   compiled="compiled" in name, reuse=name.endswith("reuse"),
+                                   opencv=name.endswith("opencv"))
             elif name.startswith("denoiser"):
                 result = self.denoiser(compiled=name.endswith("compiled"))
             else:
@@ -204,7 +215,8 @@ class Bench:
             result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
         return result
 
-    def live(self, pipeline: bool, paced: bool, compiled: bool) -> dict[str, Any]:
+    def live(self, pipeline: bool, paced: bool, compiled: bool, reuse: bool = False,
+             opencv: bool = False) -> dict[str, Any]:
         from engine.diffusion import DiffusionRenderer
         from livecam.assembly import build_studio
         from livecam.live.capture import FrameSource
@@ -215,13 +227,18 @@ class Bench:
         args = self.args
         stats = SwitchStats()
         sections = GpuSections(stats, self.cuda)
-        renderer = DiffusionRenderer(self.components, self.settings(pipeline, compiled),
+        renderer = DiffusionRenderer(self.components, self.settings(pipeline, compiled, reuse, opencv),
                                      build_studio(self.config, sections), self.prompt, sections=sections)
+        t0 = time.perf_counter()
         renderer.prepare()
+        # A compiled engine warms up on a worker thread while the app shows studio frames; measured here apart.
+        renderer.wait_warm()
+        warm_up_s = time.perf_counter() - t0
 
         def warm() -> None:
             stats.switch()
             sections.reset()
+            renderer.stage_times(clear=True)
 
         sink = BenchSink(self.output_size, args.warmup, args.warmup + 1 + args.frames, warm)
         reader = MemoryReader(self.frames, args.camera_fps)
@@ -236,6 +253,7 @@ class Bench:
             if paced:
                 source.close()
             counts = renderer.counters()
+            stages = renderer.stage_times()
             renderer.close()
         s = stats.current.summary()
         sections_ms = s["sections"]
@@ -245,7 +263,8 @@ class Bench:
             "render_ms_p50": render.get("ms_p50"), "render_ms_p95": render.get("ms_p95"),
             "frames_out": s["frames_out"], "drops_with_warmup": s["drops"], "no_face_frames": s["no_face_frames"],
             "render_errors": s["render_errors"], "counts": counts, "sections": sections_ms,
-            "gpu_sections": sections.summary(),
+            "gpu_sections": sections.summary(), "engine_stages": stages, "warm_up_s": round(warm_up_s, 2),
+            "square_on_device": renderer.on_device,
         }
 
     def denoiser(self, compiled: bool) -> dict[str, Any]:
@@ -297,7 +316,7 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] = round(float(np.median(values)), 3)
     median = sorted(ok, key=lambda r: r["fps"])[len(ok) // 2]
     for key in ("frames_out", "drops_with_warmup", "no_face_frames", "render_errors", "counts", "sections",
-                "gpu_sections"):
+                "gpu_sections", "engine_stages", "warm_up_s", "square_on_device"):
         if key in median:
             out[key] = median[key]
     if "peak_memory_gib" in ok[0]:
@@ -318,7 +337,7 @@ def target_check(runs: dict[str, Any], applicable: bool) -> dict[str, Any]:
         block["note"] = "--tiny or another size/steps: the figures check the code path, not the target"
     base = (runs.get("baseline") or {}).get("fps")
     verdicts = []
-    for name in ("live_on", "live_off", "live_on_compiled"):
+    for name in ("live_on", "live_off", "live_on_reuse", "live_on_compiled", "live_on_compiled_reuse"):
         run = runs.get(name)
         if not run or run.get("fps") is None:
             continue

@@ -313,7 +313,8 @@ def run(args: argparse.Namespace, device: Any) -> int:
 
     def settings(case: Case, compiled: bool) -> DiffusionSettings:
         return DiffusionSettings(size=case.size, steps=case.steps, strength=args.strength, seed=args.seed,
-                                 stream_batch=True, channels_last=True, compile=compiled, cuda_graphs=compiled)
+                                 stream_batch=True, channels_last=True, compile="on" if compiled else "off",
+                                 cuda_graphs=compiled)
 
     inputs = {size: make_inputs(size, 8, args.seed) for size in sizes}
     pipelines = {cn: build_pipeline(models, cn) for cn in {c.controlnet for c in cases if c.name in baseline_names}}

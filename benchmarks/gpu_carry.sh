@@ -18,7 +18,7 @@ rm -rf "$W"; mkdir -p "$W/assets"
   mediapipe==1.2.3 absl-py==2.5.1 flatbuffers==25.12.19
 for f in models/face_landmarker/face_landmarker.task models/segmentation/selfie_segmentation.tflite \
     models/face_detection/face_detection_yunet_2023mar.onnx images/faces/obama_official_2012.jpg \
-    matting/video/video_01_S001-04__sh_bookshelf.mp4; do
+    matting/video/video_01_S001-04__sh_bookshelf.mp4 video/video_01_ccby_multiface.mp4; do
   mkdir -p "$W/assets/$(dirname "$f")"; cp "$A/$f" "$W/assets/$f"
 done
 tree=$( (git ls-files -z; git ls-files -z --others --exclude-standard) | xargs -0 du -cb | tail -1 | cut -f1)

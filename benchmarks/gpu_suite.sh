@@ -4,14 +4,15 @@
 # Here, every step on tiny models on the CPU, one thread (< 3 minutes):     bash benchmarks/gpu_suite.sh --smoke
 # Steps, each under its own time cap and none past BUDGET seconds: live end to end + Denoiser + plain pipeline
 # (512, 1 step, ControlNet, TAESD-XL, fused LoRA), stills 7 styles x 4 variants at 1024 (re-id stand-in without
-# OpenVINO), LoRA training s/step at 1024, then the compiled live rows in the time left.
-# JSON and logs in $OUT (default /tmp/gpu_suite): live.json stills.json train.json compiled.json, <step>.log,
-# suite.log. Exit 0 when every step that ran exited 0. STEPS="live compiled": only those steps (a rerun);
+# OpenVINO), LoRA training s/step at 1024, the square's resize/paste on the device beside OpenCV and the
+# ControlNet reuse fraction on real video, then the compiled live rows (eager beside, reuse row) in the time left.
+# JSON and logs in $OUT (default /tmp/gpu_suite): live.json stills.json train.json square.json compiled.json,
+# <step>.log, suite.log. Exit 0 when every step that ran exited 0. STEPS="live compiled": only those steps (a rerun);
 # BUDGET=seconds; DRY=1: print each step's command instead of running it (tests/test_gpu_suite.py checks them).
 set -u
 SMOKE=0; [ "${1:-}" = --smoke ] && SMOKE=1
 PY=${PYTHON:-python3}; O=${OUT:-/tmp/gpu_suite}; mkdir -p "$O"; L=$O/suite.log; : >"$L"; FAILED=0
-STEPS=" ${STEPS:-live stills train compiled} "
+STEPS=" ${STEPS:-live stills train square compiled} "
 if ((SMOKE)); then BUDGET=${BUDGET:-175}; MIN=5; else BUDGET=${BUDGET:-470}; MIN=30; fi
 T0=$(date +%s); END=$((T0 + BUDGET))
 run() {  # name cap_s command...: at most cap_s, never past END; output in $O/name.log
@@ -26,7 +27,7 @@ if ((SMOKE)); then
   # code path with torch.compile switched off (compiling on the CPU takes minutes here).
   export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 LIVECAM_ASSETS=${LIVECAM_ASSETS:-$PWD/../shared/assets}
   X="--tiny --device cpu"; LIVE="$X --frames 3 --warmup 1"; STILLS="$X --steps 1 --variants 1"
-  TRAIN="$X --steps 2 --warmup 1 --photos 2 --variants livecam baseline"
+  TRAIN="$X --steps 2 --warmup 1 --photos 2 --variants livecam baseline"; SQUARE="--tiny --device cpu"
   COMPILED_ENV="env TORCH_COMPILE_DISABLE=1"
 elif [ -z "${DRY:-}" ]; then
   ls .whl/*.whl >/dev/null 2>&1 || { echo "no .whl/*.whl: run benchmarks/gpu_carry.sh, carry .whl" | tee -a "$L"
@@ -40,6 +41,7 @@ elif [ -z "${DRY:-}" ]; then
 fi
 if ((!SMOKE)); then
   LIVE=""; STILLS=""; TRAIN="--sizes 1024 --steps 6 --warmup 2 --variants livecam baseline"; COMPILED_ENV=""
+  SQUARE="--device cuda"
 fi
 export PYTHONUNBUFFERED=1
 [ -n "${DRY:-}" ] || {
@@ -52,9 +54,10 @@ P="$PY -m benchmarks"
 run live 170 $P.diffusion_e2e $LIVE --out "$O/live.json"
 run stills 150 $P.stills_gpu $STILLS --out "$O/stills.json"
 run train 120 $P.training_gpu $TRAIN --out "$O/train.json"
+run square 45 $P.diffusion_square $SQUARE --out "$O/square.json"
 if command -v cc >/dev/null || command -v gcc >/dev/null; then  # Triton (and inductor on a CPU) build C code
   run compiled 420 $COMPILED_ENV $P.diffusion_e2e $LIVE --runs live_on_compiled paced_on_compiled denoiser_compiled \
-    baseline --rounds 1 --out "$O/compiled.json"
+    live_on_compiled_reuse live_on baseline --rounds 1 --out "$O/compiled.json"
 else echo "compiled skipped: no C compiler for Triton" | tee -a "$L"; fi
 echo "total $(($(date +%s) - T0))s" | tee -a "$L"
 exit $FAILED

@@ -13,6 +13,7 @@ condition) or latent space, in the components' dtype.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.cuda_threads import cuda_graph_thread
 from engine.diffusion_settings import DiffusionSettings
-from engine.types import NoSections, RGBImage, Sections
+from engine.square_ops import DeviceSquare
+from engine.stage_clock import FrameStages
+from engine.types import Mask, NoSections, RGBImage, Sections
 
 __all__ = ["Denoiser", "DiffusionComponents", "encode_prompt", "host_pipeline", "trailing_timesteps"]
 
@@ -73,11 +77,14 @@ class _InFlight:
 
 @dataclass
 class _HostBuffers:
-    """One frame's pinned host buffers (crop and condition in, crop out)."""
+    """One frame's pinned host buffers (crop and condition in, crop out; with `set_square`, the square in and
+    out)."""
 
     crop: torch.Tensor
     condition: torch.Tensor
     out: torch.Tensor
+    square: torch.Tensor | None = None
+    square_out: torch.Tensor | None = None
 
 
 @dataclass
@@ -87,6 +94,7 @@ class _Submitted:
     out: torch.Tensor
     done: Any
     tag: Any
+    stages: FrameStages
 
 
 class Denoiser:
@@ -130,17 +138,29 @@ class Denoiser:
                     module.to(memory_format=torch.channels_last)
         self._unet: Callable[..., Any] = c.unet
         self._controlnet: Callable[..., Any] | None = c.controlnet
-        if settings.compile:
+        self.compiled = settings.compile == "on" or (settings.compile == "auto" and c.device.type == "cuda")
+        if self.compiled:
+            # Static shapes: batch 1 and the stream batch k each get their own graph, both made by `warm_up`,
+            # never a recompile (or a dynamic-shape graph) while live.
             mode = "reduce-overhead" if settings.cuda_graphs else "max-autotune-no-cudagraphs"
-            self._unet = torch.compile(c.unet, mode=mode, fullgraph=False)
+            self._unet = torch.compile(c.unet, mode=mode, fullgraph=False, dynamic=False)
             if c.controlnet is not None:
-                self._controlnet = torch.compile(c.controlnet, mode=mode, fullgraph=False)
+                self._controlnet = torch.compile(c.controlnet, mode=mode, fullgraph=False, dynamic=False)
+        self._graphed = self.compiled and settings.cuda_graphs and c.device.type == "cuda"
+        self._square: DeviceSquare | None = None
+        self._residuals: dict[int, tuple[list[torch.Tensor], torch.Tensor]] = {}
+        """ControlNet residuals per step of the latest frame that ran it (`settings.controlnet_reuse`)."""
+        self.controlnet_calls = 0
+        self.stage_ms: deque[dict[str, float]] = deque(maxlen=1000)
+        """Per collected frame, its stages' times (ms; CUDA events on CUDA, wall clock on the CPU)."""
         self._prepared = False
         self._buffers: list[_HostBuffers] = []
         self._parity = 0
         self._submitted: list[_Submitted] = []
         self._in_flight: list[_InFlight] = []
         self._prev_x0: torch.Tensor | None = None
+        self._reuse_control = False
+        self._stages = FrameStages(False)
 
     @property
     def uses_controlnet(self) -> bool:
@@ -184,6 +204,8 @@ class Denoiser:
         # queued on the stream.
         self._buffers = [_HostBuffers(*(torch.empty((s.size, s.size, 3), dtype=torch.uint8, pin_memory=pin)
                                         for _ in range(3))) for _ in range(2)]
+        if self._square is not None:
+            self._square_buffers(self._square.side)
         self._parity = 0
         self.discard()
         self._in_flight = []
@@ -199,10 +221,44 @@ class Denoiser:
         self.reset()
 
     def reset(self) -> None:
-        """Forget the frames in flight and the previous latent (a cut, a new style)."""
+        """Forget the frames in flight, the previous latent and the kept ControlNet residuals (a cut, a new
+        style)."""
         self._in_flight = []
         self._prev_x0 = None
+        self._residuals = {}
         self.discard()
+
+    def set_square(self, side: int, weight: Mask) -> None:
+        """Take the canvas's side x side square from now on (`submit_square`): resized to the model's size on the
+        device, and the output blended back into it there through `weight` (side x side, see
+        `engine.square_ops.paste_weight`)."""
+        self.discard()
+        self._square = DeviceSquare(side, self.settings.size, weight, self.device)
+        if self._buffers:
+            self._square_buffers(side)
+
+    def _square_buffers(self, side: int) -> None:
+        pin = self.device.type == "cuda"
+        for b in self._buffers:
+            b.square, b.square_out = (torch.empty((side, side, 3), dtype=torch.uint8, pin_memory=pin)
+                                      for _ in range(2))
+
+    def warm_up(self) -> None:
+        """Run every shape a live frame runs (batch 1, and with stream batch the batch of k; the ControlNet
+        fresh and reused) on blank frames, then forget them: a compiled Denoiser compiles and captures here,
+        not on a live frame."""
+        s = self.settings
+        side = self._square.side if self._square is not None else s.size
+        blank = np.zeros((side, side, 3), np.uint8)
+        cond = np.zeros((s.size, s.size, 3), np.uint8)
+        for i in range(2 * (s.steps + 2)):  # CUDA graph trees: each path (fresh, reused) warmed, recorded, replayed
+            if self._square is not None:
+                self.submit_square(blank, cond, None, reuse_control=i % 2 == 1)
+            else:
+                self.submit(blank, cond, None, reuse_control=i % 2 == 1)
+            self.collect()
+        self.reset()
+        self.stage_ms.clear()
 
     def __call__(self, crop: RGBImage, condition: RGBImage | None, tag: Any = None) -> tuple[RGBImage, Any]:
         """Re-render `crop` (size x size x 3 uint8) under `condition` (the pose image, same size; ignored
@@ -219,22 +275,49 @@ class Denoiser:
         """Frames submitted and not collected yet."""
         return len(self._submitted)
 
-    @torch.inference_mode()
-    def submit(self, crop: RGBImage, condition: RGBImage | None, tag: Any = None) -> None:
+    def submit(self, crop: RGBImage, condition: RGBImage | None, tag: Any = None, reuse_control: bool = False) -> None:
         """Queue the re-render of `crop` (see `__call__`) and return without waiting for the device: on CUDA
-        the caller's CPU work overlaps the GPU's until `collect`. At most two frames may be pending."""
+        the caller's CPU work overlaps the GPU's until `collect`. At most two frames may be pending.
+        `reuse_control`: use the ControlNet residuals kept from the latest frame that ran it (the pose has
+        barely moved) instead of running it; they are kept only with `settings.controlnet_reuse` > 0."""
+        self._submit(crop, condition, tag, reuse_control, square=False)
+
+    def submit_square(self, square: RGBImage, condition: RGBImage | None, tag: Any = None,
+                      reuse_control: bool = False) -> None:
+        """`submit` for the canvas's square itself (side x side, `set_square`): resized on the device, and
+        `collect` gives the finished square, the output blended into it."""
+        if self._square is None:
+            raise RuntimeError("Denoiser.submit_square: call set_square() first")
+        self._submit(square, condition, tag, reuse_control, square=True)
+
+    @torch.inference_mode()
+    def _submit(self, crop: RGBImage, condition: RGBImage | None, tag: Any, reuse_control: bool,
+                square: bool) -> None:
         if not self._prepared:
             raise RuntimeError("Denoiser: call prepare() first")
+        if self._graphed:
+            cuda_graph_thread()
+            torch.compiler.cudagraph_mark_step_begin()  # one frame, one generation of the graph trees
         if len(self._submitted) >= len(self._buffers):
             raise RuntimeError("Denoiser.submit: two frames are pending; collect() one first")
         s = self.settings
         expected = (s.size, s.size, 3)
-        if crop.shape != expected or crop.dtype != np.uint8:
-            raise ValueError(f"crop: expected uint8 {expected}, got {crop.dtype} {crop.shape}")
+        side = self._square.side if square and self._square is not None else s.size
+        if crop.shape != (side, side, 3) or crop.dtype != np.uint8:
+            raise ValueError(f"crop: expected uint8 {(side, side, 3)}, got {crop.dtype} {crop.shape}")
         buffers = self._buffers[self._parity]
         self._parity = 1 - self._parity
-        with self._sections.section("upload"):
-            image = self._upload(crop, buffers.crop) * (2.0 / 255.0) - 1.0
+        stages = FrameStages(self.device.type == "cuda")
+        self._reuse_control = reuse_control
+        self._stages = stages
+        square_dev = None
+        with self._sections.section("upload"), stages.stage("upload"):
+            if square and self._square is not None and buffers.square is not None:
+                buffers.square.numpy()[...] = crop
+                square_dev = buffers.square.to(self.device, non_blocking=True)
+                image = self._model_input(self._square.crop(square_dev)) * (2.0 / 255.0) - 1.0
+            else:
+                image = self._upload(crop, buffers.crop) * (2.0 / 255.0) - 1.0
             cond = None
             if self._controlnet is not None:
                 if condition is None or condition.shape != expected:
@@ -243,10 +326,10 @@ class Denoiser:
                 cond = self._upload(condition, buffers.condition) * (1.0 / 255.0)
         if not s.fixed_noise:  # the unstable baseline: new noise every frame
             self._noise.copy_(torch.randn(self._noise.shape, generator=self._generator))
-        with self._sections.section("encode"):
+        with self._sections.section("encode"), stages.stage("encode"):
             latents = self._encode(image)
             x = self._sqrt_a[0] * latents + self._sqrt_1ma[0] * self._noise[:1]
-        with self._sections.section("unet"):
+        with self._sections.section("unet"), stages.stage("unet"):
             if self._batch > 1 and len(self._in_flight) == self._batch - 1:
                 x0, tag = self._stream_step(x.to(self.dtype), cond, tag)
             else:
@@ -254,15 +337,20 @@ class Denoiser:
             if s.latent_blend > 0 and self._prev_x0 is not None:
                 x0 = torch.lerp(x0, self._prev_x0, s.latent_blend)
             self._prev_x0 = x0
-        with self._sections.section("decode"):
-            out = self._decode(x0)
         cuda = self.device.type == "cuda"
-        buffers.out.copy_(out, non_blocking=cuda)
+        with self._sections.section("decode"), stages.stage("decode"):
+            levels = self._decode(x0)
+            if square_dev is not None and self._square is not None and buffers.square_out is not None:
+                host = buffers.square_out
+                host.copy_(self._square.paste(levels, square_dev), non_blocking=cuda)
+            else:
+                host = buffers.out
+                host.copy_(levels[0].to(torch.uint8).permute(1, 2, 0), non_blocking=cuda)
         done = None
         if cuda:
             done = torch.cuda.Event()
             done.record(torch.cuda.current_stream(self.device))
-        self._submitted.append(_Submitted(buffers.out, done, tag))
+        self._submitted.append(_Submitted(host, done, tag, stages))
 
     def collect(self) -> tuple[RGBImage, Any] | None:
         """The oldest submitted frame's output crop and tag (see `__call__`), waiting for its CUDA event only
@@ -273,7 +361,14 @@ class Denoiser:
         with self._sections.section("download"):
             if item.done is not None:
                 item.done.synchronize()
-            return item.out.numpy().copy(), item.tag
+            out = item.out.numpy().copy()
+        stage_ms = item.stages.resolve()
+        self.stage_ms.append(stage_ms)
+        add = getattr(self._sections, "add", None)  # livecam's Stats: the device's own times beside the wall's
+        if item.stages.cuda and callable(add):
+            for name, ms in stage_ms.items():
+                add(f"gpu_{name}", ms)
+        return out, item.tag
 
     def discard(self) -> None:
         """Forget the frames submitted and not collected (a failure, a reset)."""
@@ -285,7 +380,10 @@ class Denoiser:
     def _upload(self, array: RGBImage, host: torch.Tensor) -> torch.Tensor:
         """uint8 HxWx3 -> (1, 3, H, W) float in the model dtype, on the device."""
         host.numpy()[...] = array
-        t = host.to(self.device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).to(self.dtype)
+        return self._model_input(host.to(self.device, non_blocking=True).permute(2, 0, 1).unsqueeze(0))
+
+    def _model_input(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(self.dtype)
         return t.contiguous(memory_format=torch.channels_last) if self._channels_last else t
 
     def _encode(self, image: torch.Tensor) -> torch.Tensor:
@@ -295,11 +393,10 @@ class Denoiser:
         return (latents.float() - self._vae_shift) * self._vae_scale
 
     def _decode(self, x0: torch.Tensor) -> torch.Tensor:
-        """Latent (1, 4, h, w) -> (H, W, 3) uint8 on the device."""
+        """Latent (1, 4, h, w) -> (1, 3, H, W) float32 in whole grey levels 0..255, on the device."""
         latents = (x0 / self._vae_scale + self._vae_shift).to(self._vae_dtype)
         image = self.components.tiny_vae.decode(latents).sample
-        image = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return image.permute(1, 2, 0)
+        return ((image.float().clamp(-1, 1) + 1) * 127.5).round()
 
     def _x0(self, x: torch.Tensor, step: int | None, cond: torch.Tensor | None) -> torch.Tensor:
         """One UNet (+ ControlNet) evaluation; returns the predicted clean latents (float32). `step`: the
@@ -316,12 +413,26 @@ class Denoiser:
             x = x.contiguous(memory_format=torch.channels_last)
         residuals: dict[str, Any] = {}
         if self._controlnet is not None and cond is not None:
-            down, mid = self._controlnet(x, t, encoder_hidden_states=embeds, controlnet_cond=cond,
-                                         conditioning_scale=self.settings.controlnet_scale,
-                                         added_cond_kwargs=added, return_dict=False)
+            kept = self._residuals.get(step) if step is not None and self._reuse_control else None
+            if kept is None:
+                with self._stages.stage("controlnet"):
+                    down, mid = self._controlnet(x, t, encoder_hidden_states=embeds, controlnet_cond=cond,
+                                                 conditioning_scale=self.settings.controlnet_scale,
+                                                 added_cond_kwargs=added, return_dict=False)
+                self.controlnet_calls += 1
+                if self._graphed:
+                    # A CUDA graph's outputs live until its next replay, or until the graph trees start a new
+                    # generation (which the UNet's first compiled call does: pytorch#160281): copies, ~13 MB.
+                    down, mid = [r.clone() for r in down], mid.clone()
+                if step is not None and self.settings.controlnet_reuse > 0:
+                    self._residuals[step] = (down, mid)
+            else:
+                down, mid = kept
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         out = self._unet(x, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False,
-                         **residuals)[0].float()
+                         **residuals)[0]
+        # float32 (a copy, so nothing kept refers to the CUDA graph's output, rewritten next frame).
+        out = out.clone() if self._graphed and out.dtype == torch.float32 else out.float()
         xf = x.float()
         if self._prediction == "epsilon":
             return (xf - sqrt_1ma * out) / sqrt_a

@@ -16,11 +16,11 @@ condition) or latent space, in the components' dtype.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import cast
 
 import cv2
 import numpy as np
@@ -34,34 +34,24 @@ from engine.denoiser import Denoiser, DiffusionComponents, encode_prompt, host_p
 from engine.diffusion_settings import DiffusionSettings
 from engine.identity_fuser import IdentityFuser
 from engine.keep_face import keep_face_in_place
-from engine.pose import draw_pose
+from engine.pose import PoseReuse, body_keypoints, draw_pose
+from engine.square_ops import (
+    crop_geometry,
+    cut_square,
+    feather_mask,
+    paste_square,
+    paste_weight,
+    paste_with_weight,
+    square_region,
+)
 from engine.studio import StudioRenderer
 from engine.types import Affine, Face, FaceEncoder, Mask, NoSections, RGBImage, Sections
 from engine.validation import check_range
 
 log = logging.getLogger("livecam.engine")
 
-__all__ = ["DiffusionRenderer", "LikenessCheck"]
-
-
-def square_region(canvas_size: tuple[int, int], centre_x: float) -> tuple[int, int, int]:
-    """(x0, y0, side) of the largest square in a canvas of `canvas_size` (width, height), centred on
-    `centre_x` where it fits."""
-    width, height = canvas_size
-    side = min(width, height)
-    x0 = min(max(round(centre_x - side / 2), 0), width - side)
-    return x0, (height - side) // 2, side
-
-
-def feather_mask(side: int, feather: float) -> Mask:
-    """side x side float32 weight: 1 inside, falling smoothly to 0 over `feather` * side at each edge."""
-    ramp_px = feather * side
-    if ramp_px < 1:
-        return np.ones((side, side), np.float32)
-    d = np.minimum(np.arange(side), np.arange(side)[::-1]).astype(np.float32) + 0.5
-    edge = np.clip(d / ramp_px, 0.0, 1.0)
-    edge = edge * edge * (3 - 2 * edge)  # smoothstep
-    return np.outer(edge, edge).astype(np.float32)
+__all__ = ["DiffusionRenderer", "LikenessCheck", "crop_geometry", "cut_square", "feather_mask", "paste_square",
+           "square_region"]
 
 
 def badge_patch(canvas_height: int, text: str = "AI-enhanced") -> tuple[RGBImage, Mask]:
@@ -164,7 +154,9 @@ class _Shot:
     affine: Affine
     """Source pixels -> canvas pixels."""
     thumb: npt.NDArray[np.float32]
-    """The crop's similarity thumbnail."""
+    """The square's similarity thumbnail."""
+    finished: bool = False
+    """Rendered through `Denoiser.submit_square`: its output is the finished square, blended on the device."""
 
 
 class DiffusionRenderer:
@@ -191,10 +183,26 @@ class DiffusionRenderer:
                                  identity_changed=identity is not None)
         self._fuser = IdentityFuser(components, self._host)
         self._feather = feather_mask(settings.size, settings.feather)
+        self._side = min(self.output_size)
+        self._weight = paste_weight(self._feather, self._side)
+        """The feather warped to the canvas's square once (the square's side is the canvas's height)."""
         self._badge = badge_patch(self.output_size[1]) if settings.badge else None
         self._keep_face = settings.keep_face
         cuda = components.device.type == "cuda"
         self._pipelined = settings.pipeline == "on" or (settings.pipeline == "auto" and cuda)
+        self.on_device = settings.square_on_device == "on" or (settings.square_on_device == "auto" and cuda)
+        if self.on_device:
+            self._denoiser.set_square(self._side, self._weight)
+        # The stream batch runs the ControlNet on a batch of frames at different steps: nothing to reuse there.
+        streamed = settings.stream_batch and settings.steps > 1
+        self._reuse = PoseReuse(0.0 if streamed else settings.controlnet_reuse, settings.controlnet_reuse_max,
+                                settings.size)
+        self._condition_image: RGBImage | None = None
+        """The pose image of the latest frame that ran the ControlNet."""
+        self._warm = threading.Event()
+        self._warm.set()
+        self._warming: threading.Thread | None = None
+        self._embeds: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self._prepared = False
         self._disabled = False
         self._disabled_at_ms = 0
@@ -205,7 +213,8 @@ class DiffusionRenderer:
         self._skipped = 0
         self._square: tuple[int, int, int] | None = None
         self._likeness = likeness_check
-        self.counts = {"generated": 0, "similar_skips": 0, "failures": 0, "studio_frames": 0}
+        self.counts = {"generated": 0, "similar_skips": 0, "failures": 0, "studio_frames": 0, "warming_frames": 0,
+                       "controlnet_reused": 0}
 
     @property
     def last_square(self) -> tuple[int, int, int] | None:
@@ -265,6 +274,7 @@ class DiffusionRenderer:
     def sync(self) -> None:
         """Apply a pending identity or style now, not at the next frame. Call it only while no frame renders
         (a paused render thread): afterwards the weights hold the identity last set."""
+        self.wait_warm()
         if self._prepared and self._has_pending():
             self._apply_pending()
 
@@ -280,9 +290,51 @@ class DiffusionRenderer:
     def prepare(self) -> None:
         """The studio canvas, the identity LoRA fused into the weights, the prompt encoded, the Denoiser's
         constants. Runs again (on the render thread) after `set_style` or `set_identity`."""
+        self.wait_warm()  # never beside a warm-up still running
         self.studio.prepare()
         self._apply_pending()
         self._prepared = True
+        if self._denoiser.compiled and self._warming is None:
+            # Compiling and capturing take seconds to minutes: on a worker thread, while `render` publishes the
+            # studio canvas (the camera never stops).
+            self._warm.clear()
+            self._warming = threading.Thread(target=self._warm_up, name="livecam-diffusion-warm-up", daemon=True)
+            self._warming.start()
+
+    def stage_times(self, clear: bool = False) -> dict[str, dict[str, float]]:
+        """Per stage of the frames collected so far (up to the last 1000): p50 and p95 ms, and the count; CUDA
+        event times on CUDA, wall clock on the CPU. `clear`: start afresh afterwards."""
+        frames = list(self._denoiser.stage_ms)
+        if clear:
+            self._denoiser.stage_ms.clear()
+        names = sorted({name for f in frames for name in f})
+        return {name: {"ms_p50": round(float(np.percentile(v, 50)), 3), "ms_p95": round(float(np.percentile(v, 95)), 3),
+                       "count": len(v)} for name in names if (v := [f[name] for f in frames if name in f])}
+
+    @property
+    def warming(self) -> bool:
+        """True while the compiled engine warms up (the studio canvas is published meanwhile)."""
+        return not self._warm.is_set()
+
+    def wait_warm(self, timeout: float | None = None) -> bool:
+        """Wait for the warm-up (if any); False on timeout."""
+        return self._warm.wait(timeout)
+
+    def _warm_up(self) -> None:
+        try:
+            self._denoiser.warm_up()
+            log.info("diffusion engine compiled and warmed up")
+        except Exception as e:  # a compiler that fails here (no C compiler for Triton, ...): run eager instead
+            log.warning("compiling the diffusion engine failed (%s: %s); running it uncompiled", type(e).__name__,
+                        str(e).splitlines()[0] if str(e) else "")
+            denoiser = Denoiser(self.components, dataclasses.replace(self.settings, compile="off"), self._sections)
+            if self.on_device:
+                denoiser.set_square(self._side, self._weight)
+            if self._embeds is not None:
+                denoiser.prepare(*self._embeds)
+            self._denoiser = denoiser
+        finally:
+            self._warm.set()
 
     def _has_pending(self) -> bool:
         with self._lock:
@@ -299,8 +351,10 @@ class DiffusionRenderer:
         if pending.identity_changed or pending.prompt is not None or not self._prepared:
             with self._sections.section("encode_prompt"):
                 embeds, pooled = encode_prompt(self._host, self._prompt, self.components.device)
+            self._embeds = (embeds, pooled)
             self._denoiser.prepare(embeds, pooled)
             self._last = None
+            self._reuse.reset()
 
     def _fuse_identity(self, lora: dict[str, torch.Tensor] | None, scale: float) -> None:
         """Restore the weights the previous identity changed, then fuse `lora` at `scale`."""
@@ -309,8 +363,10 @@ class DiffusionRenderer:
         self._identity = lora
 
     def close(self) -> None:
+        warm = self.wait_warm(5.0)  # a compile may take minutes: a closing app does not wait for it
         self.studio.close()
-        self._denoiser.reset()
+        if warm:
+            self._denoiser.reset()
         if self._likeness is not None:
             self._likeness.close()
         self._prepared = False
@@ -328,8 +384,9 @@ class DiffusionRenderer:
             self._disabled = False
             self._consecutive_failures = self.settings.max_failures - 1
             log.info("trying the diffusion engine again")
-        if self._disabled or face is None:
+        if self._disabled or face is None or self.warming:
             self.counts["studio_frames"] += 1
+            self.counts["warming_frames"] += self.warming
             return canvas
         try:
             if self._has_pending():
@@ -338,6 +395,7 @@ class DiffusionRenderer:
         except Exception as e:  # an OOM or any other failure on this frame: the studio canvas stands in
             self.shown_ms = timestamp_ms
             self._denoiser.discard()
+            self._reuse.reset()
             self.counts["failures"] += 1
             self.counts["studio_frames"] += 1
             self._consecutive_failures += 1
@@ -362,9 +420,8 @@ class DiffusionRenderer:
         assert box is not None  # the studio render just set it
         canvas_affine = fr.box_to_affine(box, self.output_size)
         x0, y0, side, to_crop = crop_geometry(self.output_size, canvas_affine, face.landmarks, s.size)
-        with self._sections.section("crop"):
-            crop = cut_square(canvas, x0, y0, side, s.size)
-        thumb = _similarity_thumb(crop)
+        square = canvas[y0 : y0 + side, x0 : x0 + side]
+        thumb = _similarity_thumb(square)
         if self._last is not None and s.similar_threshold > 0 and self._skipped < s.max_skip:
             last_thumb, last_out, last_ms = self._last
             if float(np.abs(thumb - last_thumb).mean()) < s.similar_threshold:
@@ -375,9 +432,15 @@ class DiffusionRenderer:
                 self.shown_ms = last_ms
                 return last_out
         self._skipped = 0
-        with self._sections.section("condition"):
-            condition = draw_pose(face.landmarks, to_crop, (s.size, s.size)) if self._denoiser.uses_controlnet else None
-        self._denoiser.submit(crop, condition, _Shot(canvas, x0, y0, side, timestamp_ms, face, canvas_affine, thumb))
+        condition, reuse = self._condition(face, to_crop)
+        shot = _Shot(canvas, x0, y0, side, timestamp_ms, face, canvas_affine, thumb,
+                     finished=self.on_device and side == self._side)
+        if shot.finished:
+            self._denoiser.submit_square(square, condition, shot, reuse)
+        else:
+            with self._sections.section("crop"):
+                crop = cut_square(canvas, x0, y0, side, s.size)
+            self._denoiser.submit(crop, condition, shot, reuse)
         if self._pipelined and self._denoiser.pending == 1 and self._last is not None:
             # The pipeline (re)starts: this frame's GPU work runs while the next frame's CPU work does; the last
             # output shows once more meanwhile.
@@ -386,6 +449,20 @@ class DiffusionRenderer:
             return last_out
         # Sequential: this frame. Pipelined: the previous one, finished while this frame's CPU work ran.
         return self._finish(*self._collect())
+
+    def _condition(self, face: Face, to_crop: Affine) -> tuple[RGBImage | None, bool]:
+        """The pose image, and whether the ControlNet's kept residuals stand for it: the pose has moved less than
+        `controlnet_reuse` (mean keypoint displacement, fraction of the side) since the frame that ran it, and
+        it ran within `controlnet_reuse_max` frames."""
+        if not self._denoiser.uses_controlnet:
+            return None, False
+        s = self.settings
+        if self._reuse.reuse(fr.transform_points(body_keypoints(face.landmarks), to_crop)):
+            self.counts["controlnet_reused"] += 1
+            return self._condition_image, True
+        with self._sections.section("condition"):
+            self._condition_image = draw_pose(face.landmarks, to_crop, (s.size, s.size))
+        return self._condition_image, False
 
     def _collect(self) -> tuple[RGBImage, _Shot]:
         result = self._denoiser.collect()
@@ -397,7 +474,13 @@ class DiffusionRenderer:
         earlier frame's), the face kept, the badge; counted, remembered, checked for likeness."""
         self.shown_ms = shot.timestamp_ms
         with self._sections.section("paste"):
-            out = paste_square(shot.canvas, rendered, shot.x0, shot.y0, shot.side, self._feather)
+            if shot.finished:
+                out = shot.canvas.copy()
+                out[shot.y0 : shot.y0 + shot.side, shot.x0 : shot.x0 + shot.side] = rendered
+            elif shot.side == self._side:
+                out = paste_with_weight(shot.canvas, rendered, shot.x0, shot.y0, shot.side, self._weight)
+            else:
+                out = paste_square(shot.canvas, rendered, shot.x0, shot.y0, shot.side, self._feather)
         if self._keep_face:
             with self._sections.section("keep_face"):
                 keep_face_in_place(out, shot.canvas, fr.transform_points(shot.face.landmarks[:, :2], shot.affine))
@@ -414,29 +497,3 @@ class DiffusionRenderer:
                 landmarks[:, :2] = fr.transform_points(shot.face.landmarks[:, :2], shot.affine)
                 check.submit(out, landmarks)  # `out` is never written again: published as it is
         return out
-
-
-def crop_geometry(canvas_size: tuple[int, int], canvas_affine: Affine, landmarks: npt.NDArray[np.float32],
-                  size: int) -> tuple[int, int, int, Affine]:
-    """Where to re-render: the square (x0, y0, side) of the canvas around the face (its nose), and the affine
-    from source pixels to the size x size crop of it. `canvas_affine` maps source pixels to the canvas."""
-    centre_x = float(fr.transform_points(landmarks[[1], :2], canvas_affine)[0, 0])
-    x0, y0, side = square_region(canvas_size, centre_x)
-    scale = size / side
-    to_crop: Affine = np.array([[scale, 0.0, 0.0], [0.0, scale, 0.0]]) @ np.vstack(
-        [canvas_affine - [[0, 0, x0], [0, 0, y0]], [0, 0, 1]])
-    return x0, y0, side, to_crop
-
-
-def cut_square(canvas: RGBImage, x0: int, y0: int, side: int, size: int) -> RGBImage:
-    """The canvas's square at (x0, y0) resized to size x size."""
-    square = canvas[y0 : y0 + side, x0 : x0 + side]
-    return cast(RGBImage, cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA))
-
-
-def paste_square(canvas: RGBImage, rendered: RGBImage, x0: int, y0: int, side: int, feather: Mask) -> RGBImage:
-    """`rendered` scaled to side x side and blended into a copy of `canvas` at (x0, y0) through `feather`
-    (rendered-sized weight)."""
-    scale = side / rendered.shape[0]
-    affine: Affine = np.array([[scale, 0.0, x0 + 0.5 * scale - 0.5], [0.0, scale, y0 + 0.5 * scale - 0.5]])
-    return fr.paste_back(canvas, rendered, affine, feather)

@@ -34,6 +34,16 @@ class DiffusionSettings:
     pipeline: str = "auto"
     """Overlap frame n+1's CPU work (studio canvas, crop, pose, upload) with frame n's GPU work, at one frame
     more delay: "on", "off", or "auto" (on with CUDA, where the GPU runs asynchronously)."""
+    square_on_device: str = "auto"
+    """Where the square is resized into the model's input and the output blended back (feathered) into it:
+    "on" (torch on the engine's device, where the model's tensors are), "off" (OpenCV on the CPU), or "auto"
+    (on with CUDA)."""
+    controlnet_reuse: float = 0.004
+    """Reuse the ControlNet's residuals of the latest frame that ran it while the pose has moved less than this
+    since (mean pose keypoint displacement, fraction of the square's side); 0 = run it on every frame. Not with
+    the stream batch (2+ steps), whose ControlNet call serves frames at different steps."""
+    controlnet_reuse_max: int = 8
+    """Run the ControlNet at least every this many frames even when the pose stands still."""
     feather: float = 0.08
     """Soft edge of the pasted square, as a fraction of its side."""
     keep_face: bool = True
@@ -43,9 +53,11 @@ class DiffusionSettings:
     """A small "AI-enhanced" badge on generated frames."""
     channels_last: bool = True
     """channels_last memory format on CUDA (faster convolutions on tensor cores)."""
-    compile: bool = False
-    """torch.compile the UNet and ControlNet (slow first frames, faster after)."""
-    cuda_graphs: bool = False
+    compile: str = "auto"
+    """torch.compile the UNet and ControlNet with fixed shapes: "on", "off", or "auto" (on with CUDA). The
+    compile and capture run at start-up on a worker thread while the studio canvas is published (seconds to a
+    minute or two); then the frames are faster. True/False are taken as "on"/"off"."""
+    cuda_graphs: bool = True
     """With compile: capture CUDA graphs ("reduce-overhead"), removing per-kernel launch cost."""
     likeness_every: int = 30
     """With an enrolled identity, score every this many generated frames against it (shown in the run's
@@ -70,5 +82,10 @@ class DiffusionSettings:
         check_range("likeness_every", self.likeness_every, 0, 100_000)
         check_range("max_failures", self.max_failures, 1, 1000)
         check_range("retry_s", self.retry_s, 0.0, 86_400.0)
-        if self.pipeline not in ("auto", "on", "off"):
-            raise ValueError(f"pipeline = {self.pipeline!r}: must be one of 'auto', 'on', 'off'")
+        check_range("controlnet_reuse", self.controlnet_reuse, 0.0, 1.0)
+        check_range("controlnet_reuse_max", self.controlnet_reuse_max, 0, 1000)
+        if isinstance(self.compile, bool):  # the former switch
+            object.__setattr__(self, "compile", "on" if self.compile else "off")
+        for name in ("pipeline", "square_on_device", "compile"):
+            if getattr(self, name) not in ("auto", "on", "off"):
+                raise ValueError(f"{name} = {getattr(self, name)!r}: must be one of 'auto', 'on', 'off'")

@@ -13,6 +13,7 @@ eye is on the image's left.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -115,3 +116,31 @@ def draw_pose(landmarks: Landmarks, affine: Affine, size: tuple[int, int], face_
         for x, y in face:
             cv2.circle(canvas, (round(float(x)), round(float(y))), dot, (255, 255, 255), thickness=-1)
     return canvas
+
+
+@dataclass
+class PoseReuse:
+    """Whether the ControlNet's kept residuals stand for this frame's pose: it has moved less than `threshold`
+    (mean displacement of the pose keypoints, fraction of the render's `size`) since the frame that last ran the
+    ControlNet, and that frame is at most `max_run` frames back. `threshold` 0: never."""
+
+    threshold: float
+    max_run: int
+    size: int
+    _points: npt.NDArray[np.floating] | None = None
+    _run: int = 0
+
+    def reuse(self, points: npt.NDArray[np.floating]) -> bool:
+        """Decide for this frame's keypoints (render pixels); a frame that runs the ControlNet becomes the
+        reference."""
+        if self.threshold > 0 and self._points is not None and self._run < self.max_run:
+            moved = np.linalg.norm(points - self._points, axis=1)
+            if float(np.nanmean(moved)) < self.threshold * self.size:
+                self._run += 1
+                return True
+        self._points, self._run = points, 0
+        return False
+
+    def reset(self) -> None:
+        """No reference: the next frame runs the ControlNet."""
+        self._points, self._run = None, 0

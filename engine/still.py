@@ -43,7 +43,7 @@ class StillGenerator:
         # The full VAE takes the tiny VAE's place in the Denoiser; stills are single images, never a stream.
         full = dataclasses.replace(components, tiny_vae=components.vae)
         self.settings = dataclasses.replace(settings, stream_batch=False, fixed_noise=True, latent_blend=0.0,
-                                            compile=False, cuda_graphs=False)
+                                            compile="off", cuda_graphs=False)
         self._denoiser = Denoiser(full, self.settings)
         self._host = host_pipeline(full)
         self._shared = fuser is not None

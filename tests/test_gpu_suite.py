@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import diffusion_e2e, stills_gpu, stills_models
+from benchmarks import diffusion_e2e, diffusion_square, stills_gpu, stills_models
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "benchmarks" / "gpu_suite.sh"
@@ -40,7 +40,7 @@ def suite_commands(tmp_path: Path, *flags: str) -> dict[str, list[str]]:
 @pytest.mark.parametrize("flags", [(), ("--smoke",)], ids=["gpu", "smoke"])
 def test_every_suite_command_is_accepted_by_its_benchmark(tmp_path: Path, flags: tuple[str, ...]) -> None:
     steps = suite_commands(tmp_path, *flags)
-    assert set(steps) == {"live", "stills", "train", "compiled"}
+    assert set(steps) == {"live", "stills", "train", "square", "compiled"}
     for name, argv in steps.items():
         env = [a for a in argv if re.fullmatch(r"[A-Z_]+=\S*", a)]
         argv = [a for a in argv if a != "env" and a not in env]
@@ -50,14 +50,16 @@ def test_every_suite_command_is_accepted_by_its_benchmark(tmp_path: Path, flags:
         assert args.out == tmp_path / f"{name}.json"
         assert args.tiny == bool(flags)
         assert env == (["TORCH_COMPILE_DISABLE=1"] if flags and name == "compiled" else [])
-    assert set(steps["compiled"][steps["compiled"].index("--runs") + 1:]) >= {"live_on_compiled", "baseline"}
+    compiled_runs = steps["compiled"][steps["compiled"].index("--runs") + 1:]
+    assert set(compiled_runs) >= {"live_on_compiled", "live_on_compiled_reuse", "live_on", "baseline"}
     # The GPU run is one short command (the device tool takes at most 2,000 characters).
     assert len("bash benchmarks/gpu_suite.sh") < 2000
 
 
 def test_the_carried_assets_are_those_the_benchmarks_read() -> None:
     carry = (ROOT / "benchmarks" / "gpu_carry.sh").read_text()
-    needed = {diffusion_e2e.VIDEO, stills_gpu.PHOTO, *stills_models.MODEL_FILES.values()}
+    clip = "video/video_01_ccby_multiface.mp4"  # tests/media.py's face clip (the square benchmark's reuse figures)
+    needed = {diffusion_e2e.VIDEO, diffusion_square.VIDEO, clip, stills_gpu.PHOTO, *stills_models.MODEL_FILES.values()}
     for relative in needed:
         assert relative in carry, relative
     wheels = carry[carry.index("-m pip download"):carry.index("for f in")]
@@ -90,7 +92,10 @@ def test_e2e_benchmark_tiny_runs_every_path_and_writes_json(tmp_path: Path) -> N
     assert result["settings"]["pipeline"] == "on" and result["settings"]["similar_threshold"] == 0
     for name in ("denoiser", "baseline"):
         assert runs[name]["fps"] > 0
-    assert set(result["speedup_vs_baseline"]) == {"live_on", "live_off", "denoiser"}
+    assert set(result["speedup_vs_baseline"]) == {"live_on", "live_off", "denoiser", "live_on_reuse", "live_on_opencv"}
+    # The engine's own stage times (wall clock on the CPU), the square where the run put it.
+    assert {"upload", "encode", "unet", "controlnet", "decode", "frame"} <= set(runs["live_on"]["engine_stages"])
+    assert runs["live_on_opencv"]["square_on_device"] is False and runs["live_on"]["counts"]["controlnet_reused"] == 0
     target = result["target"]
     assert target["applicable"] is False and target["passed"] is None
     assert target["live_on"]["latency_from"] == "paced_on"
