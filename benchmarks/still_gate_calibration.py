@@ -8,8 +8,12 @@ confidence (the matte before issue 13; it lets the room through) and with the gr
 What really leaked is known from the ground truth: the pixels outside the true person (its alpha, warped into
 the still, under 0.05) that differ from the backdrop by more than 30 levels, in face areas (face height
 squared) -- "room shown". Halos inside the person's soft edge are not in it (the ground truth cannot tell a
-halo from hair); the figure sees them. Every shared single-face photo is measured too (no ground truth:
-looked at on the sheet `--sheet` writes).
+halo from hair); the figure sees them. So each kit still is also made again from the frame with its room
+(the kit's background plate) replaced by the still's backdrop, same matte and landmarks: the difference is
+exactly what the room contributes, through the hair and the soft edge too -- "room exact" (the mean absolute
+difference summed, in the leftovers' unit: percent of the face's area in entirely foreign colour) and "room
+visible" (pixels more than 30 levels off, per face height squared). Every shared single-face photo is
+measured too (no ground truth: looked at on the sheet `--sheet` writes).
 
 Variants: the mean absolute difference (grey levels, 0-255, whole still and face box) between every pair of the
 4 studio variants of a style, before (a lighting setup each on the style's backdrop: the table kept here) and
@@ -68,10 +72,11 @@ def _subject(bench: Workbench, image: RGBImage, matte: np.ndarray | None) -> Sub
     return subject
 
 
-def measure(bench: Workbench, config: Config, subject: Subject, truth: np.ndarray | None
-            ) -> tuple[dict[str, Any], RGBImage]:
+def measure(bench: Workbench, config: Config, subject: Subject, truth: np.ndarray | None,
+            plate: np.ndarray | None = None) -> tuple[dict[str, Any], RGBImage]:
     """The still of `subject` (corporate style, variant 1), the gate's figure on it, and with the ground-truth
-    alpha `truth` (frame pixels), the room it shows."""
+    alpha `truth` (frame pixels), the room it shows; with the background `plate` behind the frame too, the
+    room it shows exactly (`_exact`)."""
     style = resolve_style(config, "corporate")
     variant = look(config, style, 1)
     lit = variant.style(style)
@@ -86,7 +91,27 @@ def measure(bench: Workbench, config: Config, subject: Subject, truth: np.ndarra
         true_alpha = fr.warp(truth, affine, size)
         off = np.linalg.norm(still.astype(np.float32) - around.backdrop.astype(np.float32), axis=2) > ROOM_LEVELS
         row["room_shown"] = round(float((off & (true_alpha < SHOWN_ALPHA)).sum()) / face_px**2, 4)
+        if plate is not None:
+            row.update(_exact(bench, config, subject, truth, plate, still, affine, around.backdrop, face_px))
     return row, still
+
+
+def _exact(bench: Workbench, config: Config, subject: Subject, truth: np.ndarray, plate: np.ndarray,
+           still: RGBImage, affine: np.ndarray, backdrop: RGBImage, face_px: float) -> dict[str, float]:
+    """The still made again from the frame with its room replaced by the still's backdrop (same matte, same
+    landmarks): how much the room changes it."""
+    frame = subject.image
+    back = cv2.warpAffine(backdrop, cv2.invertAffineTransform(affine), (frame.shape[1], frame.shape[0]),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    roomless = np.clip(frame + (1.0 - truth)[..., None] * (back - plate) + 0.5, 0, 255).astype(np.uint8)
+    twin = Subject(roomless, subject.landmarks, subject.reference, "", {})
+    twin._mask = subject.mask(bench.segmenter)
+    variant = look(config, resolve_style(config, "corporate"), 1)
+    again, _, _ = studio_square(bench, config, twin, variant.style(resolve_style(config, "corporate")), None,
+                                variant.light)
+    diff = np.abs(still.astype(np.float32) - again.astype(np.float32)).mean(axis=2)
+    return {"room_exact": round(float(diff.sum()) / 255.0 / face_px**2 * 100.0, 3),
+            "room_visible": round(float((diff > ROOM_LEVELS).sum()) / face_px**2, 4)}
 
 
 def matting(bench: Workbench, config: Config, step: int, sheet: list[SheetEntry]) -> list[dict[str, Any]]:
@@ -98,12 +123,14 @@ def matting(bench: Workbench, config: Config, step: int, sheet: list[SheetEntry]
         if alpha is None:
             raise SystemExit(f"no ground truth for {path.name} in {kit / 'alpha'}")
         truth = alpha.astype(np.float32) / 255
+        plate = read_image(kit / "backgrounds" / f"{path.stem.split('__')[1]}.png").astype(np.float32)
         raw = bench.segmenter.segment(frame, 0)
         for matte_kind, matte in (("livecam", None), ("raw_segmenter", raw), ("ground_truth", truth)):
-            row, still = measure(bench, config, _subject(bench, frame, matte), truth)
+            row, still = measure(bench, config, _subject(bench, frame, matte), truth, plate)
             rows.append({"frame": path.stem, "matte": matte_kind, **row})
             sheet.append(SheetEntry(thumbnail(still), "kit", path.stem[:24], matte_kind,
-                                    f"leftovers {row['leftovers']:.2f}, room {row['room_shown']:.2f}",
+                                    f"leftovers {row['leftovers']:.2f}, room {row['room_shown']:.2f}, "
+                                    f"exact {row['room_exact']:.1f}",
                                     row["leftovers"] <= config.still.max_leftovers))
         print(f"{path.stem}: " + " / ".join(f"{r['leftovers']:.2f}" for r in rows[-3:]), flush=True)
     return rows
@@ -160,6 +187,11 @@ def summarise(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
         out[f"{kind}_matte_room_shown_under_0.05"] = share([r for r in made if r["room_shown"] < 0.05])
     gt = [r for r in rows if r["matte"] == "ground_truth"]
     out["ground_truth_matte"] = share(gt)
+    for kind in ("livecam", "ground_truth"):  # by the exact figure: the room seen through hair and edges too
+        made = [r for r in rows if r["matte"] == kind]
+        out[f"{kind}_matte_room_exact_under_2"] = share([r for r in made if r["room_exact"] < 2])
+        out[f"{kind}_matte_room_exact_2_to_5"] = share([r for r in made if 2 <= r["room_exact"] <= 5])
+        out[f"{kind}_matte_room_exact_over_5"] = share([r for r in made if r["room_exact"] > 5])
     out["ground_truth_matte_S001"] = share([r for r in gt if r["frame"].startswith("S001")])
     return out
 
@@ -188,6 +220,9 @@ def main() -> None:
         "seconds": round(time.perf_counter() - started, 1),
         "method": {"room_shown": f"pixels with true alpha < {SHOWN_ALPHA} that differ from the backdrop by more "
                                  f"than {ROOM_LEVELS} levels, per face height squared",
+                   "room_exact": "the still made again with the frame's room replaced by the backdrop: the mean "
+                                 "absolute difference summed, percent of the face's area (the leftovers' unit)",
+                   "room_visible": f"pixels of that difference over {ROOM_LEVELS} levels, per face height squared",
                    "style": "corporate, variant 1 (studio engine)", "variants_style": "corporate and creative"},
         "summary": summary,
         "photos": shared,

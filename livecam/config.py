@@ -231,6 +231,10 @@ class StillSettings(GateSettings):
     """Denoising steps (live uses 1-2)."""
     strength: float = 0.6
     """img2img strength on the framed photo."""
+    keep_face: bool = False
+    """Diffusion stills: blend the person's own face from the studio square back into each generated one
+    (`engine.keep_face`, as live video does with `engine.keep_face`). Off by default: a still is judged by the
+    gate's likeness check instead, and the generated face is re-made until it passes."""
     face_height: float = 0.25
     """Face height as a fraction of the kept square (room around it for every platform's crop)."""
     eye_line: float = 0.42

@@ -33,13 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from tqdm import tqdm
 
 from engine.crops import PlatformSpec
 from engine.gate import ADVICE
+from engine.keep_face import keep_face_in_place
 from engine.pose import draw_pose
 from engine.styles import StylePreset
-from engine.types import RGBImage
+from engine.types import Landmarks, RGBImage
 from livecam.assembly import open_workbench, prompt_subject
 from livecam.config import Config
 from livecam.errors import LivecamError
@@ -216,43 +218,41 @@ def _make_style(run: RunContext, subject: Subject, style_name: str, style: Style
     generator = bench.generator
     seed = first_seed
     photo_cut = photo_cuts_head(bench, subject)
-    base_square = condition = None
-    if generator is not None:  # the framed photo and its pose image, once per style
-        base_square, _, affine = studio_square(bench, config, subject, style, generator.size)
-        if generator.uses_controlnet:
-            condition = draw_pose(subject.landmarks, affine, (generator.size, generator.size))
-        generator.set_prompt(style.prompt(subject_words))
     for variant in range(1, run.variants + 1):
+        variant_look = look(config, style, variant)
+        lit = variant_look.style(style)
+        base = condition = prompt = None
+        if generator is not None:  # the photo framed and lit in this variant's look, prompted with it
+            base = studio_square(bench, config, subject, lit, generator.size, variant_look.light)
+            if generator.uses_controlnet:
+                condition = draw_pose(subject.landmarks, base[2], (generator.size, generator.size))
+            prompt = variant_look.prompted(style).prompt(subject_words)
+            generator.set_prompt(prompt)
         attempts = 1 + (s.max_retries if generator is not None else 0)
         for attempt in range(1, attempts + 1):
-            crop_source = variant_look = None
+            crop_source = None
             if generator is not None:
-                assert base_square is not None
-                made = generator.generate(base_square, condition, seed)
-                if style.brand_backdrop:
-                    made = brand_backdrop(bench, config, made, style)
-                around = surroundings(bench, config, style, made, known=style.brand_backdrop, photo_cut=photo_cut)
+                assert base is not None
+                made = _generate(run, base, condition, seed, style)
+                around = surroundings(bench, config, lit, made, known=style.brand_backdrop, photo_cut=photo_cut)
                 used_seed: int | None = seed
                 seed += 1
             else:
-                variant_look = look(config, style, variant)
-                lit = variant_look.style(style)
                 made, _, affine = studio_square(bench, config, subject, lit, None, variant_look.light)
                 crop_source = crop_canvas(bench, config, subject, lit, variant_look.light)
                 around = surroundings(bench, config, lit, made, matte=(subject.mask(bench.segmenter), affine),
                                       photo_cut=photo_cut)
                 used_seed = None
             assessment, landmarks = measure(bench, made, subject, s, around)
-            candidate = Candidate(style_name, variant, attempt, used_seed,
-                                  variant_look.light if variant_look is not None else None, assessment.figures,
+            candidate = Candidate(style_name, variant, attempt, used_seed, variant_look.light, assessment.figures,
                                   list(assessment.failed), list(assessment.reasons), (made.shape[1], made.shape[0]),
                                   advice=assessment.advice, tips=[ADVICE[t] for t in assessment.tips],
-                                  look=variant_look.to_report() if variant_look is not None else None)
+                                  look={**variant_look.to_report(), **({"prompt": prompt} if prompt else {})})
             extra = extra_check(candidate.measured()) if extra_check is not None else None
             if extra:
                 candidate.reject("extra", extra)
             candidates.append(candidate)
-            words = variant_look.words() if variant_look is not None else f"seed {used_seed}"
+            words = variant_look.words() + (f", seed {used_seed}" if used_seed is not None else "")
             sheet.append(SheetEntry(thumbnail(made), style_name, f"{style_title(style_name)} - v{variant}", words,
                                     candidate.verdict, candidate.kept))
             if candidate.kept:
@@ -261,3 +261,20 @@ def _make_style(run: RunContext, subject: Subject, style_name: str, style: Style
             log.debug("rejected %s v%d attempt %d: %s", style_name, variant, attempt, "; ".join(candidate.reasons))
         bar.update(1)
         bar.set_postfix(kept=sum(c.kept for c in candidates), tried=len(candidates))
+
+
+def _generate(run: RunContext, base: tuple[RGBImage, Landmarks, npt.NDArray[np.float64]],
+              condition: RGBImage | None, seed: int, style: StylePreset) -> RGBImage:
+    """One diffusion candidate from the studio square `base` (square, its landmarks, affine photo -> square)
+    under the pose image `condition`, with the person's own face from the square blended back when
+    `still.keep_face` is on, and the style's brand colour or picture put back behind it."""
+    bench, generator = run.bench, run.bench.generator
+    assert generator is not None
+    square, landmarks, _ = base
+    made = generator.generate(square, condition, seed)
+    if run.config.still.keep_face:
+        made = made.copy()
+        keep_face_in_place(made, square, landmarks[:, :2])
+    if style.brand_backdrop:
+        made = brand_backdrop(bench, run.config, made, style)
+    return made

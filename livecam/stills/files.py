@@ -45,7 +45,8 @@ class Candidate:
     seed: int | None
     """The diffusion seed it was made with; None: the studio engine (no seed)."""
     light: tuple[str, float] | None
-    """The studio engine's key light (side, strength factor) for this variant; None: the diffusion engine."""
+    """The variant's lighting setup and key strength factor (the square the diffusion engine starts from is lit
+    the same way)."""
     figures: dict[str, Any]
     """The gate's measurements (`engine.gate.Assessment.figures`)."""
     failed: list[str]
@@ -58,7 +59,8 @@ class Candidate:
     tips: list[str] = field(default_factory=list)
     """Plain advice for checks that failed but do not reject (a photo that cuts the top of the head)."""
     look: dict[str, Any] | None = None
-    """The studio engine's variant: lighting setup and backdrop (`livecam.stills.variants.Look.to_report`)."""
+    """The variant's look: lighting setup and backdrop (`livecam.stills.variants.Look.to_report`), and for the
+    diffusion engine the prompt that names them."""
     file: str | None = None
     """The kept image's file in the run folder (set when written)."""
     crops: list[dict[str, Any]] = field(default_factory=list)

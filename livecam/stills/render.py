@@ -81,7 +81,8 @@ def studio_square(bench: Workbench, config: Config, subject: Subject, style: Sty
                             outside=mask is not None)
         side = max(64, min(int(box.height), s.max_size))
     studio, mask = _studio(bench, config, subject, style, (side, side), framing, light)
-    square = studio.render(subject.image, Face(subject.landmarks, frame_size), mask, 0)
+    photo = subject.foreground(bench.segmenter) if mask is not None else subject.image
+    square = studio.render(photo, Face(subject.landmarks, frame_size), mask, 0)
     assert studio.last_box is not None
     affine = fr.box_to_affine(studio.last_box, (side, side))
     studio.close()
@@ -111,7 +112,8 @@ def crop_canvas(bench: Workbench, config: Config, subject: Subject, style: Style
     size = (max(16, round((x1 - x0) * scale)), max(16, round((y1 - y0) * scale)))
     box = fr.Box(x0 + size[0] / scale / 2.0, y0 + size[1] / scale / 2.0, size[0] / scale, size[1] / scale)
     studio, _ = _studio(bench, config, subject, style, size, config.framing, light)
-    canvas = studio.render(image, Face(subject.landmarks, frame_size), mask, 0, box=box)
+    photo = subject.foreground(bench.segmenter) if mask is not None else image
+    canvas = studio.render(photo, Face(subject.landmarks, frame_size), mask, 0, box=box)
     studio.close()
     affine = fr.box_to_affine(box, size)
     if room is None:

@@ -15,7 +15,8 @@ import numpy.typing as npt
 from engine import framing as fr
 from engine import quality
 from engine.alignment import cosine
-from engine.matte import segment_person
+from engine.foreground import foreground
+from engine.matte import photo_alpha, segment_person
 from engine.types import Landmarks, Mask, RGBImage, Segmenter
 from livecam.config import Config
 from livecam.errors import LivecamError
@@ -35,6 +36,7 @@ class Subject:
     reference_kind: str
     source: dict[str, Any]
     _mask: Mask | None = field(default=None, init=False, repr=False)
+    _foreground: RGBImage | None = field(default=None, init=False, repr=False)
 
     def mask(self, segmenter: Segmenter) -> Mask:
         """The person confidence of the photo (the segmenter run on the square around the face), segmented on
@@ -42,6 +44,14 @@ class Subject:
         if self._mask is None:
             self._mask = segment_person(segmenter, self.image, 0, self.landmarks)
         return self._mask
+
+    def foreground(self, segmenter: Segmenter) -> RGBImage:
+        """The photo with the room taken out of its soft matte edge (`engine.foreground`): what a still puts on
+        a backdrop, so that no bookshelf shows through the hair and no window leaves a halo."""
+        if self._foreground is None:
+            alpha = photo_alpha(self.image, self.mask(segmenter), self.landmarks)
+            self._foreground = foreground(self.image, alpha, fr.face_height_px(self.landmarks))
+        return self._foreground
 
 
 def count_people(bench: Workbench, image: RGBImage) -> int:

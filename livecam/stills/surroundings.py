@@ -17,8 +17,11 @@ from livecam.stills.render import _backdrop
 from livecam.stills.subject import Subject
 from livecam.stills.workbench import Workbench
 
-CONFIDENT = 0.9
-"""Matte value from which a pixel is the person for sure: the matte's softer pixels are where leftovers hide."""
+CONFIDENT = 0.5
+"""Matte value from which a pixel can be the person (where the segmenter run on the still agrees): below it the
+matte let the room through at most half-opaque, and what shows there is looked at. At 0.9 the person's own hair,
+which the matte keeps at 0.5-0.9, was looked at as leftovers: 43 of 93 clean kit stills rejected
+(`benchmarks/still_gate_calibration.py`)."""
 
 
 def backdrop_image(config: Config, style: StylePreset, size: tuple[int, int]) -> RGBImage | None:
@@ -48,7 +51,7 @@ def surroundings(bench: Workbench, config: Config, style: StylePreset, image: RG
     """The person in `image` (the segmenter's confidence on it) and its backdrop. `known`: the backdrop is the
     style's (a studio square, or a brand colour put back behind a generated image); False: a generated
     background, not compared. `matte`: (the photo's person mask, affine photo -> `image`) of a studio square:
-    only its confident part counts as the person, so that room pixels it let through half-opaque, which a
+    only its part from `CONFIDENT` counts as the person, so that room pixels it let through half-opaque, which a
     segmenter run on the result may take for hair, are still looked at. `photo_cut`: `photo_cuts_head`."""
     size = (image.shape[1], image.shape[0])
     person = bench.segmenter.segment(image, 0)

@@ -63,6 +63,14 @@ class Look:
         """`style` with this look's backdrop tint (the studio engine's stand-in for its background)."""
         return dataclasses.replace(style, backdrop=self.backdrop) if self.backdrop else style
 
+    def prompted(self, style: StylePreset) -> StylePreset:
+        """`style` with its lighting and (when this look has a tone) background axes naming this look, for the
+        diffusion engine's prompt: "soft short lighting", "plain warm grey studio backdrop" (the photographers'
+        names, short: CLIP reads 77 tokens). A brand colour or picture keeps the style's own background words."""
+        lighting = f"{'soft ' if self.strength < 1.0 else ''}{self.setup} lighting"
+        background = f"plain {self.backdrop_name} studio backdrop" if self.backdrop_name else None
+        return style.with_axes(lighting=lighting, background=background)
+
 
 def look(config: Config, style: StylePreset, variant: int) -> Look:
     """Variant `variant`'s (from 1) look (broad and short follow the face's turn when the photo is lit)."""
