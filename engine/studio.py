@@ -29,6 +29,10 @@ from engine.types import Face, Mask, NoSections, RGBImage, Sections
 _KEY_REBUILD = 0.08
 # Rebuild the tone tables only when a gain changed by more than this (relative): below one 8-bit level.
 _LUT_REBUILD = 1.0 / 512.0
+# Source pixels relit beyond the part the output shows: the warp reads one beyond it (framing.warp); blur
+# mode's backdrop halves the frame up to three times first (pyrDown reads two beyond at each level).
+_WARP_MARGIN = 2
+_BLUR_MARGIN = 32
 
 
 class StudioRenderer:
@@ -171,26 +175,37 @@ class StudioRenderer:
                 )
             landmarks = face.landmarks
 
-        # Relight and skin run on the source frame, before the warp: the warp upscales (2x or more at
-        # usual webcam sizes), so per-pixel work there costs a quarter or less of the same at the output.
-        lit = image
-        if self._relight.enabled:
-            with self._sections.section("relight"):
-                lit = self._apply_relight(image, landmarks, timestamp_ms)
-
-        if self._skin.enabled and landmarks is not None and self._skin.strength > 0.0:
-            with self._sections.section("skin"):
-                lit = sk.smooth_skin(lit, landmarks, self._skin.strength)
-
+        cutout = self._background.enabled and mask is not None
         with self._sections.section("frame"):
             affine = self._frame(landmarks, mask, (iw, ih), timestamp_ms, box)
-            out = fr.warp(lit, affine, self.output_size)
-            if self._background.enabled and mask is not None:
+        # Relight and skin run on the source frame, before the warp: the warp upscales (2x or more at
+        # usual webcam sizes), so per-pixel work there costs a quarter or less of the same at the output.
+        # Only on the part of the frame the output shows (`shown_region`): a closer framing relights less.
+        region = shown_region(affine, (iw, ih), self.output_size,
+                              _BLUR_MARGIN if cutout and self._backdrop is None else _WARP_MARGIN)
+        x0, y0 = region[:2]
+        lit = image[region[1] : region[3], x0 : region[2]]
+        if self._relight.enabled:
+            with self._sections.section("relight"):
+                lit = self._apply_relight(image, landmarks, timestamp_ms, region)
+        if self._skin.enabled and landmarks is not None and self._skin.strength > 0.0:
+            with self._sections.section("skin"):
+                # The relit region is this frame's own copy: smoothed in place.
+                shifted = landmarks.copy()
+                shifted[:, 0] -= x0
+                shifted[:, 1] -= y0
+                lit = sk.smooth_skin(lit, shifted, self._skin.strength, inplace=self._relight.enabled)
+        lit_affine = affine.copy()
+        lit_affine[:, 2] += affine[:, :2] @ np.array([x0, y0], np.float64)
+
+        with self._sections.section("warp"):
+            out = fr.warp(lit, lit_affine, self.output_size)
+            if cutout:
                 pl.extend_below(out, self._body_end, self._fade[1][0])
 
-        if self._background.enabled and mask is not None:
+        if cutout and mask is not None:
             with self._sections.section("background"):
-                out = self._apply_background(out, image, lit, mask, landmarks, timestamp_ms, affine)
+                out = self._apply_background(out, image, lit, lit_affine, mask, landmarks, timestamp_ms, affine)
         return out
 
     def _frame(self, landmarks: npt.NDArray[np.float32] | None, mask: Mask | None, frame_size: tuple[int, int],
@@ -227,8 +242,10 @@ class StudioRenderer:
             pl.extend_below(alpha, self._body_end, widths[0])
         return fr.fade_alpha(alpha, edges, widths)
 
-    def _apply_relight(self, image: RGBImage, landmarks: npt.NDArray[np.float32] | None, timestamp_ms: int) -> RGBImage:
-        """Measure the face's skin, move the gains, apply the tone tables with the key light (source pixels)."""
+    def _apply_relight(self, image: RGBImage, landmarks: npt.NDArray[np.float32] | None, timestamp_ms: int,
+                       region: tuple[int, int, int, int]) -> RGBImage:
+        """Measure the face's skin, move the gains, apply the tone tables with the key light (source pixels) to
+        `region` of the frame: returns that part, relit."""
         settings = self._relight
         stats, highlight = None, 1.0
         if landmarks is not None:
@@ -245,7 +262,7 @@ class StudioRenderer:
             self._tables = rl.tone_tables(gains, key)
             self._lut_gains = gains
             self._lut_key_range = key_range
-        return rl.apply(image, self._tables, key)
+        return rl.apply(image, self._tables, key, region)
 
     def _cached_key_map(self, size: tuple[int, int], landmarks: npt.NDArray[np.float32] | None) -> rl.KeyMap | None:
         """The key-light map for a frame of `size` with the face at `landmarks`, rebuilt only when the head
@@ -266,13 +283,15 @@ class StudioRenderer:
         out: RGBImage,
         image: RGBImage,
         lit: RGBImage,
+        lit_affine: npt.NDArray[np.float64],
         mask: Mask,
         landmarks: npt.NDArray[np.float32] | None,
         timestamp_ms: int,
         affine: npt.NDArray[np.float64],
     ) -> RGBImage:
         """Matte the person in source pixels (stable under camera moves; `image`, the unedited frame, guides
-        the edge), warp the matte, composite over the backdrop."""
+        the edge), warp the matte, composite over the backdrop. `lit`: the relit part of the frame that the
+        output shows, `lit_affine` its pixels -> output."""
         matte = self._matter.update(image, mask, landmarks, timestamp_ms)
         # The matte covers a region around the person at working resolution: alpha px -> source px -> output.
         alpha_affine = _compose(affine, matte.to_source)
@@ -285,7 +304,8 @@ class StudioRenderer:
         alpha = self._fade_outside(alpha)
         backdrop = self._backdrop
         if backdrop is None:
-            backdrop = self._blurred_backdrop(lit, affine, alpha_src, alpha_affine)
+            backdrop = self._blurred_backdrop(lit, lit_affine, alpha_src, alpha_affine, affine,
+                                              (image.shape[1], image.shape[0]))
         return bgmod.composite(out, backdrop, alpha)
 
     def _blurred_backdrop(
@@ -294,8 +314,11 @@ class StudioRenderer:
         affine: npt.NDArray[np.float64],
         alpha_src: npt.NDArray[np.uint8],
         alpha_affine: npt.NDArray[np.float64],
+        frame_affine: npt.NDArray[np.float64],
+        frame_size: tuple[int, int],
     ) -> RGBImage:
-        """The blur-mode backdrop: the framed source blurred with the person left out of the average.
+        """The blur-mode backdrop: the framed source blurred with the person left out of the average. `lit` and
+        `affine`: the relit part of the frame and its pixels -> output; `frame_affine`: the frame's own.
 
         Warped straight from the source to the small blur size, so no full-size image is downscaled;
         a pyrDown first keeps that warp from aliasing (INTER_AREA at a fractional scale costs 10x more).
@@ -317,8 +340,8 @@ class StudioRenderer:
         # and, beyond the camera picture (a framing that reaches past it), no room: both count as left out, and
         # the fill below continues the room there (no mirrored person, no streaks).
         small_alpha = fr.warp(alpha_src, alpha_affine * to_small, small_size)
-        ih, iw = lit.shape[:2]
-        corners = fr.transform_points(np.array([[0.0, 0.0], [float(iw), float(ih)]]), affine * to_small)
+        iw, ih = frame_size
+        corners = fr.transform_points(np.array([[0.0, 0.0], [float(iw), float(ih)]]), frame_affine * to_small)
         (x0, y0), (x1, y1) = np.floor(corners.min(axis=0)).astype(int), np.ceil(corners.max(axis=0)).astype(int)
         beyond = np.full((small_size[1], small_size[0]), 255, np.uint8)
         beyond[max(0, y0 + 1) : max(0, y1 - 1), max(0, x0 + 1) : max(0, x1 - 1)] = 0
@@ -327,6 +350,24 @@ class StudioRenderer:
         # where the framing fades the person or reaches beyond the picture, the room shows there, not holes.
         blurred = bgmod.masked_blur(pl.fill_behind(small, small_alpha), sigma / factor)
         return cast(RGBImage, cv2.resize(blurred, self.output_size, interpolation=cv2.INTER_LINEAR))
+
+
+def shown_region(affine: npt.NDArray[np.float64], frame_size: tuple[int, int], output_size: tuple[int, int],
+                 margin: int) -> tuple[int, int, int, int]:
+    """The part of a frame of `frame_size` that a scale-and-shift `affine` (source px -> output px) shows in
+    `output_size`, widened by `margin` source pixels (for the warp's interpolation) and clipped to the frame:
+    (x0, y0, x1, y1). The whole frame when the affine is not a plain scale-and-shift."""
+    (a, b, tx), (c, d, ty) = affine
+    width, height = frame_size
+    if b != 0.0 or c != 0.0 or a <= 0.0 or d <= 0.0:
+        return 0, 0, width, height
+    x0, x1 = -tx / a, (output_size[0] - tx) / a
+    y0, y1 = -ty / d, (output_size[1] - ty) / d
+    region = (min(max(math.floor(x0) - margin, 0), width - 1), min(max(math.floor(y0) - margin, 0), height - 1),
+              max(min(math.ceil(x1) + margin, width), 1), max(min(math.ceil(y1) + margin, height), 1))
+    if region[2] <= region[0] or region[3] <= region[1]:
+        return 0, 0, width, height
+    return region
 
 
 def _compose(outer: npt.NDArray[np.float64], inner: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

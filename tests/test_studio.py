@@ -12,11 +12,13 @@ import pytest
 
 from engine import background as bg
 from engine import framing as fr
+from engine import relight as rl
+from engine import skin as sk
 from engine.background import BackgroundSettings
 from engine.framing import FramingSettings
 from engine.relight import RelightSettings
 from engine.skin import SkinSettings
-from engine.studio import StudioRenderer
+from engine.studio import StudioRenderer, shown_region
 from engine.types import Face, Renderer
 from tests._landmarks import detect, read_rgb
 
@@ -189,7 +191,35 @@ def test_sections_are_timed_by_name() -> None:
 
     image, face, mask = webcam()
     renderer(sections=Recorder()).render(image, face, mask, 0)
-    assert sorted(seen) == ["background", "frame", "relight", "skin"]
+    assert sorted(seen) == ["background", "frame", "relight", "skin", "warp"]
+
+
+@pytest.mark.parametrize("box", [fr.Box(300.0, 200.0, 320.0, 180.0), fr.Box(320.0, 240.0, 1200.0, 675.0)])
+def test_relight_and_skin_on_the_shown_part_equal_the_whole_frame_done(box: fr.Box) -> None:
+    """Relight and skin run only on the part of the frame that the output shows (plus the warp's margin):
+    the output is the same as relighting and smoothing the whole frame and warping it, for a close framing
+    and for one that shows the frame with the backdrop around it."""
+    image, face, _ = webcam()
+    settings = RelightSettings()
+    ours = renderer(background=BackgroundSettings(enabled=False), relight=settings).render(image, face, None, 0,
+                                                                                           box=box)
+    size = (image.shape[1], image.shape[0])
+    stats = rl.face_region_stats(image, face.landmarks)
+    gains = rl.update_light(rl.LightState(), stats, 0, settings, rl.scene_highlight(image)).gains
+    key = rl.key_light_map(size, face.landmarks, settings)
+    lit = rl.apply(image, rl.tone_tables(gains, key), key)
+    lit = sk.smooth_skin(lit, face.landmarks, SkinSettings().strength)
+    whole = fr.warp(lit, fr.box_to_affine(box, OUT), OUT)
+    assert np.array_equal(ours, whole)
+
+
+def test_shown_region_is_the_boxs_part_of_the_frame_with_a_margin() -> None:
+    affine = fr.box_to_affine(fr.Box(300.0, 200.0, 320.0, 180.0), OUT)
+    assert shown_region(affine, (640, 480), OUT, 2) == (138, 108, 462, 292)
+    beyond = fr.box_to_affine(fr.Box(320.0, 240.0, 1200.0, 675.0), OUT)
+    assert shown_region(beyond, (640, 480), OUT, 2) == (0, 0, 640, 480)
+    rotated = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert shown_region(rotated, (640, 480), OUT, 2) == (0, 0, 640, 480)
 
 
 def test_bad_inputs_are_refused_with_a_message() -> None:
