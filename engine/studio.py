@@ -29,9 +29,13 @@ from engine.types import Face, Mask, NoSections, RGBImage, Sections
 _KEY_REBUILD = 0.08
 # Rebuild the tone tables only when a gain changed by more than this (relative): below one 8-bit level.
 _LUT_REBUILD = 1.0 / 512.0
-# Source pixels relit beyond the part the output shows: the warp reads one beyond it (framing.warp); blur
+# Source pixels relit beyond the part the output shows (`shown_region`): the warp reads one beyond it; blur
 # mode's backdrop halves the frame up to three times first (pyrDown reads two beyond at each level).
 _WARP_MARGIN = 2
+# The person's output rectangle is padded by this many pixels and kept until the person leaves it or it is
+# this many times larger (in area) than a fresh one.
+_RECT_PAD = 24
+_RECT_SLACK = 1.5
 _BLUR_MARGIN = 32
 
 
@@ -97,6 +101,8 @@ class StudioRenderer:
             (0.0, 0.0, float(self.output_size[0]), float(self.output_size[1])), (0.0, 0.0, 0.0, 0.0))
         self._body_end = self.output_size[1]
         """The first output row below the camera picture (output_size[1] when the picture reaches the bottom)."""
+        self._rect: tuple[int, int, int, int] | None = None
+        """The output rectangle that shows camera pixels (`_person_rect`)."""
         self._matter.reset()
 
     @property
@@ -178,35 +184,90 @@ class StudioRenderer:
         cutout = self._background.enabled and mask is not None
         with self._sections.section("frame"):
             affine = self._frame(landmarks, mask, (iw, ih), timestamp_ms, box)
-        # Relight and skin run on the source frame, before the warp: the warp upscales (2x or more at
-        # usual webcam sizes), so per-pixel work there costs a quarter or less of the same at the output.
-        # Only on the part of the frame the output shows (`shown_region`): a closer framing relights less.
-        region = shown_region(affine, (iw, ih), self.output_size,
-                              _BLUR_MARGIN if cutout and self._backdrop is None else _WARP_MARGIN)
+        if cutout and mask is not None and self._backdrop is not None:
+            return self._render_person(image, landmarks, mask, timestamp_ms, affine, self._backdrop)
+        # Blur mode's backdrop is the framed room itself; without a cut-out the whole output is the picture.
+        lit, lit_affine = self._lit_part(image, landmarks, timestamp_ms, affine, self.output_size,
+                                         _BLUR_MARGIN if cutout else _WARP_MARGIN)
+        with self._sections.section("warp"):
+            out = fr.warp(lit, lit_affine, self.output_size)
+            if cutout:
+                pl.extend_below(out, self._body_end, self._fade[1][0])
+        if cutout and mask is not None:
+            with self._sections.section("matte"):
+                alpha, alpha_src, alpha_affine = self._person_alpha(image, mask, landmarks, timestamp_ms, affine)
+            with self._sections.section("background"):
+                backdrop = self._blurred_backdrop(lit, lit_affine, alpha_src, alpha_affine, affine, (iw, ih))
+                out = bgmod.composite(out, backdrop, alpha)
+        return out
+
+    def _render_person(self, image: RGBImage, landmarks: npt.NDArray[np.float32] | None, mask: Mask,
+                       timestamp_ms: int, affine: npt.NDArray[np.float64], backdrop: RGBImage) -> RGBImage:
+        """The person over the cached `backdrop`. The person's alpha comes first: only the output rectangle it covers
+        shows camera pixels, so only the part of the frame behind that rectangle is relit, smoothed and warped
+        (a head-and-shoulders shot covers about half the output)."""
+        with self._sections.section("matte"):
+            alpha = self._person_alpha(image, mask, landmarks, timestamp_ms, affine)[0]
+        x, y, w, h = self._person_rect(alpha)
+        to_rect = affine - np.array([[0.0, 0.0, x], [0.0, 0.0, y]])
+        lit, lit_affine = self._lit_part(image, landmarks, timestamp_ms, to_rect, (w, h), _WARP_MARGIN)
+        with self._sections.section("warp"):
+            person = fr.warp(lit, lit_affine, (w, h))
+            pl.extend_below(person, self._body_end - y, self._fade[1][0])
+        with self._sections.section("background"):
+            return bgmod.composite(person, backdrop, alpha, (x, y))
+
+    def _person_rect(self, alpha: npt.NDArray[np.uint8]) -> tuple[int, int, int, int]:
+        """The output rectangle (x, y, w, h) that shows camera pixels: around the person's `alpha`, and wide
+        enough below the camera picture for `extend_below`'s sideways blur. Kept while the person stays inside
+        it (and it is not much larger than needed): the warp of a given rectangle resamples the picture at the
+        same places each frame, so a still person stays still to the last bit."""
+        width, height = self.output_size
+        x, y, w, h = cv2.boundingRect(alpha)
+        if w == 0 or h == 0:
+            x, y, w, h = 0, 0, 1, 1  # no person: nothing shows, but the light still follows the frame
+        if y + h > self._body_end:
+            # Below the camera picture the body goes on as its last row blurred sideways: warp that row wide
+            # enough that the blur sees what the whole row's would there.
+            pad = math.ceil(4.0 * max(self._fade[1][0], 0.5)) + 2
+            x, w = max(x - pad, 0), min(x + w + pad, width) - max(x - pad, 0)
+            if y >= self._body_end:
+                h, y = h + y - max(self._body_end - 1, 0), max(self._body_end - 1, 0)
+        kept = self._rect
+        if kept is not None:
+            kx, ky, kw, kh = kept
+            inside = kx <= x and ky <= y and x + w <= kx + kw and y + h <= ky + kh
+            if inside and kw * kh <= _RECT_SLACK * (w + 2 * _RECT_PAD) * (h + 2 * _RECT_PAD):
+                return kept
+        x0, y0 = max(x - _RECT_PAD, 0), max(y - _RECT_PAD, 0)
+        self._rect = (x0, y0, min(x + w + _RECT_PAD, width) - x0, min(y + h + _RECT_PAD, height) - y0)
+        return self._rect
+
+    def _lit_part(self, image: RGBImage, landmarks: npt.NDArray[np.float32] | None, timestamp_ms: int,
+                  affine: npt.NDArray[np.float64], size: tuple[int, int],
+                  margin: int) -> tuple[RGBImage, npt.NDArray[np.float64]]:
+        """Relight and smooth the skin of the part of `image` that `affine` shows in `size` (plus `margin` source
+        pixels): that part and its affine (its pixels -> output).
+
+        Both run on the source frame, before the warp: the warp upscales (2x or more at usual webcam sizes), so
+        per-pixel work there costs a quarter or less of the same at the output."""
+        ih, iw = image.shape[:2]
+        region = shown_region(affine, (iw, ih), size, margin)
         x0, y0 = region[:2]
-        lit = image[region[1] : region[3], x0 : region[2]]
+        lit = image[y0 : region[3], x0 : region[2]]
         if self._relight.enabled:
             with self._sections.section("relight"):
                 lit = self._apply_relight(image, landmarks, timestamp_ms, region)
         if self._skin.enabled and landmarks is not None and self._skin.strength > 0.0:
             with self._sections.section("skin"):
-                # The relit region is this frame's own copy: smoothed in place.
+                # The relit part is this frame's own copy: smoothed in place.
                 shifted = landmarks.copy()
                 shifted[:, 0] -= x0
                 shifted[:, 1] -= y0
                 lit = sk.smooth_skin(lit, shifted, self._skin.strength, inplace=self._relight.enabled)
         lit_affine = affine.copy()
         lit_affine[:, 2] += affine[:, :2] @ np.array([x0, y0], np.float64)
-
-        with self._sections.section("warp"):
-            out = fr.warp(lit, lit_affine, self.output_size)
-            if cutout:
-                pl.extend_below(out, self._body_end, self._fade[1][0])
-
-        if cutout and mask is not None:
-            with self._sections.section("background"):
-                out = self._apply_background(out, image, lit, lit_affine, mask, landmarks, timestamp_ms, affine)
-        return out
+        return lit, lit_affine
 
     def _frame(self, landmarks: npt.NDArray[np.float32] | None, mask: Mask | None, frame_size: tuple[int, int],
                timestamp_ms: int, box: Box | None) -> npt.NDArray[np.float64]:
@@ -243,9 +304,9 @@ class StudioRenderer:
         return fr.fade_alpha(alpha, edges, widths)
 
     def _apply_relight(self, image: RGBImage, landmarks: npt.NDArray[np.float32] | None, timestamp_ms: int,
-                       region: tuple[int, int, int, int]) -> RGBImage:
+                       region: tuple[int, int, int, int] | None = None) -> RGBImage:
         """Measure the face's skin, move the gains, apply the tone tables with the key light (source pixels) to
-        `region` of the frame: returns that part, relit."""
+        `region` (x0, y0, x1, y1) of the frame (None: all of it): returns that part, relit."""
         settings = self._relight
         stats, highlight = None, 1.0
         if landmarks is not None:
@@ -278,20 +339,16 @@ class StudioRenderer:
                 self._key_head = head
         return self._key_map
 
-    def _apply_background(
+    def _person_alpha(
         self,
-        out: RGBImage,
         image: RGBImage,
-        lit: RGBImage,
-        lit_affine: npt.NDArray[np.float64],
         mask: Mask,
         landmarks: npt.NDArray[np.float32] | None,
         timestamp_ms: int,
         affine: npt.NDArray[np.float64],
-    ) -> RGBImage:
-        """Matte the person in source pixels (stable under camera moves; `image`, the unedited frame, guides
-        the edge), warp the matte, composite over the backdrop. `lit`: the relit part of the frame that the
-        output shows, `lit_affine` its pixels -> output."""
+    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.float64]]:
+        """Matte the person in source pixels (stable under camera moves; `image`, the unedited frame, guides the
+        edge) and warp the matte: the output's alpha, and the matte (feathered) with its affine to the output."""
         matte = self._matter.update(image, mask, landmarks, timestamp_ms)
         # The matte covers a region around the person at working resolution: alpha px -> source px -> output.
         alpha_affine = _compose(affine, matte.to_source)
@@ -301,12 +358,7 @@ class StudioRenderer:
             alpha_src = cast(npt.NDArray[np.uint8], cv2.GaussianBlur(alpha_src, (0, 0), feather))
         alpha = fr.warp(alpha_src, alpha_affine, self.output_size)
         # Framing: no person beyond the camera picture, and a soft edge where it ends inside the output.
-        alpha = self._fade_outside(alpha)
-        backdrop = self._backdrop
-        if backdrop is None:
-            backdrop = self._blurred_backdrop(lit, lit_affine, alpha_src, alpha_affine, affine,
-                                              (image.shape[1], image.shape[0]))
-        return bgmod.composite(out, backdrop, alpha)
+        return self._fade_outside(alpha), alpha_src, alpha_affine
 
     def _blurred_backdrop(
         self,
