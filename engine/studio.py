@@ -37,6 +37,8 @@ _WARP_MARGIN = 2
 _RECT_PAD = 24
 _RECT_SLACK = 1.5
 _BLUR_MARGIN = 32
+# ... and starts that part on a multiple of 8, so its halvings sample where the whole frame's would.
+_BLUR_ALIGN = 8
 
 
 class StudioRenderer:
@@ -188,7 +190,7 @@ class StudioRenderer:
             return self._render_person(image, landmarks, mask, timestamp_ms, affine, self._backdrop)
         # Blur mode's backdrop is the framed room itself; without a cut-out the whole output is the picture.
         lit, lit_affine = self._lit_part(image, landmarks, timestamp_ms, affine, self.output_size,
-                                         _BLUR_MARGIN if cutout else _WARP_MARGIN)
+                                         *((_BLUR_MARGIN, _BLUR_ALIGN) if cutout else (_WARP_MARGIN, 1)))
         with self._sections.section("warp"):
             out = fr.warp(lit, lit_affine, self.output_size)
             if cutout:
@@ -245,14 +247,15 @@ class StudioRenderer:
 
     def _lit_part(self, image: RGBImage, landmarks: npt.NDArray[np.float32] | None, timestamp_ms: int,
                   affine: npt.NDArray[np.float64], size: tuple[int, int],
-                  margin: int) -> tuple[RGBImage, npt.NDArray[np.float64]]:
+                  margin: int, align: int = 1) -> tuple[RGBImage, npt.NDArray[np.float64]]:
         """Relight and smooth the skin of the part of `image` that `affine` shows in `size` (plus `margin` source
-        pixels): that part and its affine (its pixels -> output).
+        pixels, its top-left corner on a multiple of `align`): that part and its affine (its pixels -> output).
 
         Both run on the source frame, before the warp: the warp upscales (2x or more at usual webcam sizes), so
         per-pixel work there costs a quarter or less of the same at the output."""
         ih, iw = image.shape[:2]
         region = shown_region(affine, (iw, ih), size, margin)
+        region = (region[0] - region[0] % align, region[1] - region[1] % align, region[2], region[3])
         x0, y0 = region[:2]
         lit = image[y0 : region[3], x0 : region[2]]
         if self._relight.enabled:

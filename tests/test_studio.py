@@ -15,6 +15,7 @@ from engine import framing as fr
 from engine import placement as pl
 from engine import relight as rl
 from engine import skin as sk
+from engine import studio as studio_module
 from engine.background import BackgroundSettings
 from engine.framing import FramingSettings
 from engine.relight import RelightSettings
@@ -241,6 +242,19 @@ def test_the_person_is_made_only_where_the_alpha_shows_them(box: fr.Box | None) 
     outside = np.ones(alpha.shape, bool)
     outside[y : y + h, x : x + w] = False
     assert np.array_equal(outputs[0][outside], ref._backdrop[outside])
+
+
+@pytest.mark.parametrize("box", [None, fr.Box(300.0, 200.0, 320.0, 180.0)])
+def test_blur_mode_relit_on_the_shown_part_equals_the_whole_frame_relit(box: fr.Box | None,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blur mode's backdrop is the framed room: relit only on the shown part (with a margin, aligned for its
+    halvings), it comes out as when the whole frame is relit, to the bit."""
+    image, face, mask = webcam()
+    blur = BackgroundSettings(mode="blur")
+    ours = renderer(background=blur).render(image, face, mask, 0, box=box)
+    monkeypatch.setattr(studio_module, "shown_region", lambda affine, frame_size, size, margin: (0, 0, *frame_size))
+    whole = renderer(background=blur).render(image, face, mask, 0, box=box)
+    assert np.array_equal(ours, whole)
 
 
 def test_shown_region_is_the_boxs_part_of_the_frame_with_a_margin() -> None:
