@@ -11,6 +11,9 @@ over a bookshelf, drifting; the camera size of issue 13's CPU budget), played ba
   skin, frame, composite), with nothing cached: backdrop, tone table and key-light map rebuilt per frame.
 - `livecam_paced`: the real loop fed at the video's frame rate, as a camera would: the latency a user sees.
 - `livecam_paced_no_predict`: the same with `tracking.predict = false` (render waits for tracking).
+- with `--reference DIR` (a checkout of another revision, e.g. main's before a change): `reference_no_pace`
+  and `reference_paced`, that checkout's own `livecam_no_pace` and `livecam_paced` on the same video, run in a
+  subprocess in the same rounds, so a change is measured beside the pipeline it replaces.
 
 The runs are interleaved over several rounds (this 2-core VM's speed drifts by a third from minute to
 minute); each run reports the median over rounds of fps, latency and process CPU time per frame output
@@ -21,15 +24,18 @@ Frames go to an in-memory sink (the virtual camera device does not exist on CI m
 the machine, versions and config to benchmarks/results/.
 
     python -m benchmarks.live_loop [--frames 300] [--rounds 3] [--source face|kit] [--input-size 640x480]
-        [--out benchmarks/results/live_loop_studio_cpu.json]
+        [--reference DIR] [--out benchmarks/results/live_loop_studio_cpu.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from importlib.metadata import version
@@ -136,6 +142,38 @@ def run_livecam(video: Path, config: Config, frames: int, pace: bool) -> dict[st
     return stats.summary() | {"cpu_ms_per_frame": round(1000.0 * cpu_s / max(stats.frames_out, 1), 2)}
 
 
+_REFERENCE_CHILD = """
+import json, sys
+from pathlib import Path
+from benchmarks.live_loop import run_livecam
+from livecam.config import load_config
+result = run_livecam(Path(sys.argv[1]), load_config(None, ["engine.kind=studio"]), int(sys.argv[2]), sys.argv[3] == "1")
+print("RESULT " + json.dumps(result))
+"""
+
+
+def run_reference(checkout: Path, video: Path, frames: int, pace: bool) -> dict[str, Any]:
+    """`run_livecam` of another checkout (its own code, this Python) on `video`, in a subprocess."""
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    done = subprocess.run([sys.executable, "-c", _REFERENCE_CHILD, str(video), str(frames), "1" if pace else "0"],
+                          cwd=checkout, env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"the reference run in {checkout} failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
+    return result
+
+
+def revision(checkout: Path) -> str:
+    """The checkout's git commit, or its REVISION file's first line (an exported tree), or 'unknown'."""
+    done = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=False)
+    if done.returncode == 0:
+        return done.stdout.strip()
+    marker = checkout / "REVISION"
+    return marker.read_text().splitlines()[0].strip() if marker.is_file() else "unknown"
+
+
 def run_baseline(video: Path, config: Config, frames: int) -> dict[str, Any]:
     """Every stage in turn in one thread, nothing cached, the engine's own pure functions."""
     landmarker, segmenter_path = model_paths()
@@ -213,8 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", choices=("face", "kit"), default="face",
                         help="face: tests/media.py's moving face; kit: the matting kit's 1280x720 portrait video")
     parser.add_argument("--input-size", default="640x480", metavar="WxH", help="input video size (default 640x480)")
+    parser.add_argument("--reference", type=Path, default=None, metavar="DIR",
+                        help="also run this checkout's livecam runs (another revision) in the same rounds")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/live_loop_studio_cpu.json"))
     args = parser.parse_args(argv)
+    if args.reference is not None and not (args.reference / "benchmarks" / "live_loop.py").is_file():
+        parser.error(f"--reference {args.reference}: not a livecam checkout (no benchmarks/live_loop.py)")
     try:
         size = tuple(int(v) for v in args.input_size.lower().split("x"))
     except ValueError:
@@ -241,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
             "livecam_paced": lambda: run_livecam(video, config, args.frames, pace=True),
             "livecam_paced_no_predict": lambda: run_livecam(video, no_predict, args.frames, pace=True),
         }
+        reference = args.reference
+        if reference is not None:
+            plan["reference_no_pace"] = lambda: run_reference(reference, video, args.frames, pace=False)
+            plan["reference_paced"] = lambda: run_reference(reference, video, args.frames, pace=True)
         for _ in range(args.rounds):
             for name, run_once in plan.items():
                 rounds.setdefault(name, []).append(run_once())
@@ -257,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
         "config": dataclasses.asdict(config),
         "runs": runs,
         "speedup_fps_vs_baseline": round(runs["livecam_no_pace"]["fps"] / max(baseline_fps, 1e-9), 2),
+        **({"reference": {"checkout": str(args.reference), "revision": revision(args.reference),
+                          "cpu_ratio_paced": round(runs["livecam_paced"]["cpu_ms_per_frame"]
+                                                   / max(runs["reference_paced"]["cpu_ms_per_frame"], 1e-9), 3),
+                          "cpu_ratio_no_pace": round(runs["livecam_no_pace"]["cpu_ms_per_frame"]
+                                                     / max(runs["reference_no_pace"]["cpu_ms_per_frame"], 1e-9), 3)}}
+           if args.reference is not None else {}),
         "target": {"fps_min": 30, "latency_ms_p95_max": 50, "cpu_ms_per_frame_max": 25,
                    "met_paced": runs["livecam_paced"]["fps"] >= 29.5 and runs["livecam_paced"]["latency_ms_p95"] <= 50,
                    "met_cpu_paced": runs["livecam_paced"]["cpu_ms_per_frame"] <= 25,

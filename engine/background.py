@@ -189,20 +189,29 @@ def _floor(mask: Mask) -> Mask:
     return cast(Mask, cv2.threshold(mask, MASK_FLOOR, 0.0, cv2.THRESH_TOZERO)[1])
 
 
-def composite(fg: RGBImage, bg: RGBImage, alpha: Alpha) -> RGBImage:
+def composite(fg: RGBImage, bg: RGBImage, alpha: Alpha, at: tuple[int, int] | None = None) -> RGBImage:
     """`fg * alpha + bg * (1 - alpha)` for RGB uint8 HxWx3 images; `alpha` HxW float32 in [0, 1] or
-    uint8 0..255. Alpha 1 (255) gives `fg` and 0 gives `bg` exactly; in between within one level."""
+    uint8 0..255. Alpha 1 (255) gives `fg` and 0 gives `bg` exactly; in between within one level.
+
+    `at` (x, y): `fg` is only the part of the picture at that place in `bg` (`alpha` is `bg`'s size and 0 beyond
+    `fg`): the caller made no more of the foreground than the alpha shows. Returns a new image."""
     a8 = alpha if alpha.dtype == np.uint8 else alpha_u8(np.asarray(alpha, dtype=np.float32))
+    fx, fy = (0, 0) if at is None else at
     # Outside the rectangle around the person the result is the background: blend only inside it.
     x, y, w, h = cv2.boundingRect(a8)
-    out = bg.copy()
-    if w == 0 or h == 0:
+    x0, y0 = max(x, fx), max(y, fy)
+    x1, y1 = min(x + w, fx + fg.shape[1]), min(y + h, fy + fg.shape[0])
+    # Numpy's copy() of a large image costs several times an allocation and copyto here (measured, numpy 2.4).
+    out = np.empty_like(bg)
+    np.copyto(out, bg)
+    if x1 <= x0 or y1 <= y0:
         return out
-    rows, cols = slice(y, y + h), slice(x, x + w)
+    rows, cols = slice(y0, y1), slice(x0, x1)
+    front_part = fg[y0 - fy : y1 - fy, x0 - fx : x1 - fx]
     # Two 8-bit multiplies and an add: about twice as fast as cv2.blendLinear's float path. The
     # background half is computed in place in the output's rectangle (OpenCV writes into the view).
     a3 = cv2.merge([a8[rows, cols]] * 3)
-    front = cv2.multiply(fg[rows, cols], a3, scale=1.0 / 255.0)
+    front = cv2.multiply(front_part, a3, scale=1.0 / 255.0)
     inverse = cv2.bitwise_not(a3, dst=a3)
     region = out[rows, cols]
     cv2.multiply(region, inverse, dst=region, scale=1.0 / 255.0)

@@ -262,21 +262,35 @@ def key_light_map(size: tuple[int, int], landmarks: Landmarks, settings: Relight
                             KEY_STYLES[settings.key_style], settings.key_strength)
 
 
-def apply(image: RGBImage, tables: ToneTables, key: KeyMap | None = None) -> RGBImage:
+def apply(image: RGBImage, tables: ToneTables, key: KeyMap | None = None,
+          region: tuple[int, int, int, int] | None = None) -> RGBImage:
     """Relight `image` (RGB uint8 HxWx3): each pixel through the tone curve of its gain, the exposure gains
     times `key`'s gain there (1 outside it). Where the key brightens, the curve at gain 1 is blended toward
     the curve at the map's highest gain by the map's weight, where it darkens toward the lowest: exact
     wherever the curves are straight (below the shoulder), and above it a blend of curves that all roll off
-    to white, so the key light adds no clipping. Returns a new image."""
-    out = cast(RGBImage, cv2.LUT(image, tables.base))
+    to white, so the key light adds no clipping. Returns a new image.
+
+    `region` (x0, y0, x1, y1), inside the image: relight only that part and return it (a new array of its
+    size), equal to the same part of the whole image relit; `key` stays in the whole image's pixels."""
+    x0, y0 = (0, 0) if region is None else region[:2]
+    source = image if region is None else image[region[1] : region[3], region[0] : region[2]]
+    out = cast(RGBImage, cv2.LUT(source, tables.base))
     if key is None or tables.up is None or tables.down is None:
         return out
+    height, width = out.shape[:2]
     for patch, table, combine in ((key.up, tables.up, cv2.add), (key.down, tables.down, cv2.subtract)):
         if patch is None:
             continue
-        box = patch.box()
-        step = cv2.LUT(image[box], table)
-        cv2.multiply(step, patch.weights, dst=step, scale=1.0 / 255.0)
-        target = out[box]
+        ph, pw = patch.weights.shape[:2]
+        # The patch's part inside the region, in the region's pixels and in the patch's.
+        rx0, ry0 = max(patch.x0 - x0, 0), max(patch.y0 - y0, 0)
+        rx1, ry1 = min(patch.x0 + pw - x0, width), min(patch.y0 + ph - y0, height)
+        if rx1 <= rx0 or ry1 <= ry0:
+            continue
+        inside = (slice(ry0, ry1), slice(rx0, rx1))
+        weights = patch.weights[ry0 + y0 - patch.y0 : ry1 + y0 - patch.y0, rx0 + x0 - patch.x0 : rx1 + x0 - patch.x0]
+        step = cv2.LUT(source[inside], table)
+        cv2.multiply(step, weights, dst=step, scale=1.0 / 255.0)
+        target = out[inside]
         combine(target, step, dst=target)
     return out

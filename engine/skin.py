@@ -103,14 +103,14 @@ def face_roi(shape: tuple[int, ...], landmarks: Landmarks) -> tuple[int, int, in
     return x0, y0, x1, y1
 
 
-def smooth_skin(image: RGBImage, landmarks: Landmarks, strength: float) -> RGBImage:
+def smooth_skin(image: RGBImage, landmarks: Landmarks, strength: float, inplace: bool = False) -> RGBImage:
     """Smooth the skin of the face in `image` (RGB uint8 HxWx3; `landmarks` (478, 2+) in its pixels).
 
     Works only inside the face's padded bounding box: a bilateral filter at reduced resolution, blended
     into the original by the skin mask times `strength` (0..1). Pixels outside that box are unchanged.
-    Returns a new image.
+    Returns a new image, or `image` itself written over with `inplace` (a frame's copy is not free).
     """
-    out = image.copy()
+    out = image if inplace else image.copy()
     roi = face_roi(image.shape, landmarks)
     if strength <= 0.0 or roi is None:
         return out

@@ -29,6 +29,16 @@ from engine.types import Face, Mask, NoSections, RGBImage, Sections
 _KEY_REBUILD = 0.08
 # Rebuild the tone tables only when a gain changed by more than this (relative): below one 8-bit level.
 _LUT_REBUILD = 1.0 / 512.0
+# Source pixels relit beyond the part the output shows (`shown_region`): the warp reads one beyond it; blur
+# mode's backdrop halves the frame up to three times first (pyrDown reads two beyond at each level).
+_WARP_MARGIN = 2
+# The person's output rectangle is padded by this many pixels and kept until the person leaves it or it is
+# this many times larger (in area) than a fresh one.
+_RECT_PAD = 24
+_RECT_SLACK = 1.5
+_BLUR_MARGIN = 32
+# ... and starts that part on a multiple of 8, so its halvings sample where the whole frame's would.
+_BLUR_ALIGN = 8
 
 
 class StudioRenderer:
@@ -94,6 +104,8 @@ class StudioRenderer:
             (0.0, 0.0, float(self.output_size[0]), float(self.output_size[1])), (0.0, 0.0, 0.0, 0.0))
         self._body_end = self.output_size[1]
         """The first output row below the camera picture (output_size[1] when the picture reaches the bottom)."""
+        self._rect: tuple[int, int, int, int] | None = None
+        """The output rectangle that shows camera pixels (`_person_rect`)."""
         self._matter.reset()
 
     @property
@@ -172,33 +184,100 @@ class StudioRenderer:
                 )
             landmarks = face.landmarks
 
-        # Relight and skin run on the source frame, before the warp: the warp upscales (2x or more at
-        # usual webcam sizes), so per-pixel work there costs a quarter or less of the same at the output.
-        lit = image
-        if self._relight.enabled:
-            with self._sections.section("relight"):
-                lit = self._apply_relight(image, landmarks, timestamp_ms)
-
-        if self._skin.enabled and landmarks is not None and self._skin.strength > 0.0:
-            with self._sections.section("skin"):
-                lit = sk.smooth_skin(lit, landmarks, self._skin.strength)
-
-        # The matte (source pixels) comes before the framing: the framing reads the top of the hair from it.
+        cutout = self._background.enabled and mask is not None
+        # The matte (source pixels; the unedited frame guides its edge) comes first: the framing reads the top
+        # of the hair from it, and over a cached backdrop it says which part of the output shows the person.
         matte = None
-        if self._background.enabled and mask is not None:
+        if cutout and mask is not None:
             with self._sections.section("matte"):
                 matte = self._matter.update(image, mask, landmarks, timestamp_ms)
-
         with self._sections.section("frame"):
             affine = self._frame(landmarks, matte, (iw, ih), timestamp_ms, box)
-            out = fr.warp(lit, affine, self.output_size)
-            if matte is not None:
+        if matte is not None and self._backdrop is not None:
+            return self._render_person(image, landmarks, matte, timestamp_ms, affine, self._backdrop)
+        # Blur mode's backdrop is the framed room itself; without a cut-out the whole output is the picture.
+        lit, lit_affine = self._lit_part(image, landmarks, timestamp_ms, affine, self.output_size,
+                                         *((_BLUR_MARGIN, _BLUR_ALIGN) if cutout else (_WARP_MARGIN, 1)))
+        with self._sections.section("warp"):
+            out = fr.warp(lit, lit_affine, self.output_size)
+            if cutout:
                 pl.extend_below(out, self._body_end, self._fade[1][0])
-
         if matte is not None:
+            with self._sections.section("alpha"):
+                alpha, alpha_src, alpha_affine = self._person_alpha(matte, affine)
             with self._sections.section("background"):
-                out = self._apply_background(out, lit, matte, affine)
+                backdrop = self._blurred_backdrop(lit, lit_affine, alpha_src, alpha_affine, affine, (iw, ih))
+                out = bgmod.composite(out, backdrop, alpha)
         return out
+
+    def _render_person(self, image: RGBImage, landmarks: npt.NDArray[np.float32] | None, matte: mt.Matte,
+                       timestamp_ms: int, affine: npt.NDArray[np.float64], backdrop: RGBImage) -> RGBImage:
+        """The person over the cached `backdrop`. The person's alpha comes first: only the output rectangle it covers
+        shows camera pixels, so only the part of the frame behind that rectangle is relit, smoothed and warped
+        (a head-and-shoulders shot covers about half the output)."""
+        with self._sections.section("alpha"):
+            alpha = self._person_alpha(matte, affine)[0]
+        x, y, w, h = self._person_rect(alpha)
+        to_rect = affine - np.array([[0.0, 0.0, x], [0.0, 0.0, y]])
+        lit, lit_affine = self._lit_part(image, landmarks, timestamp_ms, to_rect, (w, h), _WARP_MARGIN)
+        with self._sections.section("warp"):
+            person = fr.warp(lit, lit_affine, (w, h))
+            pl.extend_below(person, self._body_end - y, self._fade[1][0])
+        with self._sections.section("background"):
+            return bgmod.composite(person, backdrop, alpha, (x, y))
+
+    def _person_rect(self, alpha: npt.NDArray[np.uint8]) -> tuple[int, int, int, int]:
+        """The output rectangle (x, y, w, h) that shows camera pixels: around the person's `alpha`, and wide
+        enough below the camera picture for `extend_below`'s sideways blur. Kept while the person stays inside
+        it (and it is not much larger than needed): the warp of a given rectangle resamples the picture at the
+        same places each frame, so a still person stays still to the last bit."""
+        width, height = self.output_size
+        x, y, w, h = cv2.boundingRect(alpha)
+        if w == 0 or h == 0:
+            x, y, w, h = 0, 0, 1, 1  # no person: nothing shows, but the light still follows the frame
+        if y + h > self._body_end:
+            # Below the camera picture the body goes on as its last row blurred sideways: warp that row wide
+            # enough that the blur sees what the whole row's would there.
+            pad = math.ceil(4.0 * max(self._fade[1][0], 0.5)) + 2
+            x, w = max(x - pad, 0), min(x + w + pad, width) - max(x - pad, 0)
+            if y >= self._body_end:
+                h, y = h + y - max(self._body_end - 1, 0), max(self._body_end - 1, 0)
+        kept = self._rect
+        if kept is not None:
+            kx, ky, kw, kh = kept
+            inside = kx <= x and ky <= y and x + w <= kx + kw and y + h <= ky + kh
+            if inside and kw * kh <= _RECT_SLACK * (w + 2 * _RECT_PAD) * (h + 2 * _RECT_PAD):
+                return kept
+        x0, y0 = max(x - _RECT_PAD, 0), max(y - _RECT_PAD, 0)
+        self._rect = (x0, y0, min(x + w + _RECT_PAD, width) - x0, min(y + h + _RECT_PAD, height) - y0)
+        return self._rect
+
+    def _lit_part(self, image: RGBImage, landmarks: npt.NDArray[np.float32] | None, timestamp_ms: int,
+                  affine: npt.NDArray[np.float64], size: tuple[int, int],
+                  margin: int, align: int = 1) -> tuple[RGBImage, npt.NDArray[np.float64]]:
+        """Relight and smooth the skin of the part of `image` that `affine` shows in `size` (plus `margin` source
+        pixels, its top-left corner on a multiple of `align`): that part and its affine (its pixels -> output).
+
+        Both run on the source frame, before the warp: the warp upscales (2x or more at usual webcam sizes), so
+        per-pixel work there costs a quarter or less of the same at the output."""
+        ih, iw = image.shape[:2]
+        region = shown_region(affine, (iw, ih), size, margin)
+        region = (region[0] - region[0] % align, region[1] - region[1] % align, region[2], region[3])
+        x0, y0 = region[:2]
+        lit = image[y0 : region[3], x0 : region[2]]
+        if self._relight.enabled:
+            with self._sections.section("relight"):
+                lit = self._apply_relight(image, landmarks, timestamp_ms, region)
+        if self._skin.enabled and landmarks is not None and self._skin.strength > 0.0:
+            with self._sections.section("skin"):
+                # The relit part is this frame's own copy: smoothed in place.
+                shifted = landmarks.copy()
+                shifted[:, 0] -= x0
+                shifted[:, 1] -= y0
+                lit = sk.smooth_skin(lit, shifted, self._skin.strength, inplace=self._relight.enabled)
+        lit_affine = affine.copy()
+        lit_affine[:, 2] += affine[:, :2] @ np.array([x0, y0], np.float64)
+        return lit, lit_affine
 
     def _frame(self, landmarks: npt.NDArray[np.float32] | None, matte: mt.Matte | None, frame_size: tuple[int, int],
                timestamp_ms: int, box: Box | None) -> npt.NDArray[np.float64]:
@@ -237,8 +316,10 @@ class StudioRenderer:
             pl.extend_below(alpha, self._body_end, widths[0])
         return fr.fade_alpha(alpha, edges, widths)
 
-    def _apply_relight(self, image: RGBImage, landmarks: npt.NDArray[np.float32] | None, timestamp_ms: int) -> RGBImage:
-        """Measure the face's skin, move the gains, apply the tone tables with the key light (source pixels)."""
+    def _apply_relight(self, image: RGBImage, landmarks: npt.NDArray[np.float32] | None, timestamp_ms: int,
+                       region: tuple[int, int, int, int] | None = None) -> RGBImage:
+        """Measure the face's skin, move the gains, apply the tone tables with the key light (source pixels) to
+        `region` (x0, y0, x1, y1) of the frame (None: all of it): returns that part, relit."""
         settings = self._relight
         stats, highlight = None, 1.0
         if landmarks is not None:
@@ -255,7 +336,7 @@ class StudioRenderer:
             self._tables = rl.tone_tables(gains, key)
             self._lut_gains = gains
             self._lut_key_range = key_range
-        return rl.apply(image, self._tables, key)
+        return rl.apply(image, self._tables, key, region)
 
     def _cached_key_map(self, size: tuple[int, int], landmarks: npt.NDArray[np.float32] | None) -> rl.KeyMap | None:
         """The key-light map for a frame of `size` with the face at `landmarks`, rebuilt only when the head
@@ -278,15 +359,11 @@ class StudioRenderer:
             return self._key_map
         return lighting.shift_map(self._key_map, *self._key_shift, size)
 
-    def _apply_background(
-        self,
-        out: RGBImage,
-        lit: RGBImage,
-        matte: mt.Matte,
-        affine: npt.NDArray[np.float64],
-    ) -> RGBImage:
-        """Warp the person's `matte` (made in source pixels: stable under camera moves, the unedited frame
-        guiding its edge), composite over the backdrop."""
+    def _person_alpha(
+        self, matte: mt.Matte, affine: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.float64]]:
+        """Warp the person's `matte` (made in source pixels: stable under camera moves): the output's alpha, and
+        the matte (feathered) with its affine to the output."""
         # The matte covers a region around the person at working resolution: alpha px -> source px -> output.
         alpha_affine = _compose(affine, matte.to_source)
         alpha_src = matte.alpha
@@ -295,11 +372,7 @@ class StudioRenderer:
             alpha_src = cast(npt.NDArray[np.uint8], cv2.GaussianBlur(alpha_src, (0, 0), feather))
         alpha = fr.warp(alpha_src, alpha_affine, self.output_size)
         # Framing: no person beyond the camera picture, and a soft edge where it ends inside the output.
-        alpha = self._fade_outside(alpha)
-        backdrop = self._backdrop
-        if backdrop is None:
-            backdrop = self._blurred_backdrop(lit, affine, alpha_src, alpha_affine)
-        return bgmod.composite(out, backdrop, alpha)
+        return self._fade_outside(alpha), alpha_src, alpha_affine
 
     def _blurred_backdrop(
         self,
@@ -307,8 +380,11 @@ class StudioRenderer:
         affine: npt.NDArray[np.float64],
         alpha_src: npt.NDArray[np.uint8],
         alpha_affine: npt.NDArray[np.float64],
+        frame_affine: npt.NDArray[np.float64],
+        frame_size: tuple[int, int],
     ) -> RGBImage:
-        """The blur-mode backdrop: the framed source blurred with the person left out of the average.
+        """The blur-mode backdrop: the framed source blurred with the person left out of the average. `lit` and
+        `affine`: the relit part of the frame and its pixels -> output; `frame_affine`: the frame's own.
 
         Warped straight from the source to the small blur size, so no full-size image is downscaled;
         a pyrDown first keeps that warp from aliasing (INTER_AREA at a fractional scale costs 10x more).
@@ -330,8 +406,8 @@ class StudioRenderer:
         # and, beyond the camera picture (a framing that reaches past it), no room: both count as left out, and
         # the fill below continues the room there (no mirrored person, no streaks).
         small_alpha = fr.warp(alpha_src, alpha_affine * to_small, small_size)
-        ih, iw = lit.shape[:2]
-        corners = fr.transform_points(np.array([[0.0, 0.0], [float(iw), float(ih)]]), affine * to_small)
+        iw, ih = frame_size
+        corners = fr.transform_points(np.array([[0.0, 0.0], [float(iw), float(ih)]]), frame_affine * to_small)
         (x0, y0), (x1, y1) = np.floor(corners.min(axis=0)).astype(int), np.ceil(corners.max(axis=0)).astype(int)
         beyond = np.full((small_size[1], small_size[0]), 255, np.uint8)
         beyond[max(0, y0 + 1) : max(0, y1 - 1), max(0, x0 + 1) : max(0, x1 - 1)] = 0
@@ -340,6 +416,24 @@ class StudioRenderer:
         # where the framing fades the person or reaches beyond the picture, the room shows there, not holes.
         blurred = bgmod.masked_blur(pl.fill_behind(small, small_alpha), sigma / factor)
         return cast(RGBImage, cv2.resize(blurred, self.output_size, interpolation=cv2.INTER_LINEAR))
+
+
+def shown_region(affine: npt.NDArray[np.float64], frame_size: tuple[int, int], output_size: tuple[int, int],
+                 margin: int) -> tuple[int, int, int, int]:
+    """The part of a frame of `frame_size` that a scale-and-shift `affine` (source px -> output px) shows in
+    `output_size`, widened by `margin` source pixels (for the warp's interpolation) and clipped to the frame:
+    (x0, y0, x1, y1). The whole frame when the affine is not a plain scale-and-shift."""
+    (a, b, tx), (c, d, ty) = affine
+    width, height = frame_size
+    if b != 0.0 or c != 0.0 or a <= 0.0 or d <= 0.0:
+        return 0, 0, width, height
+    x0, x1 = -tx / a, (output_size[0] - tx) / a
+    y0, y1 = -ty / d, (output_size[1] - ty) / d
+    region = (min(max(math.floor(x0) - margin, 0), width - 1), min(max(math.floor(y0) - margin, 0), height - 1),
+              max(min(math.ceil(x1) + margin, width), 1), max(min(math.ceil(y1) + margin, height), 1))
+    if region[2] <= region[0] or region[3] <= region[1]:
+        return 0, 0, width, height
+    return region
 
 
 def _compose(outer: npt.NDArray[np.float64], inner: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

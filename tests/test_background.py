@@ -134,3 +134,18 @@ def test_composite_alpha_one_and_zero_give_fg_and_bg_exactly() -> None:
     split[:, :150] = 0.0
     out = bg.composite(fg, back, split)
     assert np.array_equal(out[:, 150:], fg[:, 150:]) and np.array_equal(out[:, :150], back[:, :150])
+
+
+def test_composite_of_a_foreground_part_placed_at_its_rectangle() -> None:
+    """The studio engine makes only the part of the foreground the alpha shows: placed `at` (x, y), the result
+    is the composite of the whole foreground."""
+    fg = read_rgb("images/faces/obama_official_2012.jpg")[:200, :300]
+    back = bg.studio_backdrop((300, 200))
+    alpha = np.zeros((200, 300), np.uint8)
+    cv2.ellipse(alpha, (150, 110), (60, 80), 0, 0, 360, 255, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 3.0)
+    x, y, w, h = cv2.boundingRect(alpha)
+    whole = bg.composite(fg, back, alpha)
+    for (px, py), part in (((x, y), fg[y : y + h, x : x + w]), ((x - 5, y - 7), fg[y - 7 : y + h + 3, x - 5 : x + w])):
+        assert np.array_equal(bg.composite(part, back, alpha, (px, py)), whole)
+    assert np.array_equal(bg.composite(fg[:10, :10], back, alpha, (0, 0)), back)  # the alpha is 0 there

@@ -191,6 +191,21 @@ def test_key_light_none_and_strength_zero_are_the_tone_table_alone() -> None:
     assert np.array_equal(relit(image, landmarks, NO_KEY), relit(image, landmarks, zero))
 
 
+@pytest.mark.parametrize("region", [(0, 0, 1, 1), (100, 80, 500, 420), (0, 0, 10_000, 10_000), (300, 0, 320, 5)])
+def test_a_region_is_relit_as_the_whole_frame_is_there(region: tuple[int, int, int, int]) -> None:
+    """The studio engine relights only the part of the frame the output shows: that part must come out as it
+    does when the whole frame is relit, key light included (its patches cut where the region ends)."""
+    image, landmarks = read_rgb(PHOTO), photo_landmarks(PHOTO)
+    ih, iw = image.shape[:2]
+    x0, y0, x1, y1 = region[0], region[1], min(region[2], iw), min(region[3], ih)
+    key = rl.key_light_map((iw, ih), landmarks, RelightSettings())
+    assert key is not None
+    tables = rl.tone_tables((1.2, 1.1, 0.95), key)
+    part = rl.apply(image, tables, key, (x0, y0, x1, y1))
+    assert part.shape == (y1 - y0, x1 - x0, 3)
+    assert np.array_equal(part, rl.apply(image, tables, key)[y0:y1, x0:x1])
+
+
 def test_key_map_parts_and_below_the_shoulder_a_multiply() -> None:
     image, landmarks = read_rgb(PHOTO), photo_landmarks(PHOTO)
     size = (image.shape[1], image.shape[0])
