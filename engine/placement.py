@@ -207,21 +207,27 @@ def picture_edges(affine: Affine, frame_size: tuple[int, int]) -> tuple[float, f
 
 
 def fade_alpha(
-    alpha: npt.NDArray[np.uint8], edges: tuple[float, float, float, float], widths: tuple[float, float, float, float]
+    alpha: npt.NDArray[np.uint8], edges: tuple[float, float, float, float], widths: tuple[float, float, float, float],
+    body_end: bool = False,
 ) -> npt.NDArray[np.uint8]:
     """`alpha` (output-sized uint8 HxW) with 0 beyond the picture's `edges` (left, top, right, bottom; output
     pixels, see `picture_edges`) and a smoothstep ramp from 0 to 1 over `widths` (the same order, output
     pixels) inside each edge that lies within the output. Returns `alpha` itself when no edge does, else a
-    new array. Only the ramps are multiplied; beyond them the alpha is zeroed or left as it is."""
+    new array. Only the ramps are multiplied; beyond them the alpha is zeroed or left as it is.
+
+    `body_end`: the bottom edge is where a body continued below the camera picture ends (`extend_below`), not
+    a picture edge: its ramp fades whatever part of it reaches into the output, though the edge itself may lie
+    below the output (else a body continued to the output's bottom would end there at full opacity)."""
     height, width = alpha.shape[:2]
-    if edges[0] <= 0.0 and edges[1] <= 0.0 and edges[2] >= width and edges[3] >= height:
+    bottom_beyond = edges[3] >= height and not (body_end and edges[3] - widths[3] < height)
+    if edges[0] <= 0.0 and edges[1] <= 0.0 and edges[2] >= width and bottom_beyond:
         return alpha
     out = alpha.copy()
     for axis, size, near, far, w_near, w_far in ((1, width, edges[0], edges[2], widths[0], widths[2]),
                                                   (0, height, edges[1], edges[3], widths[1], widths[3])):
         view = out if axis == 0 else out.T  # rows of `view` run along this axis
         for edge, ramp_width, sign in ((near, w_near, 1.0), (far, w_far, -1.0)):
-            if (sign > 0 and edge <= 0.0) or (sign < 0 and edge >= size):
+            if (sign > 0 and edge <= 0.0) or (sign < 0 and (bottom_beyond if axis == 0 else edge >= size)):
                 continue
             ramp_width = max(ramp_width, 1e-3)
             # Pixels whose centre lies beyond the edge are 0; those within `ramp_width` inside it ramp up.

@@ -311,10 +311,11 @@ class StudioRenderer:
         """The warped person alpha with the body continued below the camera picture and faded out where the
         picture ends inside the output (see `_frame`)."""
         edges, widths = self._fade
-        if 0 < self._body_end < self.output_size[1]:
+        continued = 0 < self._body_end < self.output_size[1]
+        if continued:
             alpha = alpha.copy()
             pl.extend_below(alpha, self._body_end, widths[0])
-        return fr.fade_alpha(alpha, edges, widths)
+        return fr.fade_alpha(alpha, edges, widths, body_end=continued)
 
     def _apply_relight(self, image: RGBImage, landmarks: npt.NDArray[np.float32] | None, timestamp_ms: int,
                        region: tuple[int, int, int, int] | None = None) -> RGBImage:

@@ -408,6 +408,19 @@ def test_fade_alpha_is_zero_beyond_the_picture_and_ramps_inside() -> None:
     assert np.array_equal(alpha, np.full((100, 200), 255, np.uint8))  # the input is not modified
 
 
+def test_a_continued_body_fades_though_its_end_lies_below_the_output() -> None:
+    """The body continued below a camera picture that ends inside the output fades over its ramp even when the
+    ramp's end lies below the output (a still's square: it used to reach the bottom edge at full opacity, a
+    flat block of shirt colour); a picture edge below the output fades nothing."""
+    alpha = np.full((100, 200), 255, np.uint8)
+    edges, widths = (0.0, 0.0, 200.0, 110.0), (0.0, 0.0, 0.0, 40.0)
+    assert fr.fade_alpha(alpha, edges, widths) is alpha
+    out = fr.fade_alpha(alpha, edges, widths, body_end=True)
+    column = out[:, 100].astype(int)
+    assert (column[:70] == 255).all() and (np.diff(column[70:]) <= 0).all() and column[-1] < 60  # 0.17 there
+    assert fr.fade_alpha(alpha, (0.0, 0.0, 200.0, 160.0), widths, body_end=True) is alpha  # the ramp is beyond
+
+
 def test_fill_behind_replaces_the_person_with_the_room() -> None:
     """A person-shaped hole in a two-tone room is filled from its surroundings: no trace of the person's colour,
     no dark holes, the room untouched far from the person."""
