@@ -272,9 +272,17 @@ def open_workbench(config: Config, engine: str | None = None, components: Diffus
     from models.face_landmarker import ImageFaceLandmarker
 
     kind = engine or config.engine.kind
-    landmarker = ImageFaceLandmarker(resolve_model(config, FACE_LANDMARKER), max_faces=4)
-    bench = Workbench(config, "studio", landmarker, YuNetDetector(resolve_model(config, FACE_DETECTOR)),
-                      open_segmenter(config), {}, encoder_factory=lambda backend: face_encoder(config, backend))
+    # Every file first: a missing one fails before anything is opened (an opened landmarker left to the
+    # interpreter's exit prints a traceback from its __del__ after the one-line error).
+    landmarker_path, detector_path = resolve_model(config, FACE_LANDMARKER), resolve_model(config, FACE_DETECTOR)
+    resolve_model(config, SELFIE_SEGMENTER)
+    landmarker = ImageFaceLandmarker(landmarker_path, max_faces=4)
+    try:
+        bench = Workbench(config, "studio", landmarker, YuNetDetector(detector_path), open_segmenter(config), {},
+                          encoder_factory=lambda backend: face_encoder(config, backend))
+    except BaseException:
+        landmarker.close()
+        raise
     try:
         bench.encoder(config.models.face_encoder)
         if kind == "auto":
