@@ -9,13 +9,15 @@ the region around the tracked face (nothing outside it can be the user):
    shoulders) gives every pixel its signed distance to where a person can be; far outside it nothing is kept.
 2. Colour models of this frame, one for the head and one for the body (the face and the confident person
    core against the sure background and the pixels beyond the template), score each pixel's colour.
-3. The confidence (clipped, so the network cannot overrule everything else), the colour score and the template
-   distance add up as log-odds; hysteresis keeps the confident parts connected to the face and grows them a
-   little into the uncertain ones (other people and blobs that touch the user only through a thin bridge, or
-   not at all, are dropped); small holes inside the person are filled.
-4. At working resolution (the face about `face_px` tall) the decided alpha is sharpened and snapped to the
+3. Other people: the segmenter's person beyond the template is someone else's; flooded inward over the frame's
+   colours (a watershed against the user's sure parts and the room), what it reaches is theirs.
+4. The confidence (clipped, so the network cannot overrule everything else), the colour score, the template
+   distance and the other people add up as log-odds; hysteresis keeps the confident parts connected to the
+   face and grows them a little into the uncertain ones (other people and blobs that touch the user only
+   through a thin bridge, or not at all, are dropped); small holes inside the person are filled.
+5. At working resolution (the face about `face_px` tall) the decided alpha is sharpened and snapped to the
    frame's edges by a guided filter, applied only in the unknown band along the edge.
-5. A per-pixel running average over frames, weighted by how little each pixel's brightness changed: static
+6. A per-pixel running average over frames, weighted by how little each pixel's brightness changed: static
    edges stop flickering, moving ones follow at once (no smear).
 
 Pure arrays: no file I/O. Coordinates are continuous pixels as in `engine.framing`.
@@ -41,7 +43,7 @@ Alpha8 = npt.NDArray[np.uint8]
 # The body: half-widths at depths below the centre (neck, shoulder slope, upper arms), then straight down.
 _HEAD_HALF_WIDTH = 0.8
 _HEAD_TOP = 1.0
-_BODY = ((0.6, 0.3), (1.5, 0.8), (1.8, 1.3))
+_BODY = ((0.6, 0.3), (1.4, 0.8), (1.6, 1.3))
 _REACH = 0.5
 """Beyond the template by more than this (face heights) nothing is the person."""
 _REGION_HALF = 2.35
@@ -66,6 +68,10 @@ _ZONES = (0.3, 0.6)
 """Depths (face heights below the face's centre) between which the head's colour model gives way to the body's."""
 _TEMPLATE_WEIGHT = 8.0
 """Log-odds lost per face height outside the template."""
+_OTHER_WEIGHT = 6.0
+"""Log-odds lost where another person's part (flooded from beyond the template) reaches."""
+_OTHER_CONF = 0.5
+"""Beyond the template, confidence from this on is another person (the seed of the flood)."""
 _BIAS = 0.5
 """Log-odds added everywhere: a doubtful pixel next to the person is kept (lost hair shows more than a
 sliver of room)."""
@@ -356,10 +362,26 @@ def _decide(small: RGBImage, conf: Mask, landmarks: Landmarks | None, region: Re
     blend = np.clip((depth - _ZONES[0]) / (_ZONES[1] - _ZONES[0]), 0.0, 1.0)
     score += _COLOUR_WEIGHT * (head + blend * (body - head))
     score -= _TEMPLATE_WEIGHT * np.maximum(signed, 0.0)
+    others = (conf >= _OTHER_CONF) & (signed > 0.0) & (core == 0)
+    if others.any():
+        score -= np.float32(_OTHER_WEIGHT) * _flood_others(small, sure_fg, sure_bg, others)
     person = _sigmoid(score + _BIAS)
     person[face > 0] = 1.0  # the tracked face is the person, whatever its colours
     person[(signed > _REACH) | (conf < _NONE)] = 0.0
     return _fill_holes(_hysteresis(person, face, grow), (_HOLE * fh) ** 2)
+
+
+def _flood_others(small: RGBImage, person: npt.NDArray[np.bool_], room: npt.NDArray[np.bool_],
+                  others: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Where the other people's parts reach when they, the user's sure parts and the room flood the picture
+    together (a watershed over its colours): a runner beside the user's shoulder that continues beyond the
+    template is theirs up to the strongest edge between them and the user."""
+    markers = np.full(person.shape, 0, np.int32)
+    markers[room] = 3
+    markers[others] = 2
+    markers[person] = 1
+    cv2.watershed(np.ascontiguousarray(small), markers)
+    return cast(npt.NDArray[np.bool_], markers == 2)
 
 
 def _sigmoid(score: npt.NDArray[np.floating]) -> Mask:
