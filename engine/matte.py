@@ -10,7 +10,8 @@ the region around the tracked face (nothing outside it can be the user):
 2. Colour models of this frame, one for the head and one for the body (the face and the confident person
    core against the sure background and the pixels beyond the template), score each pixel's colour.
 3. Other people: the segmenter's person beyond the template is someone else's; flooded inward over the frame's
-   colours (a watershed against the user's sure parts and the room), what it reaches is theirs.
+   colours (a watershed against the user's sure parts and the room), what it reaches is theirs unless its
+   colour is clearly the user's.
 4. The confidence (clipped, so the network cannot overrule everything else), the colour score, the template
    distance and the other people add up as log-odds; hysteresis keeps the confident parts connected to the
    face and grows them a little into the uncertain ones (other people and blobs that touch the user only
@@ -72,6 +73,8 @@ _OTHER_WEIGHT = 6.0
 """Log-odds lost where another person's part (flooded from beyond the template) reaches."""
 _OTHER_CONF = 0.5
 """Beyond the template, confidence from this on is another person (the seed of the flood)."""
+_OTHER_COLOUR = 1.0
+"""...but a pixel whose colour log-ratio (the user's against the room's) is above this stays the user's."""
 _BIAS = 0.5
 """Log-odds added everywhere: a doubtful pixel next to the person is kept (lost hair shows more than a
 sliver of room)."""
@@ -360,11 +363,15 @@ def _decide(small: RGBImage, conf: Mask, landmarks: Landmarks | None, region: Re
     head = _colour_log_ratio(colour, sure_fg & head_rows, sure_bg & head_rows)
     body = _colour_log_ratio(colour, sure_fg & body_rows, sure_bg & body_rows)
     blend = np.clip((depth - _ZONES[0]) / (_ZONES[1] - _ZONES[0]), 0.0, 1.0)
-    score += _COLOUR_WEIGHT * (head + blend * (body - head))
+    colour_score = head + blend * (body - head)
+    score += _COLOUR_WEIGHT * colour_score
     score -= _TEMPLATE_WEIGHT * np.maximum(signed, 0.0)
     others = (conf >= _OTHER_CONF) & (signed > 0.0) & (core == 0)
     if others.any():
-        score -= np.float32(_OTHER_WEIGHT) * _flood_others(small, sure_fg, sure_bg, others)
+        # Not where the colour is clearly the user's: a broad shoulder beyond the template, or the room's
+        # confidence bleeding next to it, would flood into the user's own edge.
+        theirs = _flood_others(small, sure_fg, sure_bg, others) & (colour_score < _OTHER_COLOUR)
+        score -= np.float32(_OTHER_WEIGHT) * theirs
     person = _sigmoid(score + _BIAS)
     person[face > 0] = 1.0  # the tracked face is the person, whatever its colours
     person[(signed > _REACH) | (conf < _NONE)] = 0.0
