@@ -93,6 +93,8 @@ _EDGE_GAIN = 3.0
 _GUIDE_EPS = 1e-2
 _HOLE = 0.3
 """Holes in the person narrower than about this (face heights) are filled."""
+_COLOUR_EVERY = 3
+"""A stream's colour models are rebuilt every this many frames (the colours of person and room change slowly)."""
 _HOLD_MS = 500
 """A face lost for up to this long is still used (a tracking dropout must not bring the runners back)."""
 _STILL_DIFF = 12.0
@@ -183,6 +185,7 @@ class Matter:
         self._prev_alpha: Alpha8 | None = None
         self._prev_grey: Alpha8 | None = None
         self._last_face: tuple[Landmarks, int] | None = None
+        self._colours = _ColourModels()
 
     def update(self, image: RGBImage, confidence: Mask, landmarks: Landmarks | None,
                timestamp_ms: int = 0) -> Matte:
@@ -212,7 +215,7 @@ class Matter:
             guide = cast(RGBImage, cv2.resize(guide, work_size, interpolation=cv2.INTER_AREA))
         small = guide if coarse == 1 else cast(RGBImage, cv2.resize(guide, coarse_size, interpolation=cv2.INTER_AREA))
         conf = cast(Mask, cv2.resize(confidence[rows, cols], coarse_size, interpolation=cv2.INTER_AREA))
-        decided = _decide(small, conf, landmarks, region, factor * coarse, face_h)
+        decided = _decide(small, conf, landmarks, region, factor * coarse, face_h, self._colours)
         alpha = decided if coarse == 1 else cast(Mask, cv2.resize(decided, work_size, interpolation=cv2.INTER_LINEAR))
         grey = cast(Alpha8, cv2.cvtColor(guide, cv2.COLOR_RGB2GRAY))
         alpha8 = _refine_edge(alpha, grey, face_h / factor)
@@ -237,6 +240,7 @@ class Matter:
         factor = max(1, round(wanted))
         if factor != self._factor:
             self._prev_alpha = self._prev_grey = None
+            self._colours = _ColourModels()
             self._factor = factor
         return factor
 
@@ -258,9 +262,8 @@ class Matter:
             diff = cv2.absdiff(grey, self._prev_grey[rows, cols])
             # Weight of the past: `smoothing` where nothing changed, 0 from a change of _STILL_DIFF on.
             still = cv2.subtract(np.full_like(diff, int(_STILL_DIFF)), diff)
-            weight = still.astype(np.float32) * np.float32(self.smoothing / _STILL_DIFF)
-            blended = alpha.astype(np.float32) + weight * (prev_alpha.astype(np.float32) - alpha.astype(np.float32))
-            alpha = cast(Alpha8, np.clip(blended + 0.5, 0, 255).astype(np.uint8))
+            weight = cv2.multiply(still, self.smoothing / _STILL_DIFF, dtype=cv2.CV_32F)
+            alpha = cast(Alpha8, cv2.blendLinear(prev_alpha, alpha, weight, 1.0 - weight))
         self._prev_alpha.fill(0)
         self._prev_alpha[rows, cols] = alpha
         self._prev_grey[rows, cols] = grey
@@ -330,10 +333,19 @@ def _template(shape: tuple[int, int], cx: float, cy: float, fh: float) -> npt.ND
     return mask
 
 
+@dataclass
+class _ColourModels:
+    """A stream's colour models (`_colour_table`: head, body) and the frames they have served."""
+
+    tables: tuple[Mask, Mask] | None = None
+    age: int = 0
+
+
 def _decide(small: RGBImage, conf: Mask, landmarks: Landmarks | None, region: Region, cell: int,
-            face_h: float) -> Mask:
+            face_h: float, colours: _ColourModels | None = None) -> Mask:
     """The decided alpha (float32 0..1) of the region in the coarse grid (`cell` source pixels a side), from
-    the frame and the confidence in that grid: template, colour, hysteresis."""
+    the frame and the confidence in that grid: template, colour, hysteresis. `colours`: the stream's colour
+    models, reused for `_COLOUR_EVERY` frames (None: built for this frame only)."""
     clipped = np.clip(conf, _CONF_CLIP, 1.0 - _CONF_CLIP)
     score = np.log(clipped / (1.0 - clipped))
     shape = conf.shape[:2]
@@ -360,8 +372,16 @@ def _decide(small: RGBImage, conf: Mask, landmarks: Landmarks | None, region: Re
     depth = (np.arange(shape[0], dtype=np.float32)[:, None] + 0.5 - cy) / fh
     head_rows, body_rows = depth < _ZONES[1], depth > _ZONES[0]
     colour = _colour_index(small)
-    head = _colour_log_ratio(colour, sure_fg & head_rows, sure_bg & head_rows)
-    body = _colour_log_ratio(colour, sure_fg & body_rows, sure_bg & body_rows)
+    if colours is None or colours.tables is None or colours.age >= _COLOUR_EVERY:
+        tables = (_colour_table(colour, sure_fg & head_rows, sure_bg & head_rows),
+                  _colour_table(colour, sure_fg & body_rows, sure_bg & body_rows))
+        if colours is not None:
+            colours.tables, colours.age = tables, 0
+    else:
+        tables = colours.tables
+    if colours is not None:
+        colours.age += 1
+    head, body = tables[0][colour], tables[1][colour]
     blend = np.clip((depth - _ZONES[0]) / (_ZONES[1] - _ZONES[0]), 0.0, 1.0)
     colour_score = head + blend * (body - head)
     score += _COLOUR_WEIGHT * colour_score
@@ -401,16 +421,16 @@ def _colour_index(image: RGBImage) -> npt.NDArray[np.int32]:
     return cast(npt.NDArray[np.int32], (q[..., 0] << 8) | (q[..., 1] << 4) | q[..., 2])
 
 
-def _colour_log_ratio(index: npt.NDArray[np.int32], fg: npt.NDArray[np.bool_], bg: npt.NDArray[np.bool_]) -> Mask:
-    """log(P(colour | person) / P(colour | background)) per pixel (`index`: `_colour_index`), from the colour
-    histograms of the frame's sure person and sure background, clipped to +-_COLOUR_CLIP."""
+def _colour_table(index: npt.NDArray[np.int32], fg: npt.NDArray[np.bool_], bg: npt.NDArray[np.bool_]) -> Mask:
+    """log(P(colour | person) / P(colour | background)) per colour bin (`index`: `_colour_index`), from the
+    colour histograms of the frame's sure person and sure background, clipped to +-_COLOUR_CLIP."""
     fg_hist = np.bincount(index[fg], minlength=4096).astype(np.float32)
     bg_hist = np.bincount(index[bg], minlength=4096).astype(np.float32)
     if not fg_hist.any() or not bg_hist.any():
-        return np.zeros(index.shape, np.float32)
+        return np.zeros(4096, np.float32)
     eps = np.float32(1e-4)
     table = np.log((fg_hist / fg_hist.sum() + eps) / (bg_hist / bg_hist.sum() + eps))
-    return np.clip(table, -_COLOUR_CLIP, _COLOUR_CLIP).astype(np.float32)[index]
+    return cast(Mask, np.clip(table, -_COLOUR_CLIP, _COLOUR_CLIP).astype(np.float32))
 
 
 def _hysteresis(person: Mask, seed: npt.NDArray[np.uint8] | None, grow: int) -> Mask:
@@ -454,7 +474,7 @@ def _fill_holes(person: Mask, max_area: float) -> Mask:
 
 def _refine_edge(alpha: Mask, grey: Alpha8, face_px: float) -> Alpha8:
     """Sharpen the decided alpha and snap it to the picture's edges: a guided filter (the frame's brightness
-    as guide), applied only in the unknown band along the edge. Returns uint8."""
+    as guide, `_fast_guided`), applied only in the unknown band along the edge. Returns uint8."""
     sharp = _contrast(alpha, _GAIN)
     radius = max(1, round(face_px / 30.0))
     unknown = cv2.inRange(sharp, 1, 254)
@@ -468,7 +488,7 @@ def _refine_edge(alpha: Mask, grey: Alpha8, face_px: float) -> Alpha8:
     rows, cols = slice(y0, y1), slice(x0, x1)
     src = sharp[rows, cols].astype(np.float32) * np.float32(1.0 / 255.0)
     guide = grey[rows, cols].astype(np.float32) * np.float32(1.0 / 255.0)
-    filtered = cast(Mask, cv2.ximgproc.guidedFilter(guide, src, radius, _GUIDE_EPS))
+    filtered = _fast_guided(guide, src, radius, _GUIDE_EPS)
     edge = _contrast(filtered, _EDGE_GAIN)
     out = sharp.copy()
     region = out[rows, cols]
@@ -476,7 +496,27 @@ def _refine_edge(alpha: Mask, grey: Alpha8, face_px: float) -> Alpha8:
     return cast(Alpha8, out)
 
 
+def _fast_guided(guide: Mask, src: Mask, radius: int, eps: float) -> Mask:
+    """A guided filter of `src` (float32) by `guide` (float32, one channel) with its linear coefficients found
+    at half resolution and applied at full (He and Sun's fast guided filter): the edge follows the guide's
+    full-resolution detail at about a third of the cost."""
+    h, w = src.shape
+    size = (max(1, w // 2), max(1, h // 2))
+    gs = cv2.resize(guide, size, interpolation=cv2.INTER_AREA)
+    ps = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
+    r = max(1, round(radius / 2))
+    k = (2 * r + 1, 2 * r + 1)
+    mi = cv2.boxFilter(gs, -1, k)
+    mp = cv2.boxFilter(ps, -1, k)
+    mii = cv2.boxFilter(gs * gs, -1, k)
+    mip = cv2.boxFilter(gs * ps, -1, k)
+    a = (mip - mi * mp) / (mii - mi * mi + np.float32(eps))
+    b = mp - a * mi
+    ma = cv2.resize(cv2.boxFilter(a, -1, k), (w, h), interpolation=cv2.INTER_LINEAR)
+    mb = cv2.resize(cv2.boxFilter(b, -1, k), (w, h), interpolation=cv2.INTER_LINEAR)
+    return cast(Mask, ma * guide + mb)
+
+
 def _contrast(alpha: Mask, gain: float) -> Alpha8:
     """`(alpha - 0.5) * gain + 0.5` as uint8 0..255 (saturated)."""
-    scaled = alpha * np.float32(255.0 * gain) + np.float32(127.5 * (1.0 - gain) + 0.5)
-    return cast(Alpha8, np.clip(scaled, 0, 255).astype(np.uint8))
+    return cast(Alpha8, cv2.addWeighted(alpha, 255.0 * gain, alpha, 0.0, 127.5 * (1.0 - gain), dtype=cv2.CV_8U))
