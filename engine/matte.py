@@ -44,7 +44,7 @@ Alpha8 = npt.NDArray[np.uint8]
 # The body: half-widths at depths below the centre (neck, shoulder slope, upper arms), then straight down.
 _HEAD_HALF_WIDTH = 0.8
 _HEAD_TOP = 1.0
-_BODY = ((0.6, 0.3), (1.4, 0.8), (1.6, 1.3))
+_BODY = ((0.6, 0.3), (1.45, 0.8), (1.7, 1.3))
 _REACH = 0.5
 """Beyond the template by more than this (face heights) nothing is the person."""
 _REGION_HALF = 2.35
