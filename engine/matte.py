@@ -7,8 +7,9 @@ the region around the tracked face (nothing outside it can be the user):
 
 1. A head-and-shoulders template placed on the face (sizes in face heights, generous for hair and broad
    shoulders) gives every pixel its signed distance to where a person can be; far outside it nothing is kept.
-2. Colour models of this frame, one for the head and one for the body (the face and the confident person
-   core against the sure background and the pixels beyond the template), score each pixel's colour.
+2. Colour models, one for the head and one for the body (the face and the confident person core against the
+   sure background and the pixels beyond the template), score each pixel's colour; a stream rebuilds them
+   every `_COLOUR_EVERY` frames.
 3. Other people: the segmenter's person beyond the template is someone else's; flooded inward over the frame's
    colours (a watershed against the user's sure parts and the room), what it reaches is theirs unless its
    colour is clearly the user's.
@@ -17,11 +18,13 @@ the region around the tracked face (nothing outside it can be the user):
    face and grows them a little into the uncertain ones (other people and blobs that touch the user only
    through a thin bridge, or not at all, are dropped); small holes inside the person are filled.
 5. At working resolution (the face about `face_px` tall) the decided alpha is sharpened and snapped to the
-   frame's edges by a guided filter, applied only in the unknown band along the edge.
+   frame's edges by a (fast) guided filter, applied only in the unknown band along the edge.
 6. A per-pixel running average over frames, weighted by how little each pixel's brightness changed: static
    edges stop flickering, moving ones follow at once (no smear).
 
-Pure arrays: no file I/O. Coordinates are continuous pixels as in `engine.framing`.
+Pure arrays: no file I/O. Coordinates are continuous pixels as in `engine.framing`. Long because the six
+steps share the coarse grid, the template and the stream's state, and were tuned together on the matting kit:
+split, each would need the others' internals.
 """
 
 from __future__ import annotations
