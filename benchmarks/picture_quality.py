@@ -3,10 +3,11 @@
 Every input (benchmarks/picture_inputs.py: webcam-like clips made from the shared assets, the shared
 videos and photos) runs through the product's live pieces, made by livecam.assembly from the config
 (`open_tracker`, `open_segmenter`, `build_renderer`; studio engine, output 1280x720, every default on),
-called as the live loop calls them (the face predicted from earlier frames when there is one, else the
-frame's own), frame after frame at the input's frame rate in time stamps (no frame dropped, so the run is
-repeatable on a busy machine). CPU ms per frame = process CPU time spent in tracking, segmentation and
-rendering / frames; wall ms likewise.
+called as the live loop (livecam/live/loop.py) calls them: the product's segmenter model on the square
+around the face predicted from earlier frames (`engine.matte.segment_person`; the whole frame while there
+is none), the renderer given that face (else the frame's own), frame after frame at the input's frame
+rate in time stamps (no frame dropped, so the run is repeatable on a busy machine). CPU ms per frame =
+process CPU time spent in tracking, segmentation and rendering / frames; wall ms likewise.
 
 Measured on the output with MediaPipe afresh (face landmarker and person segmenter on the output frame;
 definitions in benchmarks/picture_measure.py): face height, headroom, eye line, centring, head cut,
@@ -16,13 +17,13 @@ fractions of frames within the issue's targets per input and pooled (`summary`).
 Mattes: the matting kit (../shared/assets/matting) stills and videos through the same pieces with
 MATTE_SET (saturated green backdrop, no reframing, no relight or skin: output = input over green), the
 alpha recovered by the kit's composite mode and scored by its score_matte.py; the raw segmenter (the
-kit's baseline method) scored beside it in the same run, per size, per background and per video, with the
-README's baseline figures alongside.
+kit's baseline method: the landscape model on the whole frame) scored beside it in the same run, per
+size, per background and per video, with the README's baseline figures alongside.
 
     python -m benchmarks.picture_quality [--out benchmarks/results/picture_quality.json]
         [--sheet /tmp/picture_quality_sheet.png] [--every 2] [--only NAME] [--set KEY=VALUE ...]
-        [--matte-set KEY=VALUE ...] [--no-matte] [--before benchmarks/results/picture_quality_before.json]
-        [--per-frame] [--quick]
+        [--matte-set KEY=VALUE ...] [--no-matte] [--matte-only TEXT] [--per-frame] [--quick]
+        [--before benchmarks/results/picture_quality_before.json]
 
 The contact sheet (input | output, middle frame, one row per input, matte rows over green) goes to
 --sheet, never into the repository: it shows the MEDS-II photos, which are for testing only.
@@ -100,8 +101,7 @@ class Pipeline:
                 mask = None
                 if renderer.needs_mask:
                     with stats.section("segment"):
-                        # As the live loop does: on the square around the predicted face (the whole frame
-                        # until there is one).
+                        # As the live loop: on the square around the predicted face (whole frame without one).
                         mask = segment_person(self.segmenter, image, t_ms, face.landmarks if face else None)
                 with stats.section("render"):
                     out = renderer.render(image, face or tracked, mask, t_ms)
@@ -123,7 +123,8 @@ class Pipeline:
 
 class Meter:
     """MediaPipe afresh on any frame: the largest face's landmarks, the person mask around the head (the
-    square selfie model on a square around it) and the raw segmenter's mask of the whole frame."""
+    square selfie model on a square around it) and the raw segmenter's mask of the whole frame (the kit's
+    baseline: `raw_model`, the landscape model)."""
 
     def __init__(self, config: Config, head_model: Path, raw_model: Path) -> None:
         self.landmarker = ImageFaceLandmarker(resolve_model(config, FACE_LANDMARKER), max_faces=1)
@@ -136,7 +137,7 @@ class Meter:
         return self._clock_ms
 
     def mask(self, image: RGBImage) -> np.ndarray:
-        """The kit's raw baseline: the landscape selfie segmenter on the whole frame, its confidence as alpha."""
+        """The kit's baseline segmenter on the whole frame, as it is (the raw baseline)."""
         return self.segmenter.segment(image, self._tick())
 
     def view(self, image: RGBImage, key_side: str) -> pm.FaceView | None:
@@ -190,14 +191,16 @@ def matte_configs(overrides: list[str], matte_set: list[str]) -> dict[str, Confi
 
 
 def run_matte(pipeline: Pipeline, meter: Meter, configs: dict[str, Config], kit: Path, quick: bool,
-              sheet: list[tuple[str, RGBImage, RGBImage]]) -> dict[str, Any]:
-    """The product's matte and the raw segmenter's, scored by the kit on its stills and videos."""
+              sheet: list[tuple[str, RGBImage, RGBImage]], only: str = "") -> dict[str, Any]:
+    """The product's matte and the raw segmenter's, scored by the kit on its stills and videos (those whose
+    name holds `only`)."""
     scorer = pm.load_scorer(kit)
     stills: dict[str, dict[str, list[dict[str, Any]]]] = {}
     cpu: dict[str, list[float]] = {}
     images = sorted((kit / "images").glob("*.jpg"))
     if quick:
         images = [p for p in images if p.stem.startswith("S008-01__sh_stripes")]
+    images = [p for p in images if only in p.stem]
     for path in images:
         stem = path.stem
         size = stem.rsplit("_", 1)[1]
@@ -232,7 +235,7 @@ def run_matte(pipeline: Pipeline, meter: Meter, configs: dict[str, Config], kit:
                                     "raw_segmenter": pm.mean_scores([e["raw"] for e in items])}
                                for bg, items in sorted(by_background.items())},
         }
-    for video in sorted((kit / "video").glob("*.mp4")):
+    for video in [v for v in sorted((kit / "video").glob("*.mp4")) if only in v.stem]:
         result["videos"][video.stem] = score_video(pipeline, meter, configs["1280x720"], scorer, video, quick)
     return result
 
@@ -357,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--matte-set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for the matte runs only (after MATTE_SET)")
     parser.add_argument("--no-matte", action="store_true", help="skip the matting kit")
+    parser.add_argument("--matte-only", metavar="TEXT", help="only the matting kit's stills and videos whose name "
+                        "holds TEXT ('' for all of them), no other input: e.g. 'video_01', 'street_people_1280'")
     parser.add_argument("--before", type=Path, help="an earlier run's JSON (e.g. picture_quality_before.json): "
                         "edge flicker is checked against it")
     parser.add_argument("--per-frame", action="store_true", help="also write every measured frame's figures")
@@ -381,8 +386,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"picture_quality: {missing[0]} is missing (the benchmark needs ../shared/assets beside the "
               "checkout, or LIVECAM_ASSETS pointing at it)", file=sys.stderr)
         return 2
-    # The product's models: the landmarker, and the square selfie segmenter that the live loop runs on the
-    # square around the face (models.segmenter's default). The landscape one is the kit's raw baseline.
     overrides = ["engine.kind=studio", "models.download=false", f"models.face_landmarker={model_files[0]}",
                  f"models.segmenter={model_files[3]}", "output.width=1280", "output.height=720", *args.set]
     try:
@@ -401,7 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     matte = None
     try:
         with scratch_dir() as scratch:
-            for item in make_inputs(assets, meter.detect, Path(scratch), args.quick, args.only):
+            items = [] if args.matte_only is not None else make_inputs(assets, meter.detect, Path(scratch),
+                                                                       args.quick, args.only)
+            for item in items:
                 entry, pair, records = run_input(pipeline, meter, config, item, args.every, args.per_frame)
                 inputs[item.name] = entry
                 pooled.setdefault(item.group, []).extend(records)
@@ -409,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append((label(item.name, entry), *pair))
                 print(label(item.name, entry), flush=True)
         if not args.no_matte:
-            matte = run_matte(pipeline, meter, matte_cfgs, kit, args.quick, matte_rows)
+            matte = run_matte(pipeline, meter, matte_cfgs, kit, args.quick, matte_rows, args.matte_only or "")
     finally:
         pipeline.close()
         meter.close()
@@ -430,8 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             "head_cut_frac": "frames whose output head touches the top edge, of those where the input showed "
                              "the whole head",
             "key_ratio": "(key side / other side mean skin luma) on the output over the same on the input: the "
-                         "balance the product adds; key side = relight.key_light as the viewer sees it; only frames "
-                         "where the whole face oval lies inside the input picture (else one side is missing)",
+                         "balance the product adds; key side = relight.key_light as the viewer sees it",
             "clipped_pct": "% of face skin pixels with any channel at 255",
             "brightness": "mean face skin luma, 0..1",
             "cpu_ms_per_frame": "process CPU time in tracking + segmentation + rendering / frames (serial)",
@@ -445,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary(inputs, pooled, matte, before),
     }
     write_json(args.out, result)
-    contact_sheet(rows + matte_rows, args.sheet)
+    if rows or matte_rows:
+        contact_sheet(rows + matte_rows, args.sheet)
     for name, check in result["summary"]["checks"].items():
         print(f"  {name:<58} {check['value']!s:>8}  {'met' if check['met'] else 'NOT met'}")
     print(f"wrote {args.out} and {args.sheet} in {result['seconds']:.0f} s")

@@ -7,18 +7,24 @@ the region around the tracked face (nothing outside it can be the user):
 
 1. A head-and-shoulders template placed on the face (sizes in face heights, generous for hair and broad
    shoulders) gives every pixel its signed distance to where a person can be; far outside it nothing is kept.
-2. Colour models of this frame, one for the head and one for the body (the face and the confident person
-   core against the sure background and the pixels beyond the template), score each pixel's colour.
-3. The confidence (clipped, so the network cannot overrule everything else), the colour score and the template
-   distance add up as log-odds; hysteresis keeps the confident parts connected to the face and grows them a
-   little into the uncertain ones (other people and blobs that touch the user only through a thin bridge, or
-   not at all, are dropped); small holes inside the person are filled.
-4. At working resolution (the face about `face_px` tall) the decided alpha is sharpened and snapped to the
-   frame's edges by a guided filter, applied only in the unknown band along the edge.
-5. A per-pixel running average over frames, weighted by how little each pixel's brightness changed: static
+2. Colour models, one for the head and one for the body (the face and the confident person core against the
+   sure background and the pixels beyond the template), score each pixel's colour; a stream rebuilds them
+   every `_COLOUR_EVERY` frames.
+3. Other people: the segmenter's person beyond the template is someone else's; flooded inward over the frame's
+   colours (a watershed against the user's sure parts and the room), what it reaches is theirs unless its
+   colour is clearly the user's.
+4. The confidence (clipped, so the network cannot overrule everything else), the colour score, the template
+   distance and the other people add up as log-odds; hysteresis keeps the confident parts connected to the
+   face and grows them a little into the uncertain ones (other people and blobs that touch the user only
+   through a thin bridge, or not at all, are dropped); small holes inside the person are filled.
+5. At working resolution (the face about `face_px` tall) the decided alpha is sharpened and snapped to the
+   frame's edges by a (fast) guided filter, applied only in the unknown band along the edge.
+6. A per-pixel running average over frames, weighted by how little each pixel's brightness changed: static
    edges stop flickering, moving ones follow at once (no smear).
 
-Pure arrays: no file I/O. Coordinates are continuous pixels as in `engine.framing`.
+Pure arrays: no file I/O. Coordinates are continuous pixels as in `engine.framing`. Long because the six
+steps share the coarse grid, the template and the stream's state, and were tuned together on the matting kit:
+split, each would need the others' internals.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ Alpha8 = npt.NDArray[np.uint8]
 # The body: half-widths at depths below the centre (neck, shoulder slope, upper arms), then straight down.
 _HEAD_HALF_WIDTH = 0.8
 _HEAD_TOP = 1.0
-_BODY = ((0.6, 0.3), (1.5, 0.8), (1.8, 1.3))
+_BODY = ((0.6, 0.3), (1.45, 0.8), (1.7, 1.3))
 _REACH = 0.5
 """Beyond the template by more than this (face heights) nothing is the person."""
 _REGION_HALF = 2.35
@@ -66,6 +72,12 @@ _ZONES = (0.3, 0.6)
 """Depths (face heights below the face's centre) between which the head's colour model gives way to the body's."""
 _TEMPLATE_WEIGHT = 8.0
 """Log-odds lost per face height outside the template."""
+_OTHER_WEIGHT = 6.0
+"""Log-odds lost where another person's part (flooded from beyond the template) reaches."""
+_OTHER_CONF = 0.5
+"""Beyond the template, confidence from this on is another person (the seed of the flood)."""
+_OTHER_COLOUR = 1.0
+"""...but a pixel whose colour log-ratio (the user's against the room's) is above this stays the user's."""
 _BIAS = 0.5
 """Log-odds added everywhere: a doubtful pixel next to the person is kept (lost hair shows more than a
 sliver of room)."""
@@ -84,6 +96,8 @@ _EDGE_GAIN = 3.0
 _GUIDE_EPS = 1e-2
 _HOLE = 0.3
 """Holes in the person narrower than about this (face heights) are filled."""
+_COLOUR_EVERY = 3
+"""A stream's colour models are rebuilt every this many frames (the colours of person and room change slowly)."""
 _HOLD_MS = 500
 """A face lost for up to this long is still used (a tracking dropout must not bring the runners back)."""
 _STILL_DIFF = 12.0
@@ -174,6 +188,7 @@ class Matter:
         self._prev_alpha: Alpha8 | None = None
         self._prev_grey: Alpha8 | None = None
         self._last_face: tuple[Landmarks, int] | None = None
+        self._colours = _ColourModels()
 
     def update(self, image: RGBImage, confidence: Mask, landmarks: Landmarks | None,
                timestamp_ms: int = 0) -> Matte:
@@ -203,7 +218,7 @@ class Matter:
             guide = cast(RGBImage, cv2.resize(guide, work_size, interpolation=cv2.INTER_AREA))
         small = guide if coarse == 1 else cast(RGBImage, cv2.resize(guide, coarse_size, interpolation=cv2.INTER_AREA))
         conf = cast(Mask, cv2.resize(confidence[rows, cols], coarse_size, interpolation=cv2.INTER_AREA))
-        decided = _decide(small, conf, landmarks, region, factor * coarse, face_h)
+        decided = _decide(small, conf, landmarks, region, factor * coarse, face_h, self._colours)
         alpha = decided if coarse == 1 else cast(Mask, cv2.resize(decided, work_size, interpolation=cv2.INTER_LINEAR))
         grey = cast(Alpha8, cv2.cvtColor(guide, cv2.COLOR_RGB2GRAY))
         alpha8 = _refine_edge(alpha, grey, face_h / factor)
@@ -228,6 +243,7 @@ class Matter:
         factor = max(1, round(wanted))
         if factor != self._factor:
             self._prev_alpha = self._prev_grey = None
+            self._colours = _ColourModels()
             self._factor = factor
         return factor
 
@@ -249,9 +265,8 @@ class Matter:
             diff = cv2.absdiff(grey, self._prev_grey[rows, cols])
             # Weight of the past: `smoothing` where nothing changed, 0 from a change of _STILL_DIFF on.
             still = cv2.subtract(np.full_like(diff, int(_STILL_DIFF)), diff)
-            weight = still.astype(np.float32) * np.float32(self.smoothing / _STILL_DIFF)
-            blended = alpha.astype(np.float32) + weight * (prev_alpha.astype(np.float32) - alpha.astype(np.float32))
-            alpha = cast(Alpha8, np.clip(blended + 0.5, 0, 255).astype(np.uint8))
+            weight = cv2.multiply(still, self.smoothing / _STILL_DIFF, dtype=cv2.CV_32F)
+            alpha = cast(Alpha8, cv2.blendLinear(prev_alpha, alpha, weight, 1.0 - weight))
         self._prev_alpha.fill(0)
         self._prev_alpha[rows, cols] = alpha
         self._prev_grey[rows, cols] = grey
@@ -321,10 +336,19 @@ def _template(shape: tuple[int, int], cx: float, cy: float, fh: float) -> npt.ND
     return mask
 
 
+@dataclass
+class _ColourModels:
+    """A stream's colour models (`_colour_table`: head, body) and the frames they have served."""
+
+    tables: tuple[Mask, Mask] | None = None
+    age: int = 0
+
+
 def _decide(small: RGBImage, conf: Mask, landmarks: Landmarks | None, region: Region, cell: int,
-            face_h: float) -> Mask:
+            face_h: float, colours: _ColourModels | None = None) -> Mask:
     """The decided alpha (float32 0..1) of the region in the coarse grid (`cell` source pixels a side), from
-    the frame and the confidence in that grid: template, colour, hysteresis."""
+    the frame and the confidence in that grid: template, colour, hysteresis. `colours`: the stream's colour
+    models, reused for `_COLOUR_EVERY` frames (None: built for this frame only)."""
     clipped = np.clip(conf, _CONF_CLIP, 1.0 - _CONF_CLIP)
     score = np.log(clipped / (1.0 - clipped))
     shape = conf.shape[:2]
@@ -351,15 +375,43 @@ def _decide(small: RGBImage, conf: Mask, landmarks: Landmarks | None, region: Re
     depth = (np.arange(shape[0], dtype=np.float32)[:, None] + 0.5 - cy) / fh
     head_rows, body_rows = depth < _ZONES[1], depth > _ZONES[0]
     colour = _colour_index(small)
-    head = _colour_log_ratio(colour, sure_fg & head_rows, sure_bg & head_rows)
-    body = _colour_log_ratio(colour, sure_fg & body_rows, sure_bg & body_rows)
+    if colours is None or colours.tables is None or colours.age >= _COLOUR_EVERY:
+        tables = (_colour_table(colour, sure_fg & head_rows, sure_bg & head_rows),
+                  _colour_table(colour, sure_fg & body_rows, sure_bg & body_rows))
+        if colours is not None:
+            colours.tables, colours.age = tables, 0
+    else:
+        tables = colours.tables
+    if colours is not None:
+        colours.age += 1
+    head, body = tables[0][colour], tables[1][colour]
     blend = np.clip((depth - _ZONES[0]) / (_ZONES[1] - _ZONES[0]), 0.0, 1.0)
-    score += _COLOUR_WEIGHT * (head + blend * (body - head))
+    colour_score = head + blend * (body - head)
+    score += _COLOUR_WEIGHT * colour_score
     score -= _TEMPLATE_WEIGHT * np.maximum(signed, 0.0)
+    others = (conf >= _OTHER_CONF) & (signed > 0.0) & (core == 0)
+    if others.any():
+        # Not where the colour is clearly the user's: a broad shoulder beyond the template, or the room's
+        # confidence bleeding next to it, would flood into the user's own edge.
+        theirs = _flood_others(small, sure_fg, sure_bg, others) & (colour_score < _OTHER_COLOUR)
+        score -= np.float32(_OTHER_WEIGHT) * theirs
     person = _sigmoid(score + _BIAS)
     person[face > 0] = 1.0  # the tracked face is the person, whatever its colours
     person[(signed > _REACH) | (conf < _NONE)] = 0.0
     return _fill_holes(_hysteresis(person, face, grow), (_HOLE * fh) ** 2)
+
+
+def _flood_others(small: RGBImage, person: npt.NDArray[np.bool_], room: npt.NDArray[np.bool_],
+                  others: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Where the other people's parts reach when they, the user's sure parts and the room flood the picture
+    together (a watershed over its colours): a runner beside the user's shoulder that continues beyond the
+    template is theirs up to the strongest edge between them and the user."""
+    markers = np.full(person.shape, 0, np.int32)
+    markers[room] = 3
+    markers[others] = 2
+    markers[person] = 1
+    cv2.watershed(np.ascontiguousarray(small), markers)
+    return cast(npt.NDArray[np.bool_], markers == 2)
 
 
 def _sigmoid(score: npt.NDArray[np.floating]) -> Mask:
@@ -372,16 +424,16 @@ def _colour_index(image: RGBImage) -> npt.NDArray[np.int32]:
     return cast(npt.NDArray[np.int32], (q[..., 0] << 8) | (q[..., 1] << 4) | q[..., 2])
 
 
-def _colour_log_ratio(index: npt.NDArray[np.int32], fg: npt.NDArray[np.bool_], bg: npt.NDArray[np.bool_]) -> Mask:
-    """log(P(colour | person) / P(colour | background)) per pixel (`index`: `_colour_index`), from the colour
-    histograms of the frame's sure person and sure background, clipped to +-_COLOUR_CLIP."""
+def _colour_table(index: npt.NDArray[np.int32], fg: npt.NDArray[np.bool_], bg: npt.NDArray[np.bool_]) -> Mask:
+    """log(P(colour | person) / P(colour | background)) per colour bin (`index`: `_colour_index`), from the
+    colour histograms of the frame's sure person and sure background, clipped to +-_COLOUR_CLIP."""
     fg_hist = np.bincount(index[fg], minlength=4096).astype(np.float32)
     bg_hist = np.bincount(index[bg], minlength=4096).astype(np.float32)
     if not fg_hist.any() or not bg_hist.any():
-        return np.zeros(index.shape, np.float32)
+        return np.zeros(4096, np.float32)
     eps = np.float32(1e-4)
     table = np.log((fg_hist / fg_hist.sum() + eps) / (bg_hist / bg_hist.sum() + eps))
-    return np.clip(table, -_COLOUR_CLIP, _COLOUR_CLIP).astype(np.float32)[index]
+    return cast(Mask, np.clip(table, -_COLOUR_CLIP, _COLOUR_CLIP).astype(np.float32))
 
 
 def _hysteresis(person: Mask, seed: npt.NDArray[np.uint8] | None, grow: int) -> Mask:
@@ -425,7 +477,7 @@ def _fill_holes(person: Mask, max_area: float) -> Mask:
 
 def _refine_edge(alpha: Mask, grey: Alpha8, face_px: float) -> Alpha8:
     """Sharpen the decided alpha and snap it to the picture's edges: a guided filter (the frame's brightness
-    as guide), applied only in the unknown band along the edge. Returns uint8."""
+    as guide, `_fast_guided`), applied only in the unknown band along the edge. Returns uint8."""
     sharp = _contrast(alpha, _GAIN)
     radius = max(1, round(face_px / 30.0))
     unknown = cv2.inRange(sharp, 1, 254)
@@ -439,7 +491,7 @@ def _refine_edge(alpha: Mask, grey: Alpha8, face_px: float) -> Alpha8:
     rows, cols = slice(y0, y1), slice(x0, x1)
     src = sharp[rows, cols].astype(np.float32) * np.float32(1.0 / 255.0)
     guide = grey[rows, cols].astype(np.float32) * np.float32(1.0 / 255.0)
-    filtered = cast(Mask, cv2.ximgproc.guidedFilter(guide, src, radius, _GUIDE_EPS))
+    filtered = _fast_guided(guide, src, radius, _GUIDE_EPS)
     edge = _contrast(filtered, _EDGE_GAIN)
     out = sharp.copy()
     region = out[rows, cols]
@@ -447,7 +499,27 @@ def _refine_edge(alpha: Mask, grey: Alpha8, face_px: float) -> Alpha8:
     return cast(Alpha8, out)
 
 
+def _fast_guided(guide: Mask, src: Mask, radius: int, eps: float) -> Mask:
+    """A guided filter of `src` (float32) by `guide` (float32, one channel) with its linear coefficients found
+    at half resolution and applied at full (He and Sun's fast guided filter): the edge follows the guide's
+    full-resolution detail at about a third of the cost."""
+    h, w = src.shape
+    size = (max(1, w // 2), max(1, h // 2))
+    gs = cv2.resize(guide, size, interpolation=cv2.INTER_AREA)
+    ps = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
+    r = max(1, round(radius / 2))
+    k = (2 * r + 1, 2 * r + 1)
+    mi = cv2.boxFilter(gs, -1, k)
+    mp = cv2.boxFilter(ps, -1, k)
+    mii = cv2.boxFilter(gs * gs, -1, k)
+    mip = cv2.boxFilter(gs * ps, -1, k)
+    a = (mip - mi * mp) / (mii - mi * mi + np.float32(eps))
+    b = mp - a * mi
+    ma = cv2.resize(cv2.boxFilter(a, -1, k), (w, h), interpolation=cv2.INTER_LINEAR)
+    mb = cv2.resize(cv2.boxFilter(b, -1, k), (w, h), interpolation=cv2.INTER_LINEAR)
+    return cast(Mask, ma * guide + mb)
+
+
 def _contrast(alpha: Mask, gain: float) -> Alpha8:
     """`(alpha - 0.5) * gain + 0.5` as uint8 0..255 (saturated)."""
-    scaled = alpha * np.float32(255.0 * gain) + np.float32(127.5 * (1.0 - gain) + 0.5)
-    return cast(Alpha8, np.clip(scaled, 0, 255).astype(np.uint8))
+    return cast(Alpha8, cv2.addWeighted(alpha, 255.0 * gain, alpha, 0.0, 127.5 * (1.0 - gain), dtype=cv2.CV_8U))
