@@ -5,7 +5,6 @@ warm-up behind studio frames. Tiny random SDXL components (real diffusers code),
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -216,7 +215,6 @@ def test_compile_is_on_by_default_only_with_cuda(shared: DiffusionComponents) ->
 
 
 
-@pytest.mark.skipif(not os.environ.get("LIVECAM_SLOW_TESTS"), reason="tracing the tiny UNet takes ~30 s on this CPU")
 def test_warm_up_compiles_every_shape_and_live_frames_compile_nothing(shared: DiffusionComponents,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The real torch.compile (Dynamo) with a backend that counts the graphs it is handed: batch 1 and the stream

@@ -198,7 +198,7 @@ def test_a_frame_from_the_camera_when_no_photo_is_given(tmp_path: Path, studio_b
 KIT_FRAME = "S001-06__sh_flags_curtains_1280x720"
 """A matting-kit frame: a real portrait over flags and curtains, with its ground-truth alpha."""
 KIT_RUNNERS = "S001-04__sh_street_people_1280x720"
-"""The same kind of frame with runners in the street behind the person: livecam's matte keeps part of them."""
+"""The same kind of frame with runners in the street behind the person."""
 
 
 def _kit_still(bench: Workbench, config: Config, frame_name: str, matte: np.ndarray | None) -> tuple[Any, np.ndarray]:
@@ -225,17 +225,20 @@ def _kit_still(bench: Workbench, config: Config, frame_name: str, matte: np.ndar
 def test_the_background_check_rejects_room_let_through_by_the_matte_and_passes_a_clean_cutout(
         studio_bench: Workbench) -> None:
     config = studio_config("still.max_face=0.8", "still.checks=background")
-    # Runners behind the person that livecam's matte lets through beside the shoulder: a patch of room.
-    leaky, _ = _kit_still(studio_bench, config, KIT_RUNNERS, None)
+    # A matte that reaches past the person (the ground truth grown by 30 px, a sixth of the face's height: a band
+    # of the room, flags and curtains, around the head and shoulders). livecam's own matte no longer lets the
+    # kit's runners through, the leak this test used before; a 12 px band still passes (leftovers 0.45).
+    truth = cv2.imread(str(asset(f"matting/alpha/{KIT_FRAME}.png")), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+    loose = cv2.dilate(truth, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (61, 61)))
+    leaky, _ = _kit_still(studio_bench, config, KIT_FRAME, loose)
     assert leaky.failed == ["background"], leaky.reasons
-    assert leaky.figures["leftovers"] > 3 * config.still.max_leftovers  # measured 6.5
+    assert leaky.figures["leftovers"] > 3 * config.still.max_leftovers  # measured 3.7
     assert leaky.advice == [ADVICE["background.leftovers"]]
     # Flags and curtains behind the hair: with livecam's matte (the hair kept at 0.5-0.9 is the person's, not
     # room) and with the ground-truth alpha, nothing of the room shows, and the still passes.
     own, _ = _kit_still(studio_bench, config, KIT_FRAME, None)
     assert own.ok, own.reasons
     assert own.figures["leftovers"] < config.still.max_leftovers / 2  # measured 0.10 (3.07 counting the hair)
-    truth = cv2.imread(str(asset(f"matting/alpha/{KIT_FRAME}.png")), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
     clean, _ = _kit_still(studio_bench, config, KIT_FRAME, truth)
     assert clean.ok, clean.reasons
     assert clean.figures["leftovers"] < config.still.max_leftovers / 4  # measured 0.02
