@@ -244,6 +244,20 @@ def test_the_background_check_rejects_room_let_through_by_the_matte_and_passes_a
     assert clean.figures["leftovers"] < config.still.max_leftovers / 4  # measured 0.02
 
 
+def test_the_background_check_counts_other_people_as_room() -> None:
+    """Someone the matte let through apart from the subject (the segmenter run on the still calls them person
+    too) is room to the background check; the subject's own strands of hair near them are not."""
+    from livecam.stills.surroundings import _subject_only
+
+    person = np.zeros((200, 300), np.float32)
+    cv2.ellipse(person, (100, 120), (50, 80), 0, 0, 360, 1.0, -1)  # the subject
+    cv2.rectangle(person, (240, 60), (280, 190), 0.9, -1)  # a passer-by, well apart
+    cv2.line(person, (100, 38), (104, 36), 0.8, 1)  # a strand just above the head, cut off by the threshold
+    kept = _subject_only(person)
+    assert kept[120, 100] == 1.0 and kept[36, 104] == 0.8
+    assert kept[100:190, 240:280].max() == 0.0
+
+
 def test_the_backdrop_compared_with_is_the_one_the_still_shows(studio_bench: Workbench) -> None:
     from livecam.stills.render import resolve_style, studio_square
     from livecam.stills.subject import load_subject

@@ -3,6 +3,7 @@ backdrop that should show everywhere else."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -58,4 +59,27 @@ def surroundings(bench: Workbench, config: Config, style: StylePreset, image: RG
     if matte is not None:
         mask, affine = matte
         person = np.where(fr.warp(mask, affine, size) >= CONFIDENT, person, np.float32(0.0)).astype(np.float32)
-    return Surroundings(person, backdrop_image(config, style, size) if known else None, photo_cut)
+    return Surroundings(_subject_only(person), backdrop_image(config, style, size) if known else None, photo_cut)
+
+
+def _subject_only(person: Mask) -> Mask:
+    """`person` kept only on its largest connected part (from `CONFIDENT`) and what lies within reach of it:
+    other people a matte let through, which the segmenter run on the still also calls person, are room to the
+    background check, not the subject."""
+    solid = (person >= CONFIDENT).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=8)
+    if count <= 2:
+        return person
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    reach = max(3, round(_REACH * float(np.sqrt(stats[largest, cv2.CC_STAT_AREA]))))
+    near = cv2.dilate((labels == largest).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
+                                                                                     (2 * reach + 1,) * 2))
+    keep = np.zeros(count, bool)
+    keep[np.unique(labels[near > 0])] = True
+    keep[0] = True  # below CONFIDENT: left as the segmenter says (soft edges)
+    return np.where(keep[labels], person, np.float32(0.0)).astype(np.float32)
+
+
+_REACH = 0.02
+"""Parts of the person mask this far from the subject's largest part (times the square root of its area: a few
+pixels) still count as the subject: strands of hair the threshold cut off."""
