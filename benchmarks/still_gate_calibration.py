@@ -196,13 +196,25 @@ def summarise(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
     return out
 
 
+def shared_models() -> list[str]:
+    """Config overrides that take the models from ../shared/assets/models where it holds them (the cache or
+    LIVECAM_MODEL_DIR otherwise): the benchmark runs offline on a fresh checkout."""
+    models = assets_dir() / "models"
+    reid = models / "face_recognition/face-reidentification-retail-0095/FP16/face-reidentification-retail-0095"
+    files = {"face_landmarker": models / "face_landmarker/face_landmarker.task",
+             "segmenter": models / "segmentation/selfie_segmentation.tflite",
+             "face_detector": models / "face_detection/face_detection_yunet_2023mar.onnx",
+             "face_reid_xml": reid.with_suffix(".xml"), "face_reid_bin": reid.with_suffix(".bin")}
+    return [f"models.{key}={path}" for key, path in files.items() if path.is_file()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--step", type=int, default=1, help="every Nth matting frame (default: all 112)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/still_gate_calibration.json"))
     parser.add_argument("--sheet", type=Path, default=None, help="a PNG of every still measured, with its figures")
     args = parser.parse_args()
-    config = load_config(None, ["engine.kind=studio"])
+    config = load_config(None, ["engine.kind=studio", *shared_models()])
     bench = open_workbench(config)
     sheet: list[SheetEntry] = []
     started = time.perf_counter()
