@@ -152,16 +152,22 @@ print("RESULT " + json.dumps(result))
 """
 
 
-def run_reference(checkout: Path, video: Path, frames: int, pace: bool) -> dict[str, Any]:
-    """`run_livecam` of another checkout (its own code, this Python) on `video`, in a subprocess."""
+def run_in_checkout(checkout: Path, code: str, args: list[str], what: str) -> dict[str, Any]:
+    """`code` run with `args` in a subprocess on `checkout`'s code (this Python): the JSON it prints after
+    "RESULT " on its last such line. `what` names the run in the error when it fails."""
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    done = subprocess.run([sys.executable, "-c", _REFERENCE_CHILD, str(video), str(frames), "1" if pace else "0"],
-                          cwd=checkout, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=checkout, env=env, capture_output=True,
+                          text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
-        raise RuntimeError(f"the reference run in {checkout} failed (exit {done.returncode}): {done.stderr[-2000:]}")
+        raise RuntimeError(f"the {what} run in {checkout} failed (exit {done.returncode}): {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
     return result
+
+
+def run_reference(checkout: Path, video: Path, frames: int, pace: bool) -> dict[str, Any]:
+    """`run_livecam` of another checkout (its own code, this Python) on `video`, in a subprocess."""
+    return run_in_checkout(checkout, _REFERENCE_CHILD, [str(video), str(frames), "1" if pace else "0"], "reference")
 
 
 def revision(checkout: Path) -> str:

@@ -17,17 +17,13 @@ same rounds, in alternation: both are measured in a subprocess, by the same code
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.live_loop import KIT_VIDEO, machine, make_kit_video, revision, versions
+from benchmarks.live_loop import KIT_VIDEO, machine, make_kit_video, revision, run_in_checkout, versions
 from livecam.live.stats import write_json
 
 WARMUP_FRAMES = 10
@@ -93,14 +89,7 @@ print("RESULT " + json.dumps({name: float(np.median(values)) for name, values in
 
 def measure(checkout: Path, video: Path, frames: int) -> dict[str, float]:
     """Median CPU ms per stage of `checkout`'s pipeline on `video` (a subprocess running `_CHILD`)."""
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
-    done = subprocess.run([sys.executable, "-c", _CHILD, str(video), str(frames), str(WARMUP_FRAMES)],
-                          cwd=checkout, env=env, capture_output=True, text=True, check=False)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"the stage run in {checkout} failed (exit {done.returncode}): {done.stderr[-2000:]}")
-    result: dict[str, float] = json.loads(lines[-1][len("RESULT "):])
-    return result
+    return run_in_checkout(checkout, _CHILD, [str(video), str(frames), str(WARMUP_FRAMES)], "stage")
 
 
 def summarise(rounds: list[dict[str, float]]) -> dict[str, Any]:

@@ -33,7 +33,6 @@ import json
 import math
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import threading
@@ -58,6 +57,7 @@ from livecam.serve.app import make_app
 from livecam.serve.session import LiveSession
 from livecam.serve.webrtc import LatestFrameTrack, Viewers, encoder_executor, video_frame
 from models.face_landmarker import MediaPipeFaceTracker
+from tests._child import LineChild
 from tests.media import make_face_video
 
 SIZE = (1280, 720)
@@ -124,39 +124,18 @@ async def client(base: str, viewers: int) -> None:
     await asyncio.gather(*(pc.close() for pc in pcs))
 
 
-class ViewerProcess:
+class ViewerProcess(LineChild):
     """The viewer process for one measurement."""
 
     def __init__(self, base: str, viewers: int) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.webrtc_viewers", "--client", base, "--viewers", str(viewers)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-    def _line(self) -> str:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the viewer process ended (exit code {self.process.wait()})")
-        return line.strip()
-
-    def wait_ready(self) -> None:
-        if self._line() != "ready":
-            raise RuntimeError("the viewer process did not get ready")
+        super().__init__([sys.executable, "-m", "benchmarks.webrtc_viewers", "--client", base, "--viewers",
+                          str(viewers)], "viewer")
 
     def mark(self) -> list[int]:
-        assert self.process.stdin is not None
-        self.process.stdin.write("mark\n")
-        self.process.stdin.flush()
-        return [int(c) for c in json.loads(self._line())]
+        return [int(c) for c in self._mark()]
 
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.write("quit\n")
-            self.process.stdin.close()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+    def close(self, timeout: float = 30.0) -> None:
+        super().close(timeout)
 
 
 # --- the server side ------------------------------------------------------------------------------------------

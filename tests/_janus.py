@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import glob
 import json
 import os
@@ -25,6 +24,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from tests._child import LineChild
 
 JANUS = shutil.which("janus") or "/usr/bin/janus"
 JANUS_JS = Path("/usr/share/javascript/janus-gateway/janus.js")
@@ -181,50 +182,20 @@ async def subscribe(endpoint: str, room: int, n: int, pin: str = "", secret: str
         await asyncio.gather(*(sub.close() for sub in subs), return_exceptions=True)
 
 
-class SubscriberProcess:
+class SubscriberProcess(LineChild):
     """`n` Janus subscribers in their own process (their decoding is not the publisher's CPU)."""
 
     def __init__(self, endpoint: str, room: int, n: int, pin: str = "", nice: int = 0) -> None:
         command = [sys.executable, "-m", "tests._janus", "subscribe", endpoint, str(room), str(n), "--pin", pin]
         if nice:
             command = ["nice", "-n", str(nice), *command]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                        cwd=Path(__file__).resolve().parents[1])
-
-    def _line(self) -> str:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the subscriber process ended (exit code {self.process.wait()})")
-        return line.strip()
-
-    def wait_ready(self) -> None:
-        if self._line() != "ready":
-            raise RuntimeError("the subscriber process did not get ready")
+        super().__init__(command, "subscriber", cwd=Path(__file__).resolve().parents[1])
 
     def mark(self) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        self.process.stdin.write("mark\n")
-        self.process.stdin.flush()
-        return dict(json.loads(self._line()))
+        return dict(self._mark())
 
     def pause(self) -> None:
         self.process.send_signal(signal.SIGSTOP)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.process.send_signal(signal.SIGCONT)
-        try:
-            if self.process.stdin is not None:
-                self.process.stdin.write("quit\n")
-                self.process.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
 
 
 def main(argv: list[str] | None = None) -> int:

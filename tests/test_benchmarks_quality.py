@@ -45,12 +45,7 @@ def test_instrument_agrees_with_ground_truth() -> None:
     assert alpha is not None
     gt = alpha.astype(np.float32) / 255.0
     landmarks = detect_faces(asset("models/face_landmarker/face_landmarker.task"), image)[0]
-    segmenter = MediaPipeSegmenter(asset("models/segmentation/selfie_segmentation.tflite"))
-    try:
-        crop, origin = pm.head_crop(image, landmarks)
-        mask = pm.uncrop(segmenter.segment(crop, 0), origin, image.shape)
-    finally:
-        segmenter.close()
+    mask = head_mask(image, landmarks)
     measured, truth = pm.measure(image, landmarks, mask, "left"), pm.measure(image, landmarks, gt, "left")
     assert abs(measured.head_top - truth.head_top) * 720 <= 6  # hair top over a busy bookshelf
     assert 0.05 < truth.head_top < measured.eye_line and not truth.head_cut
@@ -66,15 +61,19 @@ def test_instrument_agrees_with_ground_truth() -> None:
     assert left.key_ratio > 1.15 * measured.key_ratio and abs(left.key_ratio * right.key_ratio - 1) < 1e-6
 
 
-def measure_cut(image: np.ndarray, landmarks: np.ndarray) -> pm.FaceView:
-    image = np.ascontiguousarray(image)
+def head_mask(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The benchmark's person mask: the square selfie segmenter on the square around the head."""
     segmenter = MediaPipeSegmenter(asset("models/segmentation/selfie_segmentation.tflite"))
     try:
         crop, origin = pm.head_crop(image, landmarks)
-        mask = pm.uncrop(segmenter.segment(crop, 0), origin, image.shape)
+        return pm.uncrop(segmenter.segment(crop, 0), origin, image.shape)
     finally:
         segmenter.close()
-    return pm.measure(image, landmarks, mask, "left")
+
+
+def measure_cut(image: np.ndarray, landmarks: np.ndarray) -> pm.FaceView:
+    image = np.ascontiguousarray(image)
+    return pm.measure(image, landmarks, head_mask(image, landmarks), "left")
 
 
 def test_the_matte_runs_the_live_loops_segmentation(tmp_path: Path) -> None:

@@ -13,13 +13,11 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from engine import framing as fr
 from engine.alignment import centroid
 from engine.crops import DEFAULT_PLATFORMS
-from engine.denoiser import DiffusionComponents
 from engine.gate import ADVICE, DEFAULT_CHECKS
 from livecam.assembly import open_workbench
 from livecam.cli import main
@@ -32,7 +30,7 @@ from livecam.stills.provenance import COMPOSITE, GENERATED, read_disclosure
 from livecam.stills.workbench import Workbench
 from models.face_landmarker import detect_faces
 from tests.conftest import asset
-from tests.tiny_sdxl import tiny_components, tiny_lora
+from tests.tiny_sdxl import tiny_lora, tiny_still_components
 
 OBAMA = "images/faces/obama_official_2012.jpg"
 S001 = [f"images/identity/meds-aa-S001-0{i}.jpg" for i in range(1, 7)]
@@ -462,14 +460,6 @@ def test_styles_command_lists_presets_and_platforms(capsys: pytest.CaptureFixtur
 
 
 # --- diffusion engine, tiny random models -----------------------------------------------------------------------
-
-def tiny_still_components() -> DiffusionComponents:
-    c = tiny_components(0)
-    return DiffusionComponents(unet=c["unet"], tiny_vae=c["tiny_vae"], text_encoder=c["text_encoder"],
-                               tokenizer=c["tokenizer"], scheduler=c["scheduler"], device=torch.device("cpu"),
-                               dtype=torch.float32, controlnet=c["controlnet"], text_encoder_2=c["text_encoder_2"],
-                               tokenizer_2=c["tokenizer_2"], vae=c["vae"], names={"base": "tiny-random-sdxl"})
-
 
 @pytest.fixture(scope="module")
 def diffusion_bench(model_dir: Path) -> Any:

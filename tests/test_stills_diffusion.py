@@ -10,9 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from engine.denoiser import DiffusionComponents
 from engine.keep_face import face_keep_mask
 from livecam.assembly import open_workbench
 from livecam.config import load_config
@@ -23,24 +21,16 @@ from livecam.stills.subject import load_subject
 from livecam.stills.variants import look
 from livecam.stills.workbench import Workbench
 from tests.conftest import asset
-from tests.tiny_sdxl import tiny_components
+from tests.tiny_sdxl import tiny_still_components
 
 OBAMA = "images/faces/obama_official_2012.jpg"
 SIZE = 128
 BASE = [f"still.size={SIZE}", "still.steps=2", "still.checks=", "still.min_sharpness=0", "still.format=png"]
 
 
-def _components() -> DiffusionComponents:
-    c = tiny_components(0)
-    return DiffusionComponents(unet=c["unet"], tiny_vae=c["tiny_vae"], text_encoder=c["text_encoder"],
-                               tokenizer=c["tokenizer"], scheduler=c["scheduler"], device=torch.device("cpu"),
-                               dtype=torch.float32, controlnet=c["controlnet"], text_encoder_2=c["text_encoder_2"],
-                               tokenizer_2=c["tokenizer_2"], vae=c["vae"], names={"base": "tiny-random-sdxl"})
-
-
 @pytest.fixture(scope="module")
 def bench(model_dir: Path) -> Iterator[Workbench]:
-    workbench = open_workbench(load_config(None, BASE), "diffusion", components=_components())
+    workbench = open_workbench(load_config(None, BASE), "diffusion", components=tiny_still_components())
     yield workbench
     workbench.close()
 

@@ -124,6 +124,18 @@ SDXL_TURBO_SCHEDULER_CONFIG: dict[str, Any] = {
 SDXL_CONTROLNET_CONDITIONING_CHANNELS = (16, 32, 96, 256)
 
 
+def tiny_still_components(seed: int = 0) -> Any:
+    """`tiny_components` as the stills' generator takes them (`engine.denoiser.DiffusionComponents` with the
+    full VAE, on the CPU in float32)."""
+    from engine.denoiser import DiffusionComponents
+
+    c = tiny_components(seed)
+    return DiffusionComponents(unet=c["unet"], tiny_vae=c["tiny_vae"], text_encoder=c["text_encoder"],
+                               tokenizer=c["tokenizer"], scheduler=c["scheduler"], device=torch.device("cpu"),
+                               dtype=torch.float32, controlnet=c["controlnet"], text_encoder_2=c["text_encoder_2"],
+                               tokenizer_2=c["tokenizer_2"], vae=c["vae"], names={"base": "tiny-random-sdxl"})
+
+
 def full_size_components(device: str | torch.device, dtype: torch.dtype, controlnet: bool = True,
                          seed: int = 0) -> dict[str, Any]:
     """The real SDXL architectures with random weights, built offline: unet, controlnet (or None), vae (the
