@@ -185,7 +185,7 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
         raise error(408, f"the request body did not arrive within {timeout:g} s (serve.request_timeout_s)"
                     ) from None
     except (web.RequestPayloadError, ConnectionError) as e:  # a broken chunked/compressed body, or a hang-up
-        raise error(400, f"the request body could not be read: {e}") from None
+        raise ApiError(400, f"the request body could not be read: {e}", close=True) from None
     try:
         text = data.decode("utf-8")  # JSON is UTF-8 (RFC 8259); a charset in Content-Type is not taken
     except UnicodeDecodeError:

@@ -19,6 +19,7 @@ Logging: a client's mistake (a malformed request) is logged at debug level only,
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -58,11 +59,14 @@ def is_loopback(host: str) -> bool:
 class ApiError(Exception):
     """An error answered as JSON {"error": message} with `status` (raised by handlers and checks)."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.close = close
+        """Hang up after the answer: the request's body could not be read, and aiohttp, left to read the rest
+        of it after the answer, would meet the same error again and log it as an unhandled exception."""
 
 
 def error(status: int, message: str, **headers: str) -> ApiError:
@@ -75,7 +79,14 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as e:
-        return web.json_response({"error": e.message}, status=e.status, headers=e.headers)
+        response = web.json_response({"error": e.message}, status=e.status, headers=e.headers)
+        if e.close:
+            response.force_close()
+            with contextlib.suppress(ConnectionError):  # the client may be gone already
+                await response.prepare(request)
+                await response.write_eof()
+            request.protocol.force_close()
+        return response
     except web.HTTPException as e:  # aiohttp's own: no route (404), wrong method (405), body too large (413)
         if e.status < 400:
             raise
